@@ -1,0 +1,1 @@
+urlpatterns: list = []  # the API issue work fills this in

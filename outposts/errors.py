@@ -1,0 +1,17 @@
+"""Errors the services raise; the API answers them with the contract's 419 shape."""
+
+
+class PortalError(Exception):
+    """A refusal or failure the client should see, with a message safe to show a user."""
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class StartRefused(PortalError):
+    """Admission said no: flavor not allowed, a limit reached, or the Outpost not accepting."""
+
+
+class SpawnerFailed(PortalError):
+    """The spawner could not start or stop the server."""

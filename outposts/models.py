@@ -1,0 +1,271 @@
+"""Outposts (compute systems), Hubs (JupyterHub clients) and the servers they start."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
+
+TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Outpost(models.Model):
+    """A compute system on which the portal starts Jupyter servers with one spawner class."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DRAINING = "draining", "Draining (running servers stay, no new starts)"
+        DISABLED = "disabled", "Disabled"
+
+    slug = models.SlugField(unique=True, help_text="Names the API base URL /outposts/<slug>/.")
+    name = models.CharField(max_length=200)
+    is_default = models.BooleanField(
+        "default", default=False, help_text="Also serve this Outpost's API at the site root."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    spawner_class = models.CharField(
+        max_length=255,
+        default="jupyterhub.spawner.SimpleLocalProcessSpawner",
+        help_text="Dotted path of the JupyterHub spawner class that starts servers here.",
+    )
+    spawner_config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Trait values for the spawner class, e.g. {"cmd": ["jupyterhub-singleuser"]}.',
+    )
+    allowed_overrides = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Spawner trait names a Hub may set through the request's misc object.",
+    )
+    max_servers_per_user = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Active servers one Hub user may have here over all flavors; empty = no limit.",
+    )
+    queue = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Celery queue of this Outpost's tasks; empty = outpost.<slug>.",
+    )
+    poll_interval = models.DurationField(
+        default=timedelta(seconds=30), help_text="How often the reconciler polls a running server."
+    )
+    start_timeout = models.DurationField(
+        default=timedelta(minutes=10),
+        help_text="A start that has not reached running after this long fails.",
+    )
+    unknown_grace = models.DurationField(
+        default=timedelta(minutes=15),
+        help_text="How long a server may stay unknown (system unreachable) before it is ended.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_outpost"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def celery_queue(self) -> str:
+        return self.queue or f"outpost.{self.slug}"
+
+    @property
+    def accepts_starts(self) -> bool:
+        return self.state == self.State.ACTIVE
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        try:
+            import_string(self.spawner_class)
+        except ImportError:
+            errors["spawner_class"] = f"Cannot import {self.spawner_class!r}."
+        if not isinstance(self.spawner_config, dict):
+            errors["spawner_config"] = "Must be a JSON object of trait names to values."
+        if not isinstance(self.allowed_overrides, list) or not all(
+            isinstance(name, str) and TRAIT_NAME.match(name) for name in self.allowed_overrides
+        ):
+            errors["allowed_overrides"] = "Must be a JSON list of trait names."
+        if errors:
+            raise ValidationError(errors)
+
+
+class Hub(models.Model):
+    """A JupyterHub that calls the API with its own credentials."""
+
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="The HTTP Basic user name the Hub sends."
+    )
+    secret_digest = models.CharField(max_length=64, blank=True, editable=False)
+    outposts = models.ManyToManyField(Outpost, related_name="hubs", blank=True)
+    is_active = models.BooleanField(default=True)
+    flavors_update_token = EncryptedJSONField(
+        null=True,
+        blank=True,
+        help_text="Token for the Hub's flavor-update call-back when the request names none.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_secret(self, secret: str) -> None:
+        self.secret_digest = credential_digest(secret)
+
+    def check_secret(self, secret: str) -> bool:
+        return bool(self.secret_digest) and credential_matches(secret, self.secret_digest)
+
+
+class HubAPIKey(models.Model):
+    """A token a Hub sends as ``Authorization: token <key>``; only its digest is stored."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    key_digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "Hub API key"
+
+    def __str__(self) -> str:
+        return f"{self.hub} key {self.name or self.pk}"
+
+    @property
+    def is_valid(self) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class ServerQuerySet(models.QuerySet["Server"]):
+    def active(self) -> ServerQuerySet:
+        """Servers that count against limits: every status but stopped and failed."""
+        return self.exclude(status__in=Server.ENDED)
+
+    def visible(self) -> ServerQuerySet:
+        """Servers the Hub has not deleted: those a poll or a stop still finds."""
+        return self.filter(removed_at__isnull=True)
+
+
+class Server(models.Model):
+    """One Jupyter server a Hub asked for, from admission to history.
+
+    A stopped server is never erased: once its Hub deletes it (removed_at), it is history for
+    accounting and audit, hidden from the API.
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+        UNKNOWN = "unknown", "Unknown"
+
+    ENDED = (Status.STOPPED, Status.FAILED)
+
+    hub = models.ForeignKey(Hub, on_delete=models.PROTECT, related_name="servers")
+    outpost = models.ForeignKey(Outpost, on_delete=models.PROTECT, related_name="servers")
+    flavor = models.ForeignKey(
+        "flavors.Flavor", on_delete=models.PROTECT, null=True, blank=True, related_name="servers"
+    )
+    name = models.CharField(max_length=255, blank=True, help_text="JupyterHub server name.")
+    start_id = models.CharField(max_length=255, default="0")
+    user_id = models.CharField("Hub user id", max_length=64)
+    user_name = models.CharField("Hub user name", max_length=255)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.REQUESTED, db_index=True
+    )
+    address = models.CharField(max_length=512, blank=True)
+    user_options = models.JSONField(default=dict, blank=True)
+    overrides = models.JSONField(
+        default=dict, blank=True, help_text="The allow-listed misc traits the Hub asked for."
+    )
+    env = EncryptedJSONField(null=True, blank=True, help_text="Request env (holds the API token).")
+    spawner_state = EncryptedJSONField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the spawner ran.")
+    ready_at = models.DateTimeField(null=True, blank=True)
+    end_at = models.DateTimeField(null=True, blank=True, help_text="Runtime ends here.")
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_poll_at = models.DateTimeField(null=True, blank=True)
+    unknown_since = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the Hub deleted it; hidden from the API since."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ServerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hub", "outpost", "name", "start_id"],
+                condition=Q(removed_at__isnull=True),
+                name="one_visible_server_per_start",
+            )
+        ]
+        indexes = [models.Index(fields=["outpost", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_name}:{self.name or '(default)'} on {self.outpost_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in self.ENDED
+
+    @property
+    def stop_pending(self) -> bool:
+        return self.stop_requested_at is not None and self.is_active
+
+
+class SpawnEvent(models.Model):
+    """One progress step of a server's start, as the Hub shows it to the user."""
+
+    server = models.ForeignKey(Server, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now)
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.TextField()
+    failed = models.BooleanField(default=False)
+    ready = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["server", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.progress}% {self.message}"
+
+    def as_wire(self) -> dict[str, object]:
+        """The event as JupyterHub's progress API carries it; html_message is escaped text."""
+        from django.utils.html import escape
+
+        return {
+            "progress": self.progress,
+            "message": self.message,
+            "html_message": escape(self.message),
+            "failed": self.failed,
+            "ready": self.ready,
+        }

@@ -1,0 +1,70 @@
+"""Reads of Hubs, Outposts and servers, always scoped to the calling Hub."""
+
+from __future__ import annotations
+
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from outposts.models import Hub, HubAPIKey, Outpost, Server
+from portal.crypto import credential_digests
+
+
+def hub_by_secret(*, name: str, secret: str) -> Hub | None:
+    """The active Hub whose Basic credentials these are, or None."""
+    hub = Hub.objects.filter(name=name, is_active=True).first()
+    if hub is None or not hub.check_secret(secret):
+        return None
+    return hub
+
+
+def hub_by_api_key(*, key: str) -> Hub | None:
+    """The active Hub owning this valid (unexpired, unrevoked) API key, or None."""
+    api_key = (
+        HubAPIKey.objects.select_related("hub")
+        .filter(key_digest__in=credential_digests(key), hub__is_active=True, revoked=False)
+        .first()
+    )
+    if api_key is None or not api_key.is_valid:
+        return None
+    return api_key.hub
+
+
+def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
+    """The Outpost ``slug`` (or the default one) if ``hub`` may use it, else None."""
+    outposts = hub.outposts.exclude(state=Outpost.State.DISABLED)
+    if slug is None:
+        return outposts.filter(is_default=True).first()
+    return outposts.filter(slug=slug).first()
+
+
+def server_list_for_hub(*, hub: Hub, outpost: Outpost) -> QuerySet[Server]:
+    """The Hub's active servers on the Outpost, for the list endpoint: one query."""
+    return (
+        Server.objects.visible()
+        .active()
+        .filter(hub=hub, outpost=outpost)
+        .select_related("hub", "flavor")
+        .order_by("created_at")
+    )
+
+
+def server_get_for_hub(*, hub: Hub, outpost: Outpost, name: str, start_id: str) -> Server | None:
+    """The server a poll or stop names, if it is this Hub's and not deleted."""
+    return (
+        Server.objects.visible()
+        .filter(hub=hub, outpost=outpost, name=name, start_id=start_id)
+        .select_related("hub", "flavor")
+        .first()
+    )
+
+
+def servers_due_for_poll(*, outpost: Outpost, limit: int) -> QuerySet[Server]:
+    """Running or unknown servers not polled within the Outpost's poll interval, oldest first."""
+    cutoff = timezone.now() - outpost.poll_interval
+    return (
+        Server.objects.filter(
+            outpost=outpost, status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN]
+        )
+        .filter(Q(last_poll_at__isnull=True) | Q(last_poll_at__lt=cutoff))
+        .order_by(F("last_poll_at").asc(nulls_first=True))[:limit]
+    )

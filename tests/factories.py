@@ -1,0 +1,92 @@
+"""Factories for every model, in one place."""
+
+from datetime import timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+
+from flavors.models import Flavor
+from outposts.models import Hub, Outpost, Server, SpawnEvent
+
+HUB_SECRET = "a-hub-secret-for-tests"
+
+
+class OutpostFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Outpost
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda n: f"outpost{n}")
+    name = factory.LazyAttribute(lambda o: f"Outpost {o.slug}")
+    spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+    spawner_config = factory.LazyFunction(dict)
+
+
+class HubFactory(factory.django.DjangoModelFactory):
+    """A Hub whose secret is HUB_SECRET unless `secret=` says otherwise."""
+
+    class Meta:
+        model = Hub
+        django_get_or_create = ("name",)
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"hub{n}")
+
+    @factory.post_generation
+    def secret(self, create, extracted, **kwargs):
+        self.set_secret(extracted or HUB_SECRET)
+        if create:
+            self.save(update_fields=["secret_digest"])
+
+    @factory.post_generation
+    def outposts(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.outposts.set(extracted)
+
+
+class FlavorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Flavor
+
+    outpost = factory.SubFactory(OutpostFactory)
+    name = factory.Sequence(lambda n: f"flavor{n}")
+    display_name = factory.LazyAttribute(lambda f: f"Flavor {f.name}")
+    description = "A flavor for tests"
+    weight = 0
+    runtime = timedelta(hours=2)
+    resources = factory.LazyFunction(dict)
+
+
+class ServerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Server
+
+    hub = factory.SubFactory(HubFactory)
+    outpost = factory.SubFactory(OutpostFactory)
+    name = factory.Sequence(lambda n: f"server{n}")
+    start_id = factory.Sequence(lambda n: f"start{n}")
+    user_id = factory.Sequence(lambda n: str(n + 1))
+    user_name = factory.Sequence(lambda n: f"user{n}")
+    status = Server.Status.RUNNING
+    address = "127.0.0.1:8888"
+    env = factory.LazyFunction(dict)
+
+
+class SpawnEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SpawnEvent
+
+    server = factory.SubFactory(ServerFactory)
+    progress = 50
+    message = "Working"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"admin{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
+    password = factory.PostGenerationMethodCall("set_password", "a-password-for-tests")

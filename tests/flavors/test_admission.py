@@ -1,0 +1,79 @@
+import pytest
+
+from outposts.errors import StartRefused
+from outposts.models import Server
+from outposts.services import StartRequest, server_start
+from tests.factories import FlavorFactory, HubFactory, ServerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def start(hub, outpost, *, user_id="1", flavor=None, name="", start_id="s1"):
+    request = StartRequest(
+        name=name,
+        start_id=start_id,
+        env={"JUPYTERHUB_USER_ID": user_id, "JUPYTERHUB_USER": f"user{user_id}"},
+        flavor=flavor,
+    )
+    return server_start(hub=hub, outpost=outpost, request=request)
+
+
+def test_flavor_max_counts_active_servers_of_every_hub(hub, outpost):
+    # given a flavor with max 2 and one active server of another Hub
+    flavor = FlavorFactory(outpost=outpost, name="small", max=2)
+    ServerFactory(outpost=outpost, flavor=flavor, hub=HubFactory(outposts=[outpost]))
+    ServerFactory(outpost=outpost, flavor=flavor, status=Server.Status.STOPPED)
+    # when this Hub starts two servers
+    start(hub, outpost, flavor="small", start_id="a")
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", start_id="b")
+    # then the second is refused with the contract's message
+    assert refused.value.message == (
+        " - Start with small for hub1 not allowed. Maximum (2) already reached."
+    )
+
+
+def test_max_per_user_is_per_hub_user_id(hub, outpost):
+    FlavorFactory(outpost=outpost, name="small", max_per_user=1)
+    start(hub, outpost, user_id="1", flavor="small", name="a")
+    start(hub, outpost, user_id="2", flavor="small", name="a")
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, user_id="1", flavor="small", name="b")
+    assert refused.value.message == (
+        "b - Start with flavor small not allowed. Each user may only start 1 of small"
+    )
+
+
+def test_unknown_flavor_lists_the_allowed_ones(hub, outpost):
+    FlavorFactory(outpost=outpost, name="small")
+    FlavorFactory(outpost=outpost, name="large")
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="huge", name="x")
+    assert refused.value.message == (
+        "x - Start with flavor huge not allowed. Allowed values for user: ['large', 'small']"
+    )
+
+
+def test_without_a_flavor_name_the_heaviest_flavor_is_used(hub, outpost):
+    FlavorFactory(outpost=outpost, name="small", weight=1)
+    FlavorFactory(outpost=outpost, name="default", weight=10)
+    server, created = start(hub, outpost)
+    assert created and server.flavor.name == "default"
+
+
+def test_the_outpost_wide_per_user_limit(hub, outpost):
+    outpost.max_servers_per_user = 1
+    outpost.save()
+    start(hub, outpost, name="a")
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, name="b")
+    assert refused.value.message == (
+        "b - User with user id 1 of hub1 has reached the maximum limit of services (1)"
+    )
+
+
+def test_a_repeated_start_returns_the_same_server(hub, outpost):
+    first, created = start(hub, outpost, start_id="same")
+    again, created_again = start(hub, outpost, start_id="same")
+    assert created and not created_again and first.pk == again.pk
+    assert Server.objects.count() == 1

@@ -1,0 +1,13 @@
+"""Settings for the test suite: the real settings, on PostgreSQL and Redis by default.
+
+Fixed keys, for tests only. Worker processes that tests start use this module too.
+"""
+
+import os
+
+os.environ.setdefault("PORTAL_SECRET_KEY", "tests-only-secret-key")
+os.environ.setdefault("PORTAL_ENCRYPTION_KEYS", "doMMAYSpy4vTWjE1IhxV6yhXTVFnlisU_zoKssC77Q0=")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+from portal.settings import *  # noqa: E402,F403

@@ -1,0 +1,1 @@
+"""SSH tunnels as records (filled in by the tunnels issue)."""
