@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from django.utils import timezone
 from flavors.services import flavor_admit
 from outposts.errors import StartRefused
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
-from portal.crypto import credential_digest, new_credential
+from portal.crypto import credential_digest, encrypt_text, new_credential
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ class StartRequest:
     misc: dict[str, Any] = field(default_factory=dict)
     flavor: str | None = None
     authentication: dict[str, Any] = field(default_factory=dict)
+    # Internal-SSL PEM contents: never stored, carried to the start task encrypted.
+    certs: dict[str, str] = field(default_factory=dict, repr=False)
+    internal_trust_bundles: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def user_id(self) -> str:
@@ -89,7 +93,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             env=request.env,
         )
         server_record_event(server=server, progress=10, message="Start request accepted.")
-        _queue_task("server_start_task", outpost, server.pk)
+        tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
+        _queue_task("server_start_task", outpost, server.pk, encrypt_text(json.dumps(tls)))
     return server, True
 
 

@@ -4,7 +4,7 @@ from celery import shared_task
 
 
 @shared_task
-def server_start_task(server_id: int) -> None:
+def server_start_task(server_id: int, tls_token: str | None = None) -> None:
     raise NotImplementedError  # filled in by the runner work
 
 
