@@ -1,0 +1,356 @@
+"""The Django admin for Outposts, Hubs and servers, scoped by object permissions.
+
+Superusers see everything. A staff site admin sees and changes only the Outposts on which they
+hold ``outposts.change_outpost`` as a guardian object permission (or as a global permission,
+which makes them an admin of every Outpost), and only those Outposts' flavors and servers.
+guardian's own admin classes only manage permissions, they do not enforce them (house-style.md),
+so every admin here filters ``get_queryset`` and answers ``has_*_permission(obj)`` itself.
+Hubs span Outposts and hold credentials: they follow Django's global model permissions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from guardian.admin import ReinforcedGuardedModelAdminMixin
+from guardian.shortcuts import get_objects_for_user
+
+from flavors.models import Flavor
+from outposts import services
+from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
+
+OUTPOST_ADMIN_PERMISSION = "outposts.change_outpost"
+
+
+def outposts_administered_by(user: AbstractBaseUser | Any) -> QuerySet[Outpost]:
+    """The Outposts ``user`` may administer in the admin: all for superusers."""
+    if not (user.is_active and user.is_staff):
+        return Outpost.objects.none()
+    if user.is_superuser:
+        return Outpost.objects.all()
+    return get_objects_for_user(
+        user, OUTPOST_ADMIN_PERMISSION, klass=Outpost, accept_global_perms=True
+    )
+
+
+def _administered_ids(request: HttpRequest) -> set[int]:
+    # Cached on the request: a change list asks for every row.
+    cached: set[int] | None = getattr(request, "_administered_outpost_ids", None)
+    if cached is None:
+        cached = set(outposts_administered_by(request.user).values_list("pk", flat=True))
+        request._administered_outpost_ids = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def administers(request: HttpRequest, outpost_id: int | None) -> bool:
+    """Whether the request's user administers the Outpost ``outpost_id``."""
+    return outpost_id in _administered_ids(request)
+
+
+def administers_any(request: HttpRequest) -> bool:
+    return bool(_administered_ids(request))
+
+
+class OutpostScopedAdmin(admin.ModelAdmin):
+    """An admin for rows that belong to an Outpost (through ``outpost_field``).
+
+    Model permissions alone would let a staff user with object permissions see nothing, and a
+    staff user with global ones see everything; the Outpost a row belongs to decides instead.
+    """
+
+    outpost_field = "outpost"
+
+    def outpost_id_of(self, obj: Model) -> int | None:
+        return getattr(obj, f"{self.outpost_field}_id")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return (
+            super()
+            .get_queryset(request)
+            .filter(**{f"{self.outpost_field}__in": outposts_administered_by(request.user)})
+        )
+
+    def _allowed(self, request: HttpRequest, obj: Model | None) -> bool:
+        if obj is None:
+            return administers_any(request)
+        return administers(request, self.outpost_id_of(obj))
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return administers_any(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._allowed(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._allowed(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return administers_any(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return self._allowed(request, obj)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # Choices must not name (or accept) Outposts the user does not administer.
+        if db_field.remote_field.model is Outpost:
+            kwargs["queryset"] = outposts_administered_by(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class FlavorInline(admin.TabularInline):
+    model = Flavor
+    extra = 0
+    fields = [
+        "name",
+        "display_name",
+        "description",
+        "weight",
+        "max",
+        "max_per_user",
+        "runtime",
+        "resources",
+    ]
+
+    # The parent Outpost admin already checked the Outpost; these answer for its flavors.
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return obj is None or administers(request, obj.pk)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return obj is None or administers(request, obj.pk)
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return obj is None or administers(request, obj.pk)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return obj is None or administers(request, obj.pk)
+
+
+@admin.register(Outpost)
+class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
+    """Outposts with their flavors; superusers also manage who administers each one."""
+
+    list_display = ["name", "slug", "state", "is_default", "spawner_class", "celery_queue"]
+    list_filter = ["state"]
+    search_fields = ["name", "slug"]
+    inlines = [FlavorInline]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "state", "is_default"]}),
+        ("Spawner", {"fields": ["spawner_class", "spawner_config", "allowed_overrides"]}),
+        (
+            "Limits and timing",
+            {
+                "fields": [
+                    "max_servers_per_user",
+                    "queue",
+                    "poll_interval",
+                    "start_timeout",
+                    "unknown_grace",
+                ]
+            },
+        ),
+    ]
+
+    def outpost_id_of(self, obj: Model) -> int | None:
+        return obj.pk
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Outpost]:
+        return admin.ModelAdmin.get_queryset(self, request).filter(
+            pk__in=outposts_administered_by(request.user)
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        # Which Outpost answers at the site root is a site-wide choice, not one Outpost's.
+        return [] if request.user.is_superuser else ["is_default"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A site admin could not reach an Outpost they created (no permission on it yet).
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+
+class HubForm(forms.ModelForm):
+    """Credentials are write-only: a new value replaces the stored digest or token."""
+
+    new_secret = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The Hub's HTTP Basic password. Only a digest is stored; empty keeps it.",
+    )
+    new_flavors_update_token = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Token for the Hub's flavor-update call-back; stored encrypted; empty keeps it.",
+    )
+
+    class Meta:
+        model = Hub
+        fields = ["name", "is_active", "outposts"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("new_secret"):
+            self.add_error("new_secret", "A new Hub needs a secret.")
+        return cleaned
+
+    def save(self, commit: bool = True) -> Hub:
+        hub: Hub = super().save(commit=False)
+        if self.cleaned_data.get("new_secret"):
+            hub.set_secret(self.cleaned_data["new_secret"])
+        if self.cleaned_data.get("new_flavors_update_token"):
+            hub.flavors_update_token = self.cleaned_data["new_flavors_update_token"]
+        if commit:
+            hub.save()
+            self.save_m2m()
+        return hub
+
+
+class HubAPIKeyInline(admin.TabularInline):
+    """Keys are created by the "Create API key" action only: the key is shown once there."""
+
+    model = HubAPIKey
+    extra = 0
+    fields = ["name", "created_at", "expires_at", "last_used_at", "revoked"]
+    readonly_fields = ["name", "created_at", "last_used_at"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(Hub)
+class HubAdmin(admin.ModelAdmin):
+    form = HubForm
+    list_display = ["name", "is_active", "created_at"]
+    list_filter = ["is_active", "outposts"]
+    search_fields = ["name"]
+    filter_horizontal = ["outposts"]
+    inlines = [HubAPIKeyInline]
+    actions = ["create_api_key"]
+    fields = ["name", "is_active", "outposts", "new_secret", "new_flavors_update_token"]
+
+    @admin.action(description="Create API key", permissions=["change"])
+    def create_api_key(self, request: HttpRequest, queryset: QuerySet[Hub]) -> TemplateResponse:
+        """Create one key per selected Hub and show the keys on this response only.
+
+        Never through messages: those are kept in the session or a cookie until shown.
+        """
+        name = f"created in the admin by {request.user.get_username()} on {timezone.now():%Y-%m-%d}"
+        created = [(hub, services.hub_api_key_create(hub=hub, name=name)[1]) for hub in queryset]
+        self.message_user(request, f"Created {len(created)} API key(s).", messages.SUCCESS)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API keys",
+            "opts": self.model._meta,
+            "created": created,
+        }
+        return TemplateResponse(request, "admin/outposts/hub/api_keys_created.html", context)
+
+
+class SpawnEventInline(admin.TabularInline):
+    model = SpawnEvent
+    extra = 0
+    fields = ["created_at", "progress", "message", "failed", "ready"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return obj is None or administers(request, obj.outpost_id)
+
+
+@admin.register(Server)
+class ServerAdmin(OutpostScopedAdmin):
+    """Servers are bookkeeping: read-only, never deleted (history), stopped by an action.
+
+    The encrypted env (it holds the server's API token) and spawner state are never shown.
+    """
+
+    list_display = [
+        "user_name",
+        "server_name",
+        "start_id",
+        "outpost",
+        "hub",
+        "flavor",
+        "status",
+        "created_at",
+        "end_at",
+    ]
+    list_filter = [
+        ("outpost", admin.RelatedOnlyFieldListFilter),
+        ("hub", admin.RelatedOnlyFieldListFilter),
+        "status",
+        ("flavor", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["outpost", "hub", "flavor"]
+    search_fields = ["user_name", "name"]
+    date_hierarchy = "created_at"
+    inlines = [SpawnEventInline]
+    actions = ["stop_servers"]
+    fields = [
+        "outpost",
+        "hub",
+        "flavor",
+        "name",
+        "start_id",
+        "user_id",
+        "user_name",
+        "status",
+        "address",
+        "user_options",
+        "overrides",
+        "exit_code",
+        "error",
+        "created_at",
+        "started_at",
+        "ready_at",
+        "end_at",
+        "stop_requested_at",
+        "stopped_at",
+        "last_poll_at",
+        "unknown_since",
+        "removed_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="server name", ordering="name")
+    def server_name(self, obj: Server) -> str:
+        return obj.name or "(default)"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_stop_permission(self, request: HttpRequest) -> bool:
+        return administers_any(request)
+
+    @admin.action(description="Stop selected servers", permissions=["stop"])
+    def stop_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
+        # The queryset is already limited to the user's Outposts by get_queryset.
+        asked = 0
+        for server in queryset.active():
+            services.server_stop(server=server)
+            asked += 1
+        self.message_user(request, f"Asked {asked} server(s) to stop.", messages.SUCCESS)
