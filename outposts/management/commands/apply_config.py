@@ -1,0 +1,40 @@
+"""``manage.py apply_config FILE.yaml``: upsert Outposts, flavors and Hubs from a YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from outposts.provisioning import ConfigError, config_apply
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or update Outposts (with their flavors) and Hubs from a YAML file; idempotent, "
+        "all or nothing. Format: README.md, 'apply_config format'."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path, help="the YAML file, e.g. demo/portal.yaml")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="validate and report, then write nothing"
+        )
+
+    def handle(self, *args: Any, file: Path, dry_run: bool, **options: Any) -> None:
+        try:
+            data = yaml.safe_load(file.read_text())
+        except OSError as error:
+            raise CommandError(f"cannot read {file}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise CommandError(f"{file} is not valid YAML: {error}") from None
+        try:
+            summary = config_apply(data=data or {}, dry_run=dry_run)
+        except ConfigError as error:
+            raise CommandError(f"{file}: {error}; nothing was changed") from None
+        for line in summary.lines():
+            self.stdout.write(line)
+        if dry_run:
+            self.stdout.write(self.style.WARNING("dry run: nothing was written"))
