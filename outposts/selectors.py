@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 
-from outposts.models import Hub, HubAPIKey, Outpost, Server
+from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
 
 
@@ -38,24 +38,50 @@ def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
 
 
 def server_list_for_hub(*, hub: Hub, outpost: Outpost) -> QuerySet[Server]:
-    """The Hub's active servers on the Outpost, for the list endpoint: one query."""
+    """The Hub's active servers on the Outpost, for the list endpoint: one query.
+
+    Annotated with ``state_stored`` and ``start_pending``; the encrypted columns are not
+    loaded, so listing many servers decrypts nothing.
+    """
     return (
         Server.objects.visible()
         .active()
         .filter(hub=hub, outpost=outpost)
         .select_related("hub", "flavor")
+        .defer("env", "spawner_state")
+        .annotate(
+            state_stored=ExpressionWrapper(
+                Q(spawner_state__isnull=False), output_field=BooleanField()
+            ),
+            start_pending=ExpressionWrapper(
+                Q(status__in=[Server.Status.REQUESTED, Server.Status.PENDING]),
+                output_field=BooleanField(),
+            ),
+        )
         .order_by("created_at")
     )
 
 
 def server_get_for_hub(*, hub: Hub, outpost: Outpost, name: str, start_id: str) -> Server | None:
-    """The server a poll or stop names, if it is this Hub's and not deleted."""
+    """The server a poll or stop names, if it is this Hub's and not deleted.
+
+    The encrypted columns load only if read: a poll answers without decrypting anything.
+    """
     return (
         Server.objects.visible()
         .filter(hub=hub, outpost=outpost, name=name, start_id=start_id)
         .select_related("hub", "flavor")
+        .defer("env", "spawner_state")
         .first()
     )
+
+
+def spawn_events_for_server(*, server: Server, after: int | None = None) -> QuerySet[SpawnEvent]:
+    """The server's progress events in order, only those newer than event ``after`` if given."""
+    events = SpawnEvent.objects.filter(server=server).order_by("id")
+    if after is not None:
+        events = events.filter(id__gt=after)
+    return events
 
 
 def servers_due_for_poll(*, outpost: Outpost, limit: int) -> QuerySet[Server]:

@@ -1,0 +1,87 @@
+"""Errors in the contract's shapes (api-contract.md §5).
+
+Refusals and spawner failures answer 419 with the body the stock Hub spawner builds its
+message from; malformed input answers 400 with a readable ``detail``; anything unexpected is
+logged here with its traceback and the client gets a safe message, never server internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from outposts.errors import PortalError
+
+log = logging.getLogger(__name__)
+
+# The contract's status for a refusal or a spawner failure (not a standard HTTP code).
+HTTP_419_REFUSED = 419
+NOT_FOUND = "Item not found"
+INTERNAL_ERROR = "Internal error of the Outpost portal; its administrators can find it in the log."
+
+
+def error_body(*, module: str, cls: str, message: str, exc: BaseException) -> dict[str, Any]:
+    # Tracebacks only in debug mode: they show server internals (paths, code, settings).
+    trace = "".join(traceback.format_exception(exc)) if settings.DEBUG else ""
+    return {
+        "module": module,
+        "class": cls,
+        "traceback": trace,
+        "args": [message],
+        "kwargs": {},
+        "detail": message,
+    }
+
+
+def portal_error_body(exc: PortalError) -> dict[str, Any]:
+    return error_body(
+        module=type(exc).__module__, cls=type(exc).__name__, message=exc.message, exc=exc
+    )
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """DRF's nested validation errors as "field: message" lines."""
+    if isinstance(detail, dict):
+        lines = []
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else f"{prefix}{key}"
+            lines += _flatten(value, f"{name}." if name else "")
+        return lines
+    if isinstance(detail, list):
+        return [line for item in detail for line in _flatten(item, prefix)]
+    return [f"{prefix.rstrip('.')}: {detail}" if prefix else str(detail)]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """REST_FRAMEWORK.EXCEPTION_HANDLER: every error of an API view goes through here."""
+    set_rollback()  # as DRF's own handler does, should ATOMIC_REQUESTS ever be turned on
+    if isinstance(exc, PortalError):
+        return Response(portal_error_body(exc), status=HTTP_419_REFUSED)
+    if isinstance(exc, Http404 | exceptions.NotFound):
+        return Response({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, exceptions.ValidationError):
+        message = "Invalid request: " + "; ".join(_flatten(exc.detail))
+        return Response(
+            {"detail": message, "errors": exc.detail}, status=status.HTTP_400_BAD_REQUEST
+        )
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        return response  # DRF's own: 401, 405, 415, parse errors (400), ...
+    request = context.get("request")
+    # The request body is never logged: it carries the server's API token and certificates.
+    log.error(
+        "Unhandled error in %s %s",
+        getattr(request, "method", "?"),
+        getattr(request, "path", "?"),
+        exc_info=exc,
+    )
+    body = error_body(module="", cls="InternalError", message=INTERNAL_ERROR, exc=exc)
+    return Response(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)

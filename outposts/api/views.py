@@ -1,0 +1,296 @@
+"""The Outpost REST API (api-contract.md §1-5): thin views over services and selectors.
+
+Synchronous starts and stops wait for their task's outcome. Django runs every sync view of an
+ASGI server in one shared thread, so that waiting happens in a small async view around the DRF
+view (``waits_for_outcome``): the DRF view validates and calls the service, then hands back
+what to wait for, and the async view polls the server's status with asyncio sleeps, holding
+no thread while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from flavors.selectors import flavor_list_for_hub
+from outposts import selectors, services
+from outposts.api import serializers
+from outposts.api.exceptions import HTTP_419_REFUSED, NOT_FOUND, portal_error_body
+from outposts.errors import SpawnerFailed
+from outposts.models import Hub, Outpost, Server
+
+# How often a waiting synchronous start or stop reads the server's status.
+WAIT_POLL_SECONDS = 0.25
+
+ASYNC_HEADER = OpenApiParameter(
+    "execution-type",
+    str,
+    OpenApiParameter.HEADER,
+    enum=["async"],
+    description="`async`: answer at once (202) instead of waiting for the outcome.",
+)
+COLLECT_LOGS = OpenApiParameter(
+    "collect_logs", bool, description="Accepted for compatibility; logs are always a list."
+)
+ERRORS = {
+    400: serializers.DetailSerializer,
+    401: serializers.DetailSerializer,
+    404: serializers.DetailSerializer,
+    HTTP_419_REFUSED: serializers.ErrorSerializer,
+}
+
+
+def wants_async(request: Request) -> bool:
+    return request.headers.get("execution-type", "").strip().lower() == "async"
+
+
+class HubAPIView(APIView):
+    """A view of one Outpost's API, called by an authenticated Hub.
+
+    ``self.outpost`` is the Outpost the URL names (or the default one at the site root), and
+    only if the Hub was granted it: any other Outpost answers 404, as if it did not exist.
+    """
+
+    outpost: Outpost
+
+    @property
+    def hub(self) -> Hub:
+        return self.request.user.hub
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication first: 401 before 404
+        outpost = selectors.outpost_for_hub(hub=self.hub, slug=kwargs.get("outpost_slug"))
+        if outpost is None:
+            raise exceptions.NotFound(NOT_FOUND)
+        self.outpost = outpost
+
+    def get_server(self, name: str, start_id: str) -> Server:
+        server = selectors.server_get_for_hub(
+            hub=self.hub, outpost=self.outpost, name=name, start_id=start_id
+        )
+        if server is None:
+            raise exceptions.NotFound(NOT_FOUND)
+        return server
+
+
+class PingView(APIView):
+    """Liveness of the portal; needs no credentials, reads nothing."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: serializers.PingSerializer}, auth=[])
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return Response({"ping": "pong!"})
+
+
+class ServicesView(HubAPIView):
+    @extend_schema(
+        summary="List this Hub's active servers",
+        responses={200: serializers.ServerSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        servers = selectors.server_list_for_hub(hub=self.hub, outpost=self.outpost)
+        return Response(serializers.ServerSerializer(servers, many=True).data)
+
+    @extend_schema(
+        summary="Start a server",
+        request=serializers.StartSerializer,
+        parameters=[ASYNC_HEADER],
+        responses={
+            200: serializers.StartAnswerSerializer,
+            202: serializers.StartAnswerSerializer,
+            **ERRORS,
+        },
+    )
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        serializer = serializers.StartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        server, _ = services.server_start(
+            hub=self.hub, outpost=self.outpost, request=serializer.to_start_request()
+        )
+        if wants_async(request):
+            return Response({"service": ""}, status=status.HTTP_202_ACCEPTED)
+        timeout = min(settings.SYNC_WAIT_TIMEOUT, self.outpost.start_timeout.total_seconds())
+        return AwaitOutcome(StartOutcome(server_id=server.pk, timeout=timeout))
+
+
+class ServiceView(HubAPIView):
+    @extend_schema(
+        summary="Poll a server",
+        parameters=[COLLECT_LOGS],
+        responses={200: serializers.PollAnswerSerializer, **ERRORS},
+    )
+    def get(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
+        # Answered from the portal's record, kept fresh by the reconciler: never a spawner call.
+        server = self.get_server(name, start_id)
+        return Response({"status": poll_status(server), "logs": []})
+
+    @extend_schema(
+        summary="Stop and delete a server",
+        parameters=[ASYNC_HEADER, COLLECT_LOGS],
+        responses={200: serializers.StopAnswerSerializer, 202: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def delete(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
+        server = services.server_remove(server=self.get_server(name, start_id))
+        if wants_async(request):
+            return Response({}, status=status.HTTP_202_ACCEPTED)
+        return AwaitOutcome(StopOutcome(server_id=server.pk, timeout=settings.SYNC_WAIT_TIMEOUT))
+
+
+class ServiceEventsView(HubAPIView):
+    @extend_schema(
+        summary="A server's progress events",
+        description="For the portal's own hubclient: the start's progress steps in order.",
+        parameters=[OpenApiParameter("after", int, description="Only events after this id.")],
+        responses={200: serializers.EventsAnswerSerializer, **ERRORS},
+    )
+    def get(self, request: Request, name: str, start_id: str, **kwargs: Any) -> Response:
+        server = self.get_server(name, start_id)
+        after = request.query_params.get("after")
+        if after is not None and not after.isdigit():
+            raise exceptions.ValidationError({"after": ["Must be an event id (an integer)."]})
+        events = selectors.spawn_events_for_server(
+            server=server, after=None if after is None else int(after)
+        )
+        return Response(
+            {
+                "events": [{"id": event.pk, **event.as_wire()} for event in events],
+                "status": server.status,
+                "service": server.address,
+            }
+        )
+
+
+class FlavorsView(HubAPIView):
+    @extend_schema(
+        summary="The flavors this Hub may use, with how many of each are active",
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+
+
+class UserFlavorsView(HubAPIView):
+    @extend_schema(
+        summary="The flavors one user of this Hub may use",
+        request=serializers.AuthenticationSerializer,
+        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+    )
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        serializers.AuthenticationSerializer(data=request.data).is_valid(raise_exception=True)
+        # Per-user rules do not exist yet: every user of the Hub gets the Hub's flavors.
+        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+
+
+def poll_status(server: Server) -> int | None:
+    """The wire's poll status: null while active, else the exit code (1 for a failure)."""
+    if server.is_active:
+        return None
+    if server.exit_code is not None:
+        return server.exit_code
+    return 1 if server.status == Server.Status.FAILED else 0
+
+
+# Waiting for a synchronous start or stop.
+
+
+async def wait_for_status(
+    server_id: int, *, until: Collection[str], timeout: float
+) -> tuple[str, str, str] | None:
+    """The server's (status, address, error) once its status is one of ``until``, or None
+    when ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = (
+            await Server.objects.filter(pk=server_id)
+            .values_list("status", "address", "error")
+            .afirst()
+        )
+        if row is not None and row[0] in until:
+            return row
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(WAIT_POLL_SECONDS, remaining))
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    server_id: int
+    timeout: float
+
+    async def answer(self) -> HttpResponse:
+        row = await wait_for_status(
+            self.server_id, until={Server.Status.RUNNING, *Server.ENDED}, timeout=self.timeout
+        )
+        if row is None:
+            # Still starting: an empty service makes the Hub wait for the set-up-tunnel call,
+            # which the start task makes once the address is known.
+            return JsonResponse({"service": ""})
+        server_status, address, error = row
+        if server_status == Server.Status.RUNNING:
+            return JsonResponse({"service": address})
+        failure = SpawnerFailed(error or "The server ended before it was ready.")
+        return JsonResponse(portal_error_body(failure), status=HTTP_419_REFUSED)
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    server_id: int
+    timeout: float
+
+    async def answer(self) -> HttpResponse:
+        await wait_for_status(self.server_id, until=Server.ENDED, timeout=self.timeout)
+        # 200 even when the bound passed first: the server is already gone for this Hub (polls
+        # answer 404) and its stop task goes on, retried, in the background. A failure answer
+        # would only make the Hub report a failed stop for a server it can no longer reach.
+        return JsonResponse({"logs": []})
+
+
+class AwaitOutcome(Response):
+    """What a DRF view returns to have ``waits_for_outcome`` wait and answer for it."""
+
+    def __init__(self, outcome: StartOutcome | StopOutcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
+    """An async Django view running ``view_class`` and, if it asks to, waiting for an outcome.
+
+    The DRF view runs in Django's shared sync thread, as any sync view would; the wait is
+    asyncio sleeps plus one short async-ORM read each time, so it ties up nothing.
+    """
+    drf_view = view_class.as_view()
+    run_drf_view = sync_to_async(drf_view)
+
+    async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = await run_drf_view(request, *args, **kwargs)
+        if isinstance(response, AwaitOutcome):
+            return await response.outcome.answer()
+        return response
+
+    # drf-spectacular finds the DRF view class through these, as on any as_view() function.
+    view.cls = drf_view.cls  # type: ignore[attr-defined]
+    view.initkwargs = drf_view.initkwargs  # type: ignore[attr-defined]
+    return csrf_exempt(view)
+
+
+services_view = waits_for_outcome(ServicesView)
+service_view = waits_for_outcome(ServiceView)
