@@ -1,0 +1,255 @@
+"""The spawn form: what each Outpost offers a user, and checking what they chose.
+
+Pure functions: the spawner fetches the offers, these render and validate them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+from .errors import InvalidOptions
+from .wire import FlavorOffer
+
+#: Flavor names are slugs on the portal (Flavor.name is a SlugField).
+FLAVOR_NAME = re.compile(r"^[-A-Za-z0-9_]{1,100}$")
+
+DEFAULT_PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+@dataclass(frozen=True)
+class OutpostOffer:
+    """One configured Outpost as the user sees it: its flavors, or why it cannot be used."""
+
+    name: str
+    display_name: str
+    flavors: list[FlavorOffer] = field(default_factory=list)
+    error: str = ""
+
+    def flavor(self, name: str) -> FlavorOffer | None:
+        return next((offer for offer in self.flavors if offer.name == name), None)
+
+
+def describe_free(offer: FlavorOffer) -> str:
+    free = offer.free
+    if free is None:
+        return "unlimited"
+    if offer.max == 0:
+        return "closed"
+    return "full" if free == 0 else f"{free} free"
+
+
+def _attrs(**attributes: str | bool) -> str:
+    parts = []
+    for name, value in attributes.items():
+        name = name.rstrip("_").replace("_", "-")
+        if value is True:
+            parts.append(name)
+        elif value is not False:
+            parts.append(f'{name}="{escape(value, quote=True)}"')
+    return " ".join(parts)
+
+
+# Shows only the chosen system's flavors and the chosen flavor's description. Without
+# JavaScript every option stays visible and options_from_form still rejects wrong pairs.
+_FORM_SCRIPT = """<script>
+(function () {
+  var system = document.getElementById("outpost-system");
+  var flavor = document.getElementById("outpost-flavor");
+  if (!system || !flavor) { return; }
+  function sync(chooseFirst) {
+    var current = flavor.options[flavor.selectedIndex];
+    var stillFits = current && current.dataset.outpost === system.value && !current.disabled;
+    Array.prototype.forEach.call(flavor.options, function (option) {
+      var fits = option.dataset.outpost === system.value;
+      option.hidden = !fits;
+      if (fits && !option.disabled && (chooseFirst || !stillFits)) {
+        option.selected = true; stillFits = true; chooseFirst = false;
+      }
+    });
+    document.querySelectorAll(".outpost-flavor-description").forEach(function (text) {
+      var chosen = flavor.options[flavor.selectedIndex];
+      text.hidden = !chosen || text.dataset.outpost !== chosen.dataset.outpost
+        || text.dataset.flavor !== chosen.value;
+    });
+  }
+  system.addEventListener("change", function () { sync(true); });
+  flavor.addEventListener("change", function () { sync(false); });
+  sync(false);
+})();
+</script>"""
+
+
+def make_options_form(
+    offers: Sequence[OutpostOffer],
+    *,
+    projects: Sequence[str] = (),
+    selected: Mapping[str, Any] | None = None,
+) -> str:
+    """The HTML of the spawn form; every text from config or portal is escaped.
+
+    Fields: ``outpost`` (system), ``flavor`` and, only when the user has projects,
+    ``project``. ``selected`` preselects earlier choices (the last user_options).
+    """
+    selected = selected or {}
+    chosen_outpost = str(selected.get("outpost") or "")
+    chosen_flavor = str(selected.get("flavor") or "")
+    chosen_project = str(selected.get("project") or "")
+    if not any(offer.name == chosen_outpost and not offer.error for offer in offers):
+        chosen_outpost = next((offer.name for offer in offers if not offer.error), "")
+
+    system_options = []
+    for offer in offers:
+        label = offer.display_name if not offer.error else f"{offer.display_name} (unavailable)"
+        attrs = _attrs(
+            value=offer.name, selected=offer.name == chosen_outpost, disabled=bool(offer.error)
+        )
+        system_options.append(f"<option {attrs}>{escape(label)}</option>")
+
+    flavor_options = []
+    descriptions = []
+    for offer in offers:
+        for flavor in offer.flavors:
+            is_chosen = offer.name == chosen_outpost and flavor.name == chosen_flavor
+            attrs = _attrs(
+                value=flavor.name,
+                data_outpost=offer.name,
+                selected=is_chosen,
+                disabled=flavor.free == 0,
+            )
+            label = f"{flavor.display_name} ({describe_free(flavor)})"
+            flavor_options.append(f"<option {attrs}>{escape(label)}</option>")
+            if flavor.description:
+                text_attrs = _attrs(
+                    class_="form-text outpost-flavor-description",
+                    data_outpost=offer.name,
+                    data_flavor=flavor.name,
+                )
+                descriptions.append(
+                    f"<div {text_attrs}>{escape(flavor.display_name)}: "
+                    f"{escape(flavor.description)}</div>"
+                )
+
+    notes = [
+        f'<div class="form-text text-warning">{escape(offer.display_name)}: '
+        f"{escape(offer.error)}</div>"
+        for offer in offers
+        if offer.error
+    ]
+    if not flavor_options:
+        notes.append('<div class="form-text text-warning">No flavor is available to you.</div>')
+
+    parts = [
+        '<div class="mb-3">',
+        '<label class="form-label" for="outpost-system">System</label>',
+        '<select class="form-select" id="outpost-system" name="outpost" required>',
+        *system_options,
+        "</select>",
+        *notes,
+        "</div>",
+        '<div class="mb-3">',
+        '<label class="form-label" for="outpost-flavor">Flavor</label>',
+        '<select class="form-select" id="outpost-flavor" name="flavor" required>',
+        *flavor_options,
+        "</select>",
+        *descriptions,
+        "</div>",
+    ]
+    if projects:
+        project_options = [f"<option {_attrs(value='')}>(no project)</option>"]
+        project_options += [
+            f"<option {_attrs(value=project, selected=project == chosen_project)}>"
+            f"{escape(project)}</option>"
+            for project in projects
+        ]
+        parts += [
+            '<div class="mb-3">',
+            '<label class="form-label" for="outpost-project">Project</label>',
+            '<select class="form-select" id="outpost-project" name="project">',
+            *project_options,
+            "</select>",
+            "</div>",
+        ]
+    parts.append(_FORM_SCRIPT)
+    return "\n".join(parts)
+
+
+def _single(form_data: Mapping[str, Any], key: str) -> str:
+    """One form value: JupyterHub hands over lists of strings per field."""
+    value = form_data.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return "" if value is None else str(value).strip()
+
+
+def check_project(project: str, *, pattern: str, projects: Sequence[str] = ()) -> None:
+    if not re.fullmatch(pattern, project):
+        raise InvalidOptions(f"Project {project!r} is not a valid project name.")
+    if projects and project not in projects:
+        raise InvalidOptions(
+            f"You are not a member of project {project!r}. Your projects: {', '.join(projects)}."
+        )
+
+
+def make_user_options(
+    form_data: Mapping[str, Any],
+    *,
+    offers: Sequence[OutpostOffer],
+    projects: Sequence[str] = (),
+    project_pattern: str = DEFAULT_PROJECT_PATTERN,
+) -> dict[str, str]:
+    """Turn the submitted form into user_options, or raise InvalidOptions saying what is wrong.
+
+    Runs before any request leaves the Hub: the system must be configured and reachable, the
+    flavor one it offered this user, the project well-formed (and the user's, if known).
+    """
+    outpost_name = _single(form_data, "outpost")
+    offer = next((offer for offer in offers if offer.name == outpost_name), None)
+    if offer is None:
+        known = ", ".join(offer.name for offer in offers) or "none configured"
+        raise InvalidOptions(f"Unknown system {outpost_name!r}. Known systems: {known}.")
+    if offer.error:
+        raise InvalidOptions(f"{offer.display_name} cannot be used right now: {offer.error}")
+    flavor_name = _single(form_data, "flavor")
+    if not offer.flavors:
+        raise InvalidOptions(f"{offer.display_name} offers you no flavor.")
+    if offer.flavor(flavor_name) is None:
+        offered = ", ".join(flavor.name for flavor in offer.flavors)
+        raise InvalidOptions(
+            f"Flavor {flavor_name!r} is not offered to you on {offer.display_name}. "
+            f"Offered: {offered}."
+        )
+    user_options = {"outpost": outpost_name, "flavor": flavor_name}
+    project = _single(form_data, "project")
+    if project:
+        check_project(project, pattern=project_pattern, projects=projects)
+        user_options["project"] = project
+    return user_options
+
+
+def check_user_options(
+    user_options: Mapping[str, Any],
+    *,
+    outpost_names: Sequence[str],
+    project_pattern: str = DEFAULT_PROJECT_PATTERN,
+) -> None:
+    """What start() can check of user_options that did not come through the form (REST API).
+
+    The flavor is only checked for its form here: which flavors a user may use is the
+    portal's decision, and it refuses with a message the user sees.
+    """
+    outpost_name = user_options.get("outpost")
+    if not isinstance(outpost_name, str) or outpost_name not in outpost_names:
+        known = ", ".join(outpost_names) or "none configured"
+        raise InvalidOptions(f"Unknown system {outpost_name!r}. Known systems: {known}.")
+    flavor = user_options.get("flavor")
+    if flavor not in (None, "") and not (isinstance(flavor, str) and FLAVOR_NAME.match(flavor)):
+        raise InvalidOptions(f"Flavor {flavor!r} is not a valid flavor name.")
+    project = user_options.get("project")
+    if project not in (None, ""):
+        if not isinstance(project, str):
+            raise InvalidOptions(f"Project {project!r} is not a valid project name.")
+        check_project(project, pattern=project_pattern)

@@ -1,0 +1,104 @@
+"""HTTP calls to an Outpost with retries: tornado's client, which every JupyterHub ships."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from .errors import OutpostUnreachable
+from .wire import decode_json
+
+#: Longest pause between two attempts, however many retries are configured.
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of the portal: its status code and decoded JSON (None if not JSON)."""
+
+    code: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    request_timeout: float
+    connect_timeout: float
+    validate_cert: bool
+    ca_file: str | None
+    retries: int
+    backoff: float
+
+
+def backoff_delays(retries: int, first: float) -> list[float]:
+    """Pauses before each retry: ``first``, doubled each time, capped at MAX_BACKOFF."""
+    return [min(MAX_BACKOFF, first * 2**attempt) for attempt in range(max(0, retries))]
+
+
+def is_retriable(code: int) -> bool:
+    """Connection failures (599) and server errors; never a 4xx such as a 419 refusal."""
+    return code == 599 or code >= 500
+
+
+async def fetch_json(
+    *,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: Any = None,
+    settings: RequestSettings,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Answer:
+    """Send one request, retrying connection errors and 5xx with exponential back-off.
+
+    Returns the answer for any status below 500, so callers decide what 404 or 419 mean.
+    Raises OutpostUnreachable once the retries are used up.
+    """
+    delays = backoff_delays(settings.retries, settings.backoff)
+    last_problem = ""
+    for attempt in range(len(delays) + 1):
+        if attempt:
+            await sleep(delays[attempt - 1])
+        request = HTTPRequest(
+            url=url,
+            method=method,
+            headers=headers,
+            body=None if body is None else json.dumps(body),
+            request_timeout=settings.request_timeout,
+            connect_timeout=settings.connect_timeout,
+            validate_cert=settings.validate_cert,
+            ca_certs=settings.ca_file or None,
+            # tornado refuses a DELETE or GET with a body, and a POST without one.
+            allow_nonstandard_methods=False,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, HTTPClientError) as error:
+            # raise_error=False still raises for timeouts (599) and refused connections.
+            code = getattr(error, "code", 599)
+            if not is_retriable(code):
+                raise
+            last_problem = str(error) or error.__class__.__name__
+        else:
+            if not is_retriable(response.code):
+                return Answer(code=response.code, body=decode_json(response.body))
+            if response.code == 599 and response.error is not None:
+                last_problem = str(response.error)
+            else:
+                last_problem = f"HTTP {response.code}"
+        log.warning(
+            "Outpost request %s %s failed (%s), attempt %d of %d",
+            method,
+            url,
+            last_problem,
+            attempt + 1,
+            len(delays) + 1,
+        )
+    raise OutpostUnreachable(f"The Outpost could not be reached: {last_problem}.")
