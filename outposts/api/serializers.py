@@ -84,7 +84,7 @@ class StartSerializer(serializers.Serializer):
             raise serializers.ValidationError({"flavor": "Must be a string."})
         return user_options
 
-    def to_start_request(self) -> StartRequest:
+    def to_start_request(self, *, start_async: bool) -> StartRequest:
         data = self.validated_data
         user_options = dict(data["user_options"])
         # The stock Hub puts its start_id into user_options; the spawner must not see it.
@@ -98,6 +98,7 @@ class StartSerializer(serializers.Serializer):
             misc=data["misc"],
             flavor=flavor,
             authentication=data["authentication"],
+            start_async=start_async,
             certs=data["certs"],
             internal_trust_bundles=data["internal_trust_bundles"],
         )

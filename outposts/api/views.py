@@ -121,10 +121,13 @@ class ServicesView(HubAPIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         serializer = serializers.StartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        start_async = wants_async(request)
         server, _ = services.server_start(
-            hub=self.hub, outpost=self.outpost, request=serializer.to_start_request()
+            hub=self.hub,
+            outpost=self.outpost,
+            request=serializer.to_start_request(start_async=start_async),
         )
-        if wants_async(request):
+        if start_async:
             return Response({"service": ""}, status=status.HTTP_202_ACCEPTED)
         timeout = min(settings.SYNC_WAIT_TIMEOUT, self.outpost.start_timeout.total_seconds())
         return AwaitOutcome(StartOutcome(server_id=server.pk, timeout=timeout))
@@ -241,7 +244,9 @@ class StartOutcome:
         )
         if row is None:
             # Still starting: an empty service makes the Hub wait for the set-up-tunnel call,
-            # which the start task makes once the address is known.
+            # which the portal makes once the server runs (at once if it just got there).
+            server = await Server.objects.aget(pk=self.server_id)
+            await sync_to_async(services.server_address_deferred)(server=server)
             return JsonResponse({"service": ""})
         server_status, address, error = row
         if server_status == Server.Status.RUNNING:
