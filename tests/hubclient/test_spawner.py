@@ -1,0 +1,357 @@
+"""OutpostPortalSpawner's start, progress, poll, stop, cancel and state over real HTTP.
+
+The portal here is the stand-in of fake_portal.py (real HTTP on 127.0.0.1, answers from
+tests/contract): this is the unit level. The real portal is exercised end-to-end with a real
+JupyterHub in the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+
+import pytest
+from outpost_hubclient import (
+    InvalidOptions,
+    OutpostUnreachable,
+    StartCancelled,
+    StartRefused,
+)
+
+from tests.hubclient.fake_portal import HUB_NAME, HUB_SECRET, contract
+
+pytestmark = pytest.mark.anyio
+
+START_ID_HEX = 32
+
+
+async def collect(spawner) -> list[dict]:
+    return [event async for event in spawner.progress()]
+
+
+async def wait_until(condition, *, timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+# --- start -----------------------------------------------------------------------------------
+
+
+async def test_start_posts_async_and_returns_the_url_once_running(portal, make_spawner):
+    # given alice's server "lab" with flavor and project chosen
+    spawner = make_spawner(user_options={"flavor": "small", "project": "hpc-01"})
+
+    # when
+    url = await spawner.start()
+
+    # then the portal got one async start in the contract's shape, with Basic auth
+    (post,) = portal.requests_of("POST", "/services")
+    assert post.headers["Execution-Type"] == "async"
+    basic = base64.b64encode(f"{HUB_NAME}:{HUB_SECRET}".encode()).decode()
+    assert post.headers["Authorization"] == f"Basic {basic}"
+    example = contract("start-async.hubclient")["request"]["body"]
+    assert set(post.body) == set(example)
+    assert post.body["name"] == "lab"
+    assert post.body["user_options"] == {
+        "outpost": "local",
+        "flavor": "small",
+        "project": "hpc-01",
+        "start_id": spawner.start_id,
+    }
+    assert len(spawner.start_id) == START_ID_HEX
+    assert post.body["authentication"] == example["authentication"]
+    assert post.body["env"]["JUPYTERHUB_USER"] == "alice"
+    assert post.body["env"]["JUPYTERHUB_USER_ID"] == "7"
+    assert post.body["env"]["JUPYTERHUB_API_TOKEN"] == "hub-made-token"
+    assert post.body["certs"] == {}
+    # and it returns the address the portal reported once running
+    assert url == "http://127.0.0.1:8888"
+    assert portal.requests_of("GET", "/events")[0].query == "after=0"
+
+
+async def test_each_start_has_a_fresh_start_id(portal, make_spawner):
+    spawner = make_spawner()
+
+    await spawner.start()
+    first = spawner.start_id
+    await spawner.stop()
+    spawner.clear_state()
+    await spawner.start()
+
+    assert spawner.start_id != first
+    assert len(portal.requests_of("POST", "/services")) == 2
+
+
+async def test_default_server_uses_the_double_slash_paths(portal, make_spawner):
+    spawner = make_spawner(name="")
+
+    await spawner.start()
+    await spawner.poll()
+    await spawner.stop()
+
+    start_id = spawner.start_id
+    assert portal.requests_of("GET", "/events")[0].path == (
+        f"/outposts/local/services//{start_id}/events"
+    )
+    assert portal.requests_of("GET")[-1].path == f"/outposts/local/services//{start_id}"
+    assert portal.requests_of("DELETE")[0].path == f"/outposts/local/services//{start_id}"
+
+
+async def test_refusal_shows_the_portals_message_and_is_not_retried(portal, make_spawner):
+    # given a portal that refuses the flavor, as in the contract
+    refused = contract("start-refused")["response"]
+    portal.start_answer = (refused["status"], refused["body"])
+    spawner = make_spawner(user_options={"flavor": "huge"})
+
+    # when / then the user sees args[0]
+    with pytest.raises(StartRefused) as error:
+        await spawner.start()
+    assert str(error.value) == refused["body"]["args"][0]
+    assert error.value.jupyterhub_message == refused["body"]["args"][0]
+    assert len(portal.requests_of("POST", "/services")) == 1
+    # and JupyterHub's clean-up poll finds nothing there to stop
+    assert await spawner.poll() == 0
+
+
+async def test_failed_event_fails_the_start_with_the_portals_message(portal, make_spawner):
+    portal.plan = [("Slurm job failed: out of memory", 100, True, "failed", None)]
+    spawner = make_spawner()
+
+    with pytest.raises(StartRefused, match="Slurm job failed: out of memory"):
+        await spawner.start()
+
+    # the failed start is removed at the portal, so nothing of it stays listed
+    assert len(portal.requests_of("DELETE")) == 1
+    assert portal.servers == {}
+
+
+async def test_start_retries_server_errors_then_succeeds(portal, make_spawner):
+    portal.failures = [503, 502]
+    spawner = make_spawner(retries=2)
+
+    url = await spawner.start()
+
+    assert url == "http://127.0.0.1:8888"
+    assert len(portal.requests_of("POST", "/services")) == 3
+
+
+async def test_unreachable_portal_fails_after_the_retries(make_spawner):
+    # given an Outpost URL where nothing listens
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    spawner = make_spawner(retries=1)
+    spawner.outposts = {
+        "local": {
+            "url": f"http://127.0.0.1:{dead_port}/outposts/local/",
+            "secret_env": "FAKE_PORTAL_SECRET",
+        }
+    }
+
+    with pytest.raises(OutpostUnreachable, match="could not be reached"):
+        await spawner.start()
+
+
+async def test_unknown_outpost_is_refused_before_any_request(portal, make_spawner):
+    spawner = make_spawner(user_options={"outpost": "elsewhere", "flavor": "small"})
+
+    with pytest.raises(InvalidOptions, match="Unknown system 'elsewhere'"):
+        await spawner.start()
+
+    assert portal.requests == []
+
+
+async def test_api_key_credential_is_sent_as_token(portal, make_spawner, monkeypatch):
+    monkeypatch.setenv("FAKE_PORTAL_KEY", "op_fake-portal-key")
+    spawner = make_spawner()
+    spawner.outposts = {"local": {"url": portal.base_url, "api_key_env": "FAKE_PORTAL_KEY"}}
+
+    await spawner.start()
+
+    assert portal.requests[0].headers["Authorization"] == "token op_fake-portal-key"
+
+
+# --- progress --------------------------------------------------------------------------------
+
+
+async def test_progress_yields_the_portals_events_escaped(portal, make_spawner):
+    portal.plan = [
+        ("Job <b>queued</b>", 30, False, "pending", None),
+        ("Server is running.", 90, False, "running", "127.0.0.1:8888"),
+    ]
+    spawner = make_spawner()
+
+    # when progress is read while the start runs, as JupyterHub's spawn page does
+    progress = asyncio.ensure_future(collect(spawner))
+    await spawner.start()
+    events = await asyncio.wait_for(progress, 5)
+
+    # then the user sees every step, with html made from the text
+    assert [(e["progress"], e["message"]) for e in events] == [
+        (10, "Start request accepted."),
+        (30, "Job <b>queued</b>"),
+        (90, "Server is running."),
+    ]
+    assert events[1]["html_message"] == "Job &lt;b&gt;queued&lt;/b&gt;"
+
+
+# --- poll and stop ---------------------------------------------------------------------------
+
+
+async def test_poll_reports_running_then_the_exit_code(portal, make_spawner):
+    spawner = make_spawner()
+    await spawner.start()
+
+    assert await spawner.poll() is None
+    portal.only_server().exit_code = contract("poll-ended")["response"]["body"]["status"]
+    assert await spawner.poll() == 0
+
+
+async def test_poll_of_a_server_the_portal_does_not_know_is_stopped(portal, make_spawner):
+    spawner = make_spawner()
+    await spawner.start()
+    portal.servers.clear()
+
+    assert await spawner.poll() == 0
+
+
+async def test_poll_keeps_the_server_when_the_portal_cannot_be_reached(portal, make_spawner):
+    spawner = make_spawner(retries=0)
+    await spawner.start()
+    portal.failures = [503]
+
+    assert await spawner.poll() is None
+
+
+async def test_poll_without_a_start_is_stopped(portal, make_spawner):
+    assert await make_spawner().poll() == 0
+    assert portal.requests == []
+
+
+async def test_stop_deletes_in_the_background(portal, make_spawner):
+    spawner = make_spawner()
+    await spawner.start()
+
+    await spawner.stop()
+
+    (delete,) = portal.requests_of("DELETE")
+    assert delete.path == f"/outposts/local/services/lab/{spawner.start_id}"
+    assert delete.headers["Execution-Type"] == "async"
+    assert portal.servers == {}
+
+
+async def test_stop_of_a_server_already_gone_is_fine(portal, make_spawner):
+    spawner = make_spawner()
+    await spawner.start()
+    portal.servers.clear()
+
+    await spawner.stop()  # no error
+
+    assert len(portal.requests_of("DELETE")) == 1
+
+
+# --- cancel while pending --------------------------------------------------------------------
+
+
+async def test_stop_while_start_is_pending_cancels_at_the_portal_and_ends_start(
+    portal, make_spawner
+):
+    # given a start that stays pending (a batch job waiting in the queue)
+    portal.plan = [("Batch job queued.", 30, False, "pending", None)]
+    spawner = make_spawner()
+    start = asyncio.ensure_future(spawner.start())
+    await wait_until(lambda: len(portal.requests_of("GET", "/events")) >= 2)
+
+    # when JupyterHub stops it (the user clicked cancel)
+    await spawner.stop()
+
+    # then the portal got the DELETE and the pending start ends with a clear error
+    assert len(portal.requests_of("DELETE")) == 1
+    assert portal.servers == {}
+    with pytest.raises(StartCancelled, match="cancelled"):
+        await asyncio.wait_for(start, 5)
+
+
+async def test_start_timeout_cancellation_then_stop_deletes_at_the_portal(portal, make_spawner):
+    # given a pending start that JupyterHub gives up on (start_timeout cancels the task)
+    portal.plan = [("Batch job queued.", 30, False, "pending", None)]
+    spawner = make_spawner()
+    start = asyncio.ensure_future(spawner.start())
+    await wait_until(lambda: len(portal.requests_of("GET", "/events")) >= 2)
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    # when JupyterHub cleans up as User.stop does: poll, then stop if still running
+    status = await spawner.poll()
+    if status is None:
+        await spawner.stop()
+
+    # then the remote start is cancelled at the portal
+    assert status is None
+    assert len(portal.requests_of("DELETE")) == 1
+    assert portal.servers == {}
+
+
+async def test_cancel_during_the_start_request_deletes_after_it_lands(portal, make_spawner):
+    # given a portal slow to answer the start request
+    portal.start_delay = 0.3
+    spawner = make_spawner()
+    start = asyncio.ensure_future(spawner.start())
+    await wait_until(lambda: len(portal.requests_of("POST", "/services")) == 1)
+
+    # when the start is cancelled before the portal answered
+    start.cancel()
+    assert await spawner.poll() is None  # the start may still land: not "stopped"
+    await spawner.stop()
+
+    # then the DELETE came after the start and removed the server
+    assert [r.method for r in portal.requests] == ["POST", "DELETE"]
+    assert portal.servers == {}
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+async def test_state_survives_a_hub_restart(portal, make_spawner):
+    # given a running server
+    spawner = make_spawner()
+    await spawner.start()
+    state = spawner.get_state()
+    assert state == {
+        "version": 1,
+        "outpost": "local",
+        "start_id": spawner.start_id,
+        "address": "127.0.0.1:8888",
+    }
+
+    # when a new Hub process loads it into a fresh spawner
+    restored = make_spawner()
+    restored.load_state(state)
+
+    # then it polls and stops the same server
+    assert await restored.poll() is None
+    await restored.stop()
+    assert portal.requests_of("DELETE")[0].path.endswith(f"/lab/{spawner.start_id}")
+
+
+async def test_cleared_state_forgets_the_server(portal, make_spawner):
+    spawner = make_spawner()
+    await spawner.start()
+
+    spawner.clear_state()
+
+    assert spawner.get_state() == {}
+    assert await spawner.poll() == 0
+
+
+async def test_state_of_an_unknown_version_is_ignored(make_spawner):
+    spawner = make_spawner()
+
+    spawner.load_state({"version": 99, "outpost": "local", "start_id": "x"})
+
+    assert spawner.start_id == ""
