@@ -1,19 +1,41 @@
 # The two commands of the README: `make demo` runs the product, `make test` the test suite.
+# Both work on a fresh Debian machine with python3 and this repository, as root.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# Where the demo listens; pick another port if 8000 is taken.
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
 
-.PHONY: venv test lint
+.PHONY: venv demo test test-services lint requirements
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/dev.txt
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's python3 has no ensurepip until python3-venv is installed.
+	$(PYTHON) -m venv $(VENV) || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && \
+		$(PYTHON) -m venv --clear $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/dev.txt
 	touch $@
 
-test: venv
-	$(VENV)/bin/pytest
+# SQLite and the filesystem broker in var/; secrets made once in var/demo.env.
+demo: venv
+	VENV=$(VENV) DEMO_HOST=$(DEMO_HOST) DEMO_PORT=$(DEMO_PORT) scripts/demo
+
+# PostgreSQL and Redis on 127.0.0.1 (installed and started if they do not answer).
+test: venv test-services
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-services:
+	scripts/test-services
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Re-pin requirements/*.txt after editing requirements/*.in.
+requirements: venv
+	$(VENV)/bin/pip-compile -q --strip-extras --no-header --allow-unsafe requirements/base.in -o requirements/base.txt
+	$(VENV)/bin/pip-compile -q --strip-extras --no-header --allow-unsafe requirements/dev.in -o requirements/dev.txt
+	sed -i '/^--extra-index-url file:/d' requirements/base.txt requirements/dev.txt

@@ -2,9 +2,9 @@
 command, for the demo and development.
 
 Each child runs in its own process group, so that a terminal's Ctrl-C reaches only this
-command, which then stops the children in order; stopping a whole group also ends whatever a
-child started itself (uvicorn's or Celery's own workers). In production run the three parts
-separately (README.md, "Running in production").
+command, which then stops the children in order; killing each whole group at the end also
+ends whatever a child started and left behind. In production run the three parts separately
+(README.md, "Running in production").
 """
 
 from __future__ import annotations
@@ -138,9 +138,11 @@ class Command(BaseCommand):
             self.stdout.write(f"{name:>6} | {line.decode(errors='replace').rstrip()}")
 
     def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
-        # Signal whole groups: uvicorn and Celery have children of their own.
+        # SIGTERM to each child alone: uvicorn and Celery stop their own workers in order (a
+        # signal to the whole group would kill a prefork pool's busy children mid-task).
         for child in children.values():
-            _signal_group(child, signal.SIGTERM)
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children.values():
             try:
@@ -148,7 +150,8 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 pass
         for child in children.values():
-            # Also reaps grandchildren that outlived their parent in the group.
+            # Whatever is left in a child's group (the child itself after the grace, or a
+            # grandchild that outlived it) is killed: nothing stays behind.
             _signal_group(child, signal.SIGKILL)
             child.wait()
 
@@ -156,5 +159,5 @@ class Command(BaseCommand):
 def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
     try:
         os.killpg(child.pid, signum)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
