@@ -1,0 +1,306 @@
+"""A real JupyterHub with configurable-http-proxy as a subprocess, for end-to-end tests.
+
+Usage::
+
+    with running_jupyterhub(tmp_path, spawner_config=SPAWNER_CONFIG) as hub:
+        hub.api("POST", "/users/alice")
+        ...
+
+or the ``jupyterhub_factory`` fixture. The Hub uses the dummy authenticator, random loopback
+ports and a temporary folder (database, cookie secret, log), and has an admin service whose
+token is ``hub.token``. Stopping it leaves no process behind: the Hub stops its servers and
+its proxy itself; whatever survives (a crashed Hub's children) is killed and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+JUPYTERHUB = VENV_BIN / "jupyterhub"
+SINGLEUSER = VENV_BIN / "jupyterhub-singleuser"
+ADMIN_SERVICE = "harness-admin"
+
+#: Spawner configuration of the harness's own test: JupyterHub's SimpleLocalProcessSpawner.
+SIMPLE_LOCAL_SPAWNER_CONFIG = f"""
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [{str(SINGLEUSER)!r}]
+# The tests run as root; jupyter-server refuses root without this.
+c.Spawner.args = ["--allow-root"]
+c.SimpleLocalProcessSpawner.home_dir_template = HARNESS_DIR + "/home/{{username}}"
+"""
+
+
+def free_port() -> int:
+    """A loopback port free right now (another process could still take it: rare)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may contain spaces: split after its last ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (servers run in their own sessions, so not by group)."""
+    children = _children_by_parent()
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class RunningHub:
+    """A started JupyterHub: its public URL (through the proxy), admin token and folder."""
+
+    url: str
+    token: str
+    directory: Path
+    process: subprocess.Popen[bytes]
+    known_processes: set[int] = field(default_factory=set)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/hub/api"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "jupyterhub.log"
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def request(
+        self, method: str, url: str, body: Any = None, *, token: str | None = None
+    ) -> tuple[int, Any]:
+        """One HTTP request with the admin token; returns (status, JSON body or text)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Authorization", f"token {token or self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A Hub REST API call, e.g. ``hub.api("POST", "/users/alice/server")``."""
+        return self.request(method, self.api_url + path, body)
+
+    def remember_processes(self) -> None:
+        self.known_processes |= descendants(self.process.pid)
+
+    def wait_for(
+        self, condition: Callable[[], Any], *, timeout: float = 60, what: str = "condition"
+    ) -> Any:
+        """Poll ``condition`` until it returns something truthy; fails with the Hub's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = condition()
+            if result:
+                self.remember_processes()
+                return result
+            if self.process.poll() is not None:
+                pytest.fail(f"JupyterHub exited while waiting for {what}:\n{self.log_tail()}")
+            time.sleep(0.2)
+        pytest.fail(f"Timed out after {timeout} s waiting for {what}:\n{self.log_tail()}")
+
+    def wait_for_server(self, user: str, server: str = "", *, timeout: float = 120) -> dict:
+        """Wait until the user's server is ready; returns the Hub's model of it."""
+
+        def ready() -> dict | None:
+            status, model = self.api("GET", f"/users/{user}")
+            if status != 200:
+                return None
+            server_model = model.get("servers", {}).get(server)
+            return server_model if server_model and server_model.get("ready") else None
+
+        return self.wait_for(ready, timeout=timeout, what=f"server {user!r}/{server!r}")
+
+
+def _write_config(
+    directory: Path, *, ports: dict[str, int], token: str, spawner_config: str
+) -> Path:
+    config = directory / "jupyterhub_config.py"
+    chp = shutil.which("configurable-http-proxy")
+    if chp is None:
+        pytest.fail(
+            "configurable-http-proxy is not installed: npm install -g configurable-http-proxy"
+        )
+    config.write_text(
+        f"""# Written by tests/hubclient/jupyterhub_harness.py
+HARNESS_DIR = {str(directory)!r}
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {ports["public"]}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {ports["hub"]}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{ports["proxy_api"]}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.JupyterHub.db_url = "sqlite:///" + HARNESS_DIR + "/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = HARNESS_DIR + "/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = HARNESS_DIR + "/jupyterhub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_proxy = True
+c.JupyterHub.services = [{{"name": {ADMIN_SERVICE!r}, "api_token": {token!r}}}]
+c.JupyterHub.load_roles = [
+    {{
+        "name": "harness-admin-role",
+        "scopes": ["admin:users", "admin:servers", "access:servers", "read:hub"],
+        "services": [{ADMIN_SERVICE!r}],
+    }}
+]
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 60
+
+# --- spawner configuration of the test ---
+{spawner_config}
+"""
+    )
+    return config
+
+
+def start_jupyterhub(
+    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> RunningHub:
+    """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "home").mkdir(exist_ok=True)
+    ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
+    token = secrets.token_hex(24)
+    config = _write_config(directory, ports=ports, token=token, spawner_config=spawner_config)
+    process_env = dict(os.environ)
+    process_env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(24)
+    process_env["PATH"] = f"{VENV_BIN}{os.pathsep}{process_env.get('PATH', '')}"
+    process_env.update(env or {})
+    with (directory / "jupyterhub.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(JUPYTERHUB), "-f", str(config)],
+            cwd=directory,
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub = RunningHub(
+        url=f"http://127.0.0.1:{ports['public']}", token=token, directory=directory, process=process
+    )
+
+    def api_up() -> bool:
+        try:
+            return hub.api("GET", "/")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        hub.wait_for(api_up, timeout=timeout, what="the Hub API through the proxy")
+    except BaseException:
+        stop_jupyterhub(hub)
+        raise
+    return hub
+
+
+def stop_jupyterhub(hub: RunningHub, *, grace: float = 30) -> set[int]:
+    """Stop the Hub (it stops its servers and proxy); kill and return whatever survived."""
+    hub.remember_processes()
+    if hub.process.poll() is None:
+        hub.process.send_signal(signal.SIGTERM)
+        try:
+            hub.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            hub.process.kill()
+            hub.process.wait()
+    deadline = time.monotonic() + 5
+    survivors = {pid for pid in hub.known_processes if alive(pid)}
+    while survivors and time.monotonic() < deadline:
+        time.sleep(0.1)
+        survivors = {pid for pid in survivors if alive(pid)}
+    for pid in survivors:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return survivors
+
+
+@contextmanager
+def running_jupyterhub(
+    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None
+) -> Iterator[RunningHub]:
+    hub = start_jupyterhub(directory, spawner_config=spawner_config, env=env)
+    try:
+        yield hub
+    finally:
+        survivors = stop_jupyterhub(hub)
+        if survivors:
+            # Killed above; still a defect of the Hub or spawner under test.
+            print(f"JupyterHub left processes behind, killed: {sorted(survivors)}")  # noqa: T201
+
+
+@pytest.fixture
+def jupyterhub_factory(tmp_path: Path) -> Iterator[Callable[..., RunningHub]]:
+    """Start Hubs with ``jupyterhub_factory(spawner_config=..., env=...)``; stopped at teardown."""
+    hubs: list[RunningHub] = []
+
+    def start(*, spawner_config: str, env: dict[str, str] | None = None) -> RunningHub:
+        hub = start_jupyterhub(tmp_path / f"hub{len(hubs)}", spawner_config=spawner_config, env=env)
+        hubs.append(hub)
+        return hub
+
+    yield start
+    for hub in hubs:
+        stop_jupyterhub(hub)
