@@ -1,10 +1,12 @@
 """The Outpost REST API (api-contract.md §1-5): thin views over services and selectors.
 
-Synchronous starts and stops wait for their task's outcome. Django runs every sync view of an
-ASGI server in one shared thread, so that waiting happens in a small async view around the DRF
-view (``waits_for_outcome``): the DRF view validates and calls the service, then hands back
-what to wait for, and the async view polls the server's status with asyncio sleeps, holding
-no thread while it waits.
+Synchronous starts and stops wait for their task's outcome, up to SYNC_WAIT_TIMEOUT. The
+wait is a small async view around the DRF view (``waits_for_outcome``): the DRF view
+validates and calls the service in Django's sync thread, then hands back what to wait for,
+and the async view reads the server's status every quarter second with the async ORM,
+sleeping on the event loop in between. So a waiting request never keeps a thread busy, other
+requests are answered meanwhile (tests/outposts/test_api_wait.py checks this through
+uvicorn), and Django cancels the wait when the Hub hangs up.
 """
 
 from __future__ import annotations
@@ -279,8 +281,8 @@ class AwaitOutcome(Response):
 def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
     """An async Django view running ``view_class`` and, if it asks to, waiting for an outcome.
 
-    The DRF view runs in Django's shared sync thread, as any sync view would; the wait is
-    asyncio sleeps plus one short async-ORM read each time, so it ties up nothing.
+    The DRF view runs through sync_to_async in the request's sync thread, as Django would run
+    it anyway; only the wait itself is async.
     """
     drf_view = view_class.as_view()
     run_drf_view = sync_to_async(drf_view)

@@ -269,8 +269,9 @@ def test_an_unexpected_error_is_logged_and_answered_without_internals(
     ],
 )
 def test_poll_answers_from_the_record(hub_client, hub, outpost, status, exit_code, expected):
-    ServerFactory(hub=hub, outpost=outpost, name="lab", start_id="s1", status=status,
-                  exit_code=exit_code)  # fmt: skip
+    ServerFactory(
+        hub=hub, outpost=outpost, name="lab", start_id="s1", status=status, exit_code=exit_code
+    )
     response = hub_client.get(SERVICES + "/lab/s1?collect_logs=true")
     assert response.status_code == 200
     assert response.json() == {"status": expected, "logs": []}
@@ -293,8 +294,14 @@ def test_poll_paths(hub_client, hub, outpost, path, start_id):
     # given the default (unnamed) server and a named one, with start_ids s1 and 0
     for name in ("", "lab"):
         for sid in ("s1", "0"):
-            ServerFactory(hub=hub, outpost=outpost, name=name, start_id=sid, status="stopped",
-                          exit_code=int(sid == "s1") + 10 * int(name == "lab"))  # fmt: skip
+            ServerFactory(
+                hub=hub,
+                outpost=outpost,
+                name=name,
+                start_id=sid,
+                status="stopped",
+                exit_code=int(sid == "s1") + 10 * int(name == "lab"),
+            )
     response = hub_client.get("/outposts/local" + path)
     assert response.status_code == 200
     if start_id is None:
@@ -382,13 +389,15 @@ def test_a_second_delete_answers_404(hub_client, hub, outpost):
 
 def test_list_shows_active_servers_with_their_bookkeeping(hub_client, hub, outpost):
     flavor = FlavorFactory(outpost=outpost, name="small")
-    running = ServerFactory(hub=hub, outpost=outpost, flavor=flavor, name="a", user_id="7",
-                            spawner_state={"pid": 42})  # fmt: skip
+    running = ServerFactory(
+        hub=hub, outpost=outpost, flavor=flavor, name="a", user_id="7", spawner_state={"pid": 42}
+    )
     running.end_at = running.created_at + timedelta(hours=2)
     running.save()
     ServerFactory(hub=hub, outpost=outpost, name="b", status="requested")
-    ServerFactory(hub=hub, outpost=outpost, name="c", status="stopping",
-                  stop_requested_at=running.created_at)  # fmt: skip
+    ServerFactory(
+        hub=hub, outpost=outpost, name="c", status="stopping", stop_requested_at=running.created_at
+    )
     ServerFactory(hub=hub, outpost=outpost, name="ended", status="stopped")
     listed = {item["name"]: item for item in hub_client.get(SERVICES).json()}
     assert set(listed) == {"a", "b", "c"}
@@ -411,8 +420,9 @@ def test_list_shows_active_servers_with_their_bookkeeping(hub_client, hub, outpo
 
 
 def test_events_in_order_escaped_and_after_an_id(hub_client, hub, outpost):
-    server = ServerFactory(hub=hub, outpost=outpost, name="", start_id="s1", status="pending",
-                           address="")  # fmt: skip
+    server = ServerFactory(
+        hub=hub, outpost=outpost, name="", start_id="s1", status="pending", address=""
+    )
     first = SpawnEventFactory(server=server, progress=10, message="Queued")
     SpawnEventFactory(server=server, progress=50, message="<b>node</b> & co")
     url = "/outposts/local/services//s1/events"
