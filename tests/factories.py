@@ -9,6 +9,7 @@ from flavors.models import Flavor
 from outposts.models import Hub, Outpost, Server, SpawnEvent
 
 HUB_SECRET = "a-hub-secret-for-tests"
+USER_PASSWORD = "a-password-for-tests"
 
 
 class OutpostFactory(factory.django.DjangoModelFactory):
@@ -89,4 +90,10 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"admin{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
-    password = factory.PostGenerationMethodCall("set_password", "a-password-for-tests")
+
+    @factory.post_generation
+    def password(self, create, extracted, **kwargs):
+        # Saved explicitly: a session made with force_login is tied to the password hash.
+        self.set_password(extracted or USER_PASSWORD)
+        if create:
+            self.save(update_fields=["password"])

@@ -19,11 +19,7 @@ pytestmark = pytest.mark.django_db
 
 
 def staff_user(**kwargs):
-    """A staff user whose password is saved (UserFactory skips the post-generation save, and
-    force_login's session hash would then not match the stored password)."""
-    user = UserFactory(is_staff=True, **kwargs)
-    user.save()
-    return user
+    return UserFactory(is_staff=True, **kwargs)
 
 
 @pytest.fixture
