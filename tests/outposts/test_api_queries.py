@@ -1,0 +1,75 @@
+"""Polls and lists cost the same few queries however many servers there are, and never call a
+spawner: they answer from the portal's record (api-contract.md §3.2)."""
+
+import pytest
+from jupyterhub.spawner import LocalProcessSpawner, Spawner
+
+from outposts.models import Server
+from tests.factories import ServerFactory, SpawnEventFactory
+from tests.outposts.conftest import ASYNC, send, start_body
+
+pytestmark = pytest.mark.django_db
+
+SERVICES = "/outposts/local/services"
+# Authenticate the Hub, find its Outpost, read the server(s).
+QUERIES = 3
+
+
+def add_servers(hub, outpost, count: int) -> None:
+    Server.objects.bulk_create(
+        Server(
+            hub=hub,
+            outpost=outpost,
+            name=f"s{n}",
+            start_id=str(n),
+            user_id=str(n),
+            user_name=f"user{n}",
+            status=Server.Status.RUNNING,
+            env={"TOKEN": "x"},
+        )
+        for n in range(count)
+    )
+
+
+@pytest.mark.parametrize("count", [1, 500])
+def test_list_costs_the_same_queries_for_1_and_500_servers(
+    hub_client, hub, outpost, count, django_assert_num_queries
+):
+    add_servers(hub, outpost, count)
+    with django_assert_num_queries(QUERIES):
+        response = hub_client.get(SERVICES + "/")
+    assert response.status_code == 200
+    assert len(response.json()) == count
+
+
+@pytest.mark.parametrize("count", [1, 500])
+def test_poll_costs_the_same_queries_for_1_and_500_servers(
+    hub_client, hub, outpost, count, django_assert_num_queries
+):
+    add_servers(hub, outpost, count)
+    with django_assert_num_queries(QUERIES):
+        response = hub_client.get(SERVICES + "/s0/0")
+    assert response.json() == {"status": None, "logs": []}
+
+
+def test_no_endpoint_calls_a_spawner(hub_client, hub, outpost, monkeypatch):
+    # given spawners that fail loudly if anything calls them in the web process
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the API called a spawner")
+
+    for cls in (Spawner, LocalProcessSpawner):
+        for method in ("start", "poll", "stop"):
+            monkeypatch.setattr(cls, method, forbidden)
+    server = ServerFactory(hub=hub, outpost=outpost, name="lab", start_id="s1")
+    SpawnEventFactory(server=server)
+    # when a Hub uses every endpoint
+    answers = [
+        send(hub_client, "POST", SERVICES, start_body(name="new"), headers=ASYNC),
+        hub_client.get(SERVICES + "/lab/s1"),
+        hub_client.get(SERVICES + "/"),
+        hub_client.get(SERVICES + "/lab/s1/events"),
+        hub_client.get("/outposts/local/flavors/"),
+        send(hub_client, "DELETE", SERVICES + "/lab/s1", headers=ASYNC),
+    ]
+    # then all of them answer from the database
+    assert [answer.status_code for answer in answers] == [202, 200, 200, 200, 200, 202]
