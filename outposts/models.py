@@ -196,6 +196,14 @@ class Server(models.Model):
         max_length=16, choices=Status.choices, default=Status.REQUESTED, db_index=True
     )
     address = models.CharField(max_length=512, blank=True)
+    address_via_callback = models.BooleanField(
+        default=False,
+        help_text="The Hub got no address in the start answer (async start, or a synchronous "
+        "wait that ran out) and waits for a set-up-tunnel call.",
+    )
+    address_sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the set-up-tunnel call with the address was queued."
+    )
     user_options = models.JSONField(default=dict, blank=True)
     overrides = models.JSONField(
         default=dict, blank=True, help_text="The allow-listed misc traits the Hub asked for."

@@ -176,6 +176,27 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # How often beat runs the reconciler over all Outposts.
 RECONCILE_INTERVAL = float(os.environ.get("PORTAL_RECONCILE_INTERVAL", "30"))
 
+# Spawners that run local processes (LocalProcessSpawner) must be polled from the process
+# that started them: a child's exit is only seen (and its status only known) by its parent,
+# and an unreaped child looks alive to everyone else. One worker process with threads keeps
+# every server a child of the process that polls it (see outposts/runner.py).
+CELERY_WORKER_POOL = os.environ.get("PORTAL_WORKER_POOL", "threads")
+CELERY_WORKER_CONCURRENCY = int(os.environ.get("PORTAL_WORKER_CONCURRENCY", "8"))
+# How many due servers one reconciler run polls per Outpost.
+RECONCILE_BATCH_SIZE = int(os.environ.get("PORTAL_RECONCILE_BATCH_SIZE", "100"))
+# How long one poll of a server may take before the system counts as unreachable.
+SPAWNER_POLL_TIMEOUT = float(os.environ.get("PORTAL_SPAWNER_POLL_TIMEOUT", "30"))
+# Where per-server internal-SSL files are written; folder names come from server ids only.
+SERVER_CERTS_DIR = Path(os.environ.get("PORTAL_SERVER_CERTS_DIR", DATA_DIR / "certs"))
+
+# Calls to Hubs (progress events, flavor updates, set-up-tunnel): timeout, TLS, retries.
+HUB_CALL_TIMEOUT = float(os.environ.get("PORTAL_HUB_CALL_TIMEOUT", "10"))
+# True, or the path of a CA bundle; "false" switches verification off (never in production).
+HUB_CALL_VERIFY: bool | str = os.environ.get("PORTAL_HUB_CALL_CA_BUNDLE") or env_bool(
+    "PORTAL_HUB_CALL_VERIFY", True
+)
+HUB_CALL_MAX_RETRIES = int(os.environ.get("PORTAL_HUB_CALL_MAX_RETRIES", "5"))
+
 # How long a synchronous API start or stop waits for its task before answering.
 SYNC_WAIT_TIMEOUT = float(os.environ.get("PORTAL_SYNC_WAIT_TIMEOUT", "60"))
 
