@@ -1,0 +1,239 @@
+"""The spawner runner with a real SimpleLocalProcessSpawner starting real HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from outposts.runner import (
+    ServerSpec,
+    SpawnerRunner,
+    TLSMaterial,
+    UnsafeName,
+    rewrite_service_url,
+    server_certs_dir,
+)
+from portal.crypto import encrypt_text
+from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
+from tests.factories import FlavorFactory, OutpostFactory, ServerFactory
+
+
+@pytest.fixture
+def certs_dir(settings, tmp_path):
+    settings.SERVER_CERTS_DIR = tmp_path / "certs"
+    return settings.SERVER_CERTS_DIR
+
+
+@pytest.fixture
+def started():
+    """Runners started by a test; whatever still runs is stopped at teardown."""
+    runners: list[SpawnerRunner] = []
+    yield runners
+    for runner in runners:
+        pid = runner.spawner.get_state().get("pid")
+        if pid and pid_alive(pid):
+            asyncio.run(runner.stop(now=True))
+
+
+def make_server(tmp_path, *, user="olga", name="", outpost_config=None, **kwargs):
+    hub = FakeHub.__new__(FakeHub)  # only for its env(); no HTTP server needed here
+    hub.url = "http://127.0.0.1:9"
+    outpost = OutpostFactory(
+        spawner_config=outpost_config or serve_config(tmp_path / "home"),
+        allowed_overrides=kwargs.pop("allowed_overrides", []),
+    )
+    return ServerFactory(
+        outpost=outpost,
+        name=name,
+        user_name=user,
+        status="pending",
+        address="",
+        env=kwargs.pop("env", None) or hub.env(user, name),
+        **kwargs,
+    )
+
+
+def start(runner: SpawnerRunner, started: list, **kwargs) -> str:
+    started.append(runner)
+    return asyncio.run(runner.start(**kwargs))
+
+
+def test_rewrite_service_url_keeps_the_hubs_path_and_takes_the_spawners_host_and_port():
+    # when
+    url = rewrite_service_url(
+        "http://0.0.0.0:51285/user/olga/gpu/", "http://127.0.0.1:40001/user/olga/"
+    )
+    # then
+    assert url == "http://127.0.0.1:40001/user/olga/gpu/"
+
+
+def test_started_server_listens_where_its_address_and_env_say(db, tmp_path, started):
+    # given
+    server = make_server(tmp_path, name="lab")
+    runner = SpawnerRunner.for_server(server)
+    # when
+    address = start(runner, started)
+    # then
+    host, port = address.split(":")
+    assert host == "127.0.0.1"
+    seen = wait_for(lambda: _get(f"http://{address}/user/olga/lab/"))
+    assert seen["user"] == "olga"
+    assert seen["env"]["JUPYTERHUB_SERVICE_URL"] == f"http://127.0.0.1:{port}/user/olga/lab/"
+    # the request env wins over what the spawner computes (here: the Hub's token)
+    assert seen["env"]["JUPYTERHUB_API_TOKEN"] == "server-token"
+    assert requests.get(f"http://{address}/elsewhere", timeout=5).status_code == 404
+
+
+def test_traits_are_layered_outpost_then_flavor_then_allow_listed_overrides(db, tmp_path, started):
+    # given
+    config = serve_config(tmp_path / "home", mem_limit="1G", cpu_limit=1.0)
+    server = make_server(
+        tmp_path,
+        outpost_config=config,
+        allowed_overrides=["cpu_limit"],
+        overrides={"cpu_limit": 3.0, "mem_limit": "3G"},
+    )
+    server.flavor = FlavorFactory(outpost=server.outpost, resources={"mem_limit": "2G"})
+    server.save()
+    runner = SpawnerRunner.for_server(server)
+    # when
+    address = start(runner, started)
+    # then
+    env = wait_for(lambda: _get(f"http://{address}/user/olga/"))["env"]
+    assert env["MEM_LIMIT"] == str(2 * 1024**3)  # the flavor's, not the Outpost's
+    assert env["CPU_LIMIT"] == "3.0"  # allow-listed override
+    assert runner.spawner.mem_limit == 2 * 1024**3  # mem_limit was not allow-listed
+
+
+def test_user_options_reach_the_spawner(db, tmp_path):
+    # given
+    server = make_server(tmp_path, user_options={"image": "lab:1", "project": "p1"})
+    # when
+    runner = SpawnerRunner.for_server(server)
+    # then
+    assert runner.spawner.user_options == {"image": "lab:1", "project": "p1"}
+
+
+def test_a_rebuilt_runner_polls_the_real_exit_status(db, tmp_path, started):
+    # given a server started by one runner, its state saved as the task saves it
+    server = make_server(tmp_path)
+    first = SpawnerRunner.for_server(server)
+    address = start(first, started)
+    server.spawner_state = first.get_state()
+    server.save()
+    server.refresh_from_db()
+    again = SpawnerRunner.for_server(server)
+    assert asyncio.run(again.poll()) is None
+    # when the server exits on its own with status 3
+    wait_for(lambda: _get(f"http://{address}/user/olga/exit-3"))
+    # then a runner rebuilt from the saved state (another task) sees the status
+    status = wait_for(lambda: asyncio.run(SpawnerRunner.for_server(server).poll()) or None)
+    assert status == 3
+
+
+def test_a_zombie_that_is_not_ours_counts_as_exited(db, tmp_path):
+    # given a child of this process that exited and was not reaped (a zombie), which
+    # LocalProcessSpawner's pid check alone reports as running
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_for(
+        lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+    )
+    server = make_server(tmp_path, spawner_state={"pid": proc.pid})
+    # when
+    status = asyncio.run(SpawnerRunner.for_server(server).poll())
+    # then
+    assert status == 0
+    proc.wait()
+
+
+def test_stop_from_saved_state_ends_the_process(db, tmp_path, started):
+    # given
+    server = make_server(tmp_path)
+    first = SpawnerRunner.for_server(server)
+    start(first, started)
+    pid = first.get_state()["pid"]
+    server.spawner_state = first.get_state()
+    server.save()
+    server.refresh_from_db()
+    # when
+    asyncio.run(SpawnerRunner.for_server(server).stop())
+    # then
+    assert not pid_alive(pid)
+
+
+@pytest.mark.parametrize(
+    ("user", "name"), [("../x", ""), ("olga", "../x"), ("..", ""), ("a/b", "")]
+)
+def test_names_that_could_escape_a_folder_are_refused(db, tmp_path, user, name):
+    # given
+    server = make_server(tmp_path, user=user, name=name)
+    # when / then
+    with pytest.raises(UnsafeName):
+        SpawnerRunner.for_server(server)
+
+
+def test_certs_go_to_a_private_folder_named_by_server_id_and_leave_with_the_stop(
+    db, tmp_path, started, certs_dir
+):
+    # given a start that carries internal-SSL certs
+    server = make_server(tmp_path, name="secure")
+    token = encrypt_text(
+        json.dumps(
+            {
+                "certs": {"keyfile": "KEY", "certfile": "CERT", "cafile": "CA"},
+                "internal_trust_bundles": {"hub-ca": "HUBCA", "../evil": "X"},
+            }
+        )
+    )
+    runner = SpawnerRunner.for_server(server)
+    # when
+    address = start(runner, started, tls=TLSMaterial.from_token(token))
+    # then
+    folder = server_certs_dir(server.pk)
+    assert folder == certs_dir / f"server-{server.pk}"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "ca.crt",
+        "hub-ca.crt",
+        "server.crt",
+        "server.key",
+    ]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "server.key").stat().st_mode) == 0o600
+    assert (folder / "server.key").read_text() == "KEY"
+    env = wait_for(lambda: _get(f"http://{address}/user/olga/secure/"))["env"]
+    assert env["JUPYTERHUB_SSL_CERTFILE"] == str(folder / "server.crt")
+    assert env["JUPYTERHUB_SERVICE_URL"].startswith("https://127.0.0.1:")
+    # when
+    asyncio.run(runner.stop())
+    # then
+    assert not folder.exists()
+
+
+def test_no_certs_means_no_tls(db):
+    # when / then
+    assert TLSMaterial.from_token(encrypt_text(json.dumps({"certs": {}}))) is None
+    assert TLSMaterial.from_token(None) is None
+
+
+def test_spec_rechecks_the_allow_list(db, tmp_path):
+    # given overrides admitted earlier, and an allow-list narrowed since
+    server = make_server(tmp_path, allowed_overrides=[], overrides={"cmd": ["rm", "-rf", "/"]})
+    # when
+    spec = ServerSpec.from_server(server)
+    # then
+    assert spec.trait_values["cmd"][0] == sys.executable
+
+
+def _get(url: str):
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None
