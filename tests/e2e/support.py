@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -373,3 +374,37 @@ def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
     wait_for(up, timeout=30)
     yield base
     _stop_group(proc)
+
+
+# Spawner classes for tests, importable by dotted path (workers load them too).
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner  # noqa: E402
+
+
+class SlowSpawner(SimpleLocalProcessSpawner):
+    """Starts the server, writes its pid to <home>/spawned.pid, then takes 60 s to return."""
+
+    async def start(self):
+        result = await super().start()
+        Path(self.home_dir, "spawned.pid").write_text(str(self.pid))
+        await asyncio.sleep(60)
+        return result
+
+
+class HangingSpawner(SimpleLocalProcessSpawner):
+    """A start that never returns (a batch job that never leaves the queue)."""
+
+    async def start(self):
+        await asyncio.Event().wait()
+
+
+class UnreachableSpawner(SimpleLocalProcessSpawner):
+    """A system that cannot be asked: every poll raises, until <home>/reachable exists."""
+
+    async def poll(self):
+        if Path(self.home_dir, "reachable").exists():
+            return None
+        raise ConnectionError("the system does not answer")
+
+    async def stop(self, now=False):
+        return None

@@ -1,0 +1,206 @@
+"""The reconciler against real local servers: exits, runtimes, start timeouts, unknown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import requests
+from django.utils import timezone
+
+from outposts import tasks
+from outposts.models import Server
+from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
+from tests.factories import ServerFactory
+
+BASE = "/outposts/local/services"
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+def hub_env(user: str, name: str) -> dict:
+    hub = FakeHub.__new__(FakeHub)
+    hub.url = "http://127.0.0.1:9"  # nothing listens: Hub calls are not under test here
+    return hub.env(user, name)
+
+
+@pytest.fixture
+def running(outpost, hub, home):
+    """Start a real server of ``hub`` on ``outpost`` (slug "local") through the start task."""
+    outpost.spawner_config = serve_config(home)
+    outpost.save()
+    started: list[Server] = []
+
+    def start(name: str = "lab", **kwargs) -> Server:
+        server = ServerFactory(
+            hub=hub,
+            outpost=outpost,
+            name=name,
+            start_id="s1",
+            user_name="olga",
+            status=Server.Status.REQUESTED,
+            address="",
+            env=hub_env("olga", name),
+            **kwargs,
+        )
+        tasks.server_start_task(server.pk)
+        server.refresh_from_db()
+        assert server.status == Server.Status.RUNNING
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.refresh_from_db()
+        if server.is_active:
+            tasks.server_stop_task(server.pk)
+
+
+def poll_due(server: Server) -> None:
+    """Make the server due for its next poll, as if the poll interval had passed."""
+    Server.objects.filter(pk=server.pk).update(
+        last_poll_at=timezone.now() - server.outpost.poll_interval - timedelta(seconds=1)
+    )
+
+
+def test_a_server_whose_process_exits_is_reported_with_its_exit_status(running, hub_client):
+    # given
+    server = running()
+    wait_for(lambda: _get(f"http://{server.address}/user/olga/lab/exit-7"))
+    wait_for(lambda: not pid_alive(server.spawner_state["pid"]))
+    poll_due(server)
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] is None
+    # when
+    tasks.outpost_reconcile(server.outpost_id)
+    # then
+    server.refresh_from_db()
+    assert (server.status, server.exit_code) == (Server.Status.STOPPED, 7)
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 7
+
+
+def test_a_running_server_stays_running_and_its_poll_time_moves(running):
+    # given
+    server = running()
+    poll_due(server)
+    before = Server.objects.get(pk=server.pk).last_poll_at
+    # when
+    tasks.outpost_reconcile(server.outpost_id)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING
+    assert server.last_poll_at > before
+
+
+def test_a_server_past_its_runtime_is_stopped(running, hub_client):
+    # given
+    server = running()
+    pid = server.spawner_state["pid"]
+    Server.objects.filter(pk=server.pk).update(end_at=timezone.now() - timedelta(seconds=1))
+    # when
+    tasks.outpost_reconcile(server.outpost_id)
+    # then
+    server.refresh_from_db()
+    assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
+    assert not pid_alive(pid)
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 0
+
+
+def test_a_start_whose_task_is_gone_fails_after_the_start_timeout_and_is_cleaned_up(
+    running, hub_client
+):
+    # given a server left pending (its worker died) with a real process behind it
+    server = running()
+    pid = server.spawner_state["pid"]
+    long_ago = timezone.now() - server.outpost.start_timeout - timedelta(minutes=5)
+    Server.objects.filter(pk=server.pk).update(status=Server.Status.PENDING, started_at=long_ago)
+    # when
+    tasks.outpost_reconcile(server.outpost_id)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert "did not start within 10 minutes" in server.error
+    assert not pid_alive(pid)
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 1
+
+
+def test_a_request_no_worker_ever_took_fails_after_the_start_timeout(outpost, hub):
+    # given
+    server = ServerFactory(hub=hub, outpost=outpost, status=Server.Status.REQUESTED)
+    Server.objects.filter(pk=server.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    # when
+    tasks.outpost_reconcile(outpost.pk)
+    # then
+    assert Server.objects.get(pk=server.pk).status == Server.Status.FAILED
+
+
+@pytest.fixture
+def unreachable(outpost, hub, home):
+    outpost.spawner_class = "tests.e2e.support.UnreachableSpawner"
+    outpost.spawner_config = serve_config(home)
+    outpost.unknown_grace = timedelta(minutes=15)
+    outpost.save()
+    return ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        name="lab",
+        start_id="s1",
+        user_name="olga",
+        env=hub_env("olga", "lab"),
+        spawner_state={"pid": 0},
+    )
+
+
+def test_a_server_that_cannot_be_asked_is_unknown_not_dead(unreachable, hub_client):
+    # when
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    # then
+    unreachable.refresh_from_db()
+    assert unreachable.status == Server.Status.UNKNOWN
+    assert unreachable.unknown_since is not None
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] is None
+
+
+def test_an_unknown_server_comes_back_when_its_system_answers(unreachable, home):
+    # given
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    (home / "olga").mkdir(parents=True)
+    (home / "olga" / "reachable").touch()
+    poll_due(unreachable)
+    # when
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    # then
+    unreachable.refresh_from_db()
+    assert (unreachable.status, unreachable.unknown_since) == (Server.Status.RUNNING, None)
+
+
+def test_an_unknown_server_ends_only_after_the_grace(unreachable, hub_client):
+    # given unknown for a while, but within the grace
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    Server.objects.filter(pk=unreachable.pk).update(
+        unknown_since=timezone.now() - timedelta(minutes=14)
+    )
+    poll_due(unreachable)
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    assert Server.objects.get(pk=unreachable.pk).status == Server.Status.UNKNOWN
+    # when the grace has passed
+    Server.objects.filter(pk=unreachable.pk).update(
+        unknown_since=timezone.now() - timedelta(minutes=16)
+    )
+    poll_due(unreachable)
+    tasks.outpost_reconcile(unreachable.outpost_id)
+    # then
+    unreachable.refresh_from_db()
+    assert unreachable.status == Server.Status.FAILED
+    assert "lost contact" in unreachable.error
+    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 1
+
+
+def _get(url: str):
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None

@@ -1,0 +1,255 @@
+"""Lifecycle tasks run in this process against real local servers; routing checked in Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+import redis
+import requests
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from outposts import services, tasks
+from outposts.models import Server
+from outposts.services import StartRequest
+from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
+from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def stopper():
+    """Servers a test started; stopped at teardown if a test left one running."""
+    ids: list[int] = []
+    yield ids
+    for server_id in ids:
+        server = Server.objects.filter(pk=server_id).first()
+        if server is not None and server.status == Server.Status.RUNNING:
+            tasks.server_stop_task(server_id)
+
+
+def new_server(home, *, spawner_class=None, outpost_kwargs=None, **kwargs) -> Server:
+    outpost = OutpostFactory(
+        spawner_config=serve_config(home),
+        spawner_class=spawner_class or "jupyterhub.spawner.SimpleLocalProcessSpawner",
+        **(outpost_kwargs or {}),
+    )
+    hub = FakeHub.__new__(FakeHub)
+    hub.url = "http://127.0.0.1:9"  # nothing listens: Hub calls are not under test here
+    user = kwargs.pop("user_name", "olga")
+    return ServerFactory(
+        outpost=outpost,
+        name="",
+        user_name=user,
+        status=Server.Status.REQUESTED,
+        address="",
+        env=hub.env(user),
+        **kwargs,
+    )
+
+
+def messages(server: Server) -> list[str]:
+    return list(server.events.values_list("message", flat=True))
+
+
+def test_start_runs_the_server_and_records_running_with_its_end_time(db, home, stopper):
+    # given
+    flavor = FlavorFactory(runtime=timedelta(hours=2))
+    server = new_server(home, flavor=flavor)
+    stopper.append(server.pk)
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING
+    assert server.end_at == server.ready_at + timedelta(hours=2)
+    assert server.spawner_state["pid"]
+    seen = wait_for(lambda: _get(f"http://{server.address}/user/olga/"))
+    assert seen["user"] == "olga"
+    assert messages(server)[0] == "Starting the server."
+    last = server.events.last()
+    assert (last.progress, last.ready, last.failed) == (100, True, False)
+
+
+def test_start_twice_starts_one_server(db, home, stopper):
+    # given a start task delivered twice (acks_late after a lost acknowledgement)
+    server = new_server(home)
+    stopper.append(server.pk)
+    tasks.server_start_task(server.pk)
+    first = Server.objects.get(pk=server.pk)
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    again = Server.objects.get(pk=server.pk)
+    assert (again.status, again.address, again.spawner_state) == (
+        Server.Status.RUNNING,
+        first.address,
+        first.spawner_state,
+    )
+
+
+def test_stop_ends_the_process_and_records_the_stop(db, home):
+    # given
+    server = new_server(home)
+    tasks.server_start_task(server.pk)
+    server.refresh_from_db()
+    pid = server.spawner_state["pid"]
+    # when
+    services.server_stop(server=server)
+    tasks.server_stop_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
+    assert server.stopped_at is not None
+    assert server.spawner_state is None
+    assert not pid_alive(pid)
+    # and a second stop (redelivered) changes nothing
+    tasks.server_stop_task(server.pk)
+    assert Server.objects.get(pk=server.pk).stopped_at == server.stopped_at
+
+
+def test_stop_before_the_start_ran_means_it_never_runs(db, home):
+    # given
+    server = new_server(home)
+    services.server_stop(server=server)
+    # when the stop task runs first, then the start task
+    tasks.server_stop_task(server.pk)
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.STOPPED
+    assert "Starting the server." not in messages(server)
+
+
+def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_db, home):
+    # given a spawner that has started a process but not returned yet
+    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+
+    def start_in_another_worker_thread() -> None:
+        try:
+            tasks.server_start_task(server.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=start_in_another_worker_thread)
+    thread.start()
+    pid_file = home / "olga" / "spawned.pid"
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    assert pid_alive(pid)
+    # when the Hub deletes the server (server_stop's write; its task finds the start pending)
+    Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
+    tasks.server_stop_task(server.pk)
+    thread.join(timeout=30)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.STOPPED
+    assert not pid_alive(pid)
+
+
+def test_a_start_that_never_returns_fails_after_the_start_timeout(db, home):
+    # given
+    server = new_server(
+        home,
+        spawner_class="tests.e2e.support.HangingSpawner",
+        outpost_kwargs={"start_timeout": timedelta(seconds=2)},
+    )
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert "did not start within" in server.error
+    assert server.events.filter(failed=True).exists()
+
+
+def test_a_spawner_error_fails_the_start_with_a_text_safe_for_users(db, home, caplog):
+    # given a command that does not exist on the Outpost host
+    server = new_server(home)
+    server.outpost.spawner_config = serve_config(home, cmd=["/no/such/secret/path/cmd"])
+    server.outpost.save()
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert "FileNotFoundError" in server.error
+    assert "/no/such" not in server.error  # host internals stay in the log
+    assert "/no/such/secret/path/cmd" in caplog.text
+    failed = server.events.get(failed=True)
+    assert failed.message == server.error
+
+
+def test_an_unsafe_user_name_fails_the_start(db, home):
+    # given
+    server = new_server(home, user_name="../x")
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert "'../x' is not allowed" in server.error
+    assert not (home.parent / "x").exists()
+
+
+def test_tasks_tolerate_a_deleted_server(db):
+    # when / then: nothing raises
+    tasks.server_start_task(987654)
+    tasks.server_stop_task(987654)
+    tasks.hub_forward_event(987654)
+    tasks.hub_setup_tunnel(987654)
+    tasks.hub_flavor_update(987654)
+    tasks.outpost_reconcile(987654)
+
+
+@pytest.fixture
+def broker():
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    yield client
+    client.close()
+
+
+def queued(broker, queue: str) -> list[str]:
+    return [json.loads(raw)["headers"]["task"] for raw in broker.lrange(queue, 0, -1)]
+
+
+def test_lifecycle_tasks_go_to_the_outposts_queue_and_hub_calls_to_the_default_one(
+    transactional_db, broker
+):
+    # given
+    outpost = OutpostFactory(slug="routing-test")
+    hub = HubFactory(outposts=[outpost])
+    broker.delete("outpost.routing-test", "celery")
+    try:
+        # when
+        server, _ = services.server_start(
+            hub=hub,
+            outpost=outpost,
+            request=StartRequest(name="", env={"JUPYTERHUB_USER": "u", "JUPYTERHUB_USER_ID": "1"}),
+        )
+        services.server_stop(server=server)
+        tasks.servers_reconcile()
+        # then
+        assert queued(broker, "outpost.routing-test") == [
+            "outposts.tasks.outpost_reconcile",
+            "outposts.tasks.server_stop_task",
+            "outposts.tasks.server_start_task",
+        ]
+        assert queued(broker, "celery") == ["outposts.tasks.hub_forward_event"]
+    finally:
+        broker.delete("outpost.routing-test", "celery")
+
+
+def _get(url: str):
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None
