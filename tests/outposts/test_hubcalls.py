@@ -1,0 +1,148 @@
+"""Calls the portal makes to a Hub, received by a real HTTP server standing in for the Hub."""
+
+from __future__ import annotations
+
+import pytest
+
+from outposts import hubcalls, tasks
+from outposts.models import Server
+from tests.e2e.support import fake_hub, free_port  # noqa: F401 - fixture
+from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
+
+
+def test_event_body_escapes_html():
+    # when
+    body = hubcalls.make_event_body(progress=50, message="<b>pulling</b> & co", failed=False)
+    # then
+    assert body == {
+        "progress": 50,
+        "message": "<b>pulling</b> & co",
+        "html_message": "&lt;b&gt;pulling&lt;/b&gt; &amp; co",
+        "failed": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "service"),
+    [
+        ("10.0.0.5:8888", "10.0.0.5:8888"),
+        ("http://node7:9000", "node7:9000"),
+        ("https://node7:9000/user/olga/", "node7:9000"),
+    ],
+)
+def test_setup_tunnel_body_is_host_and_port(address, service):
+    assert hubcalls.make_setup_tunnel_body(address=address) == {"service": service}
+
+
+def test_hub_post_sends_the_token_and_json(fake_hub):  # noqa: F811
+    # when
+    hubcalls.hub_post(url=f"{fake_hub.url}/hub/api/x", token="t0k", body={"a": 1})
+    # then
+    (call,) = fake_hub.calls
+    assert (call.path, call.authorization, call.body) == ("/hub/api/x", "token t0k", {"a": 1})
+
+
+def test_hub_post_tells_retryable_from_refused(fake_hub):  # noqa: F811
+    # given
+    fake_hub.status_for = {"/down": 503, "/nope": 403}
+    # when / then
+    with pytest.raises(hubcalls.HubUnreachable):
+        hubcalls.hub_post(url=f"{fake_hub.url}/down", token="t", body={})
+    with pytest.raises(hubcalls.HubRefused):
+        hubcalls.hub_post(url=f"{fake_hub.url}/nope", token="t", body={})
+    with pytest.raises(hubcalls.HubUnreachable):
+        hubcalls.hub_post(url=f"http://127.0.0.1:{free_port()}/x", token="t", body={})
+
+
+def test_hub_calls_verify_tls_by_default(settings):
+    assert settings.HUB_CALL_VERIFY is True
+
+
+@pytest.fixture
+def server(db, fake_hub, outpost, hub):  # noqa: F811
+    return ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        name="lab",
+        user_name="olga",
+        address="127.0.0.1:40123",
+        env=fake_hub.env("olga", "lab"),
+        flavor=FlavorFactory(outpost=outpost, name="small"),
+    )
+
+
+def test_progress_event_reaches_the_hub(server, fake_hub):  # noqa: F811
+    # given
+    event = SpawnEventFactory(server=server, progress=40, message="Image <pulled>")
+    # when
+    tasks.hub_forward_event(event.pk)
+    # then
+    (call,) = fake_hub.posts("/users/progress/events/olga/lab")
+    assert call.authorization == "token server-token"
+    assert call.body == {
+        "progress": 40,
+        "message": "Image <pulled>",
+        "html_message": "Image &lt;pulled&gt;",
+        "failed": False,
+    }
+
+
+def test_flavor_update_carries_current_counts(server, fake_hub):  # noqa: F811
+    # when
+    tasks.hub_flavor_update(server.pk)
+    # then
+    (call,) = fake_hub.posts("/outpostflavors/local")
+    assert call.authorization == "token flavors-token"
+    assert call.body["small"]["current"] == 1
+
+
+def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub, hub):  # noqa: F811
+    # given
+    hub.flavors_update_token = "hub-wide-token"
+    hub.save()
+    env = dict(server.env)
+    del env["JUPYTERHUB_FLAVORS_UPDATE_TOKEN"]
+    Server.objects.filter(pk=server.pk).update(env=env)
+    # when
+    tasks.hub_flavor_update(server.pk)
+    # then
+    (call,) = fake_hub.posts("/outpostflavors/local")
+    assert call.authorization == "token hub-wide-token"
+
+
+def test_setup_tunnel_sends_the_running_servers_address(server, fake_hub):  # noqa: F811
+    # when
+    tasks.hub_setup_tunnel(server.pk)
+    # then
+    (call,) = fake_hub.posts("/users/setuptunnel/olga/lab")
+    assert call.authorization == "token server-token"
+    assert call.body == {"service": "127.0.0.1:40123"}
+
+
+def test_setup_tunnel_is_not_sent_for_a_server_that_is_not_running(server, fake_hub):  # noqa: F811
+    # given
+    Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
+    # when
+    tasks.hub_setup_tunnel(server.pk)
+    # then
+    assert fake_hub.calls == []
+
+
+def test_a_hub_that_refuses_is_logged_not_retried(server, fake_hub, caplog):  # noqa: F811
+    # given
+    fake_hub.status_for = {"/hub/api/users/setuptunnel": 400}
+    # when
+    tasks.hub_setup_tunnel(server.pk)
+    # then
+    assert "refused the address" in caplog.text
+
+
+def test_a_hub_that_is_down_is_retried(server):
+    # given a Hub nothing listens for
+    env = dict(server.env, JUPYTERHUB_EVENTS_URL=f"http://127.0.0.1:{free_port()}/events")
+    Server.objects.filter(pk=server.pk).update(env=env)
+    event = SpawnEventFactory(server=server)
+    # when / then: the task raises for Celery to retry it with back-off
+    with pytest.raises(hubcalls.HubUnreachable):
+        tasks.hub_forward_event(event.pk)
+    assert tasks.hub_forward_event.max_retries >= 3
