@@ -11,28 +11,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@app.on_after_configure.connect
-def _schedule_reconciler(sender: Celery, **kwargs: object) -> None:
-    # One beat entry fans out to every Outpost's queue (outposts.tasks.servers_reconcile).
-    from django.conf import settings
-
-    sender.conf.beat_schedule = {
-        "servers-reconcile": {
-            "task": "outposts.tasks.servers_reconcile",
-            "schedule": settings.RECONCILE_INTERVAL,
-            "options": {
-                "queue": settings.CELERY_TASK_DEFAULT_QUEUE,
-                "expires": settings.RECONCILE_INTERVAL,
-            },
-        }
-    }
-
-
 @app.on_after_finalize.connect
 def _ensure_broker_folders(sender: Celery, **kwargs: object) -> None:
     # kombu's filesystem transport expects its folders to exist before the first message.
     from django.conf import settings
 
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        for key in ("data_folder_in", "processed_folder"):
+        for key in ("data_folder_in", "processed_folder", "control_folder"):
             os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key], exist_ok=True)

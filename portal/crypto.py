@@ -25,7 +25,7 @@ def _key_ring(keys: tuple[str, ...]) -> MultiFernet:
     except ValueError as error:
         raise ImproperlyConfigured(
             "PORTAL_ENCRYPTION_KEYS must be url-safe base64 Fernet keys "
-            "(python manage.py generate_secrets prints one)"
+            "(PORTAL_DEBUG=1 python manage.py generate_secrets prints one)"
         ) from error
 
 

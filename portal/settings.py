@@ -48,7 +48,7 @@ if not DEBUG:
     if missing:
         raise ImproperlyConfigured(
             f"{' and '.join(missing)} must be set when PORTAL_DEBUG is off; "
-            "see .env.example (python manage.py generate_secrets prints fresh values)."
+            "see .env.example; `PORTAL_DEBUG=1 python manage.py generate_secrets` prints them."
         )
 else:
     # Debug only: fixed, well-known keys so a developer's checkout runs without setup.
@@ -154,13 +154,15 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: the embedded default is kombu's filesystem transport, which needs no server.
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "messages"),
         "data_folder_out": str(BROKER_DIR / "messages"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # kombu's default is ./control, relative to whatever folder a process started in.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -173,8 +175,15 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
-# How often beat runs the reconciler over all Outposts.
+# How often beat runs the reconciler, which fans out to every Outpost's queue.
 RECONCILE_INTERVAL = float(os.environ.get("PORTAL_RECONCILE_INTERVAL", "30"))
+CELERY_BEAT_SCHEDULE = {
+    "servers-reconcile": {
+        "task": "outposts.tasks.servers_reconcile",
+        "schedule": RECONCILE_INTERVAL,
+        "options": {"queue": CELERY_TASK_DEFAULT_QUEUE, "expires": RECONCILE_INTERVAL},
+    }
+}
 
 # Spawners that run local processes (LocalProcessSpawner) must be polled from the process
 # that started them: a child's exit is only seen (and its status only known) by its parent,
