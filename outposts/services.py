@@ -32,6 +32,9 @@ from portal.crypto import credential_digest, encrypt_text, new_credential
 
 T = TypeVar("T")
 
+# Longer than all retries of a stop task together (outposts.tasks.STOP_MAX_RETRIES).
+STOP_TASK_LOST_AFTER = timedelta(minutes=10)
+
 log = logging.getLogger(__name__)
 
 
@@ -510,12 +513,33 @@ def _starts_past_timeout(outpost: Outpost) -> list[Server]:
     )
 
 
+def _stop_or_retry_later(server: Server) -> None:
+    try:
+        server_stop_run(server_id=server.pk)
+    except SpawnerFailed:
+        _queue_task("server_stop_task", server.outpost, server.pk)  # retried with back-off
+
+
+def _stops_lost(outpost: Outpost) -> list[Server]:
+    """Servers still stopping long after every retry of their stop task would have ended:
+    that task was lost (a broker without redelivery, a purged queue)."""
+    cutoff = timezone.now() - STOP_TASK_LOST_AFTER
+    return list(
+        Server.objects.filter(
+            outpost=outpost, status=Server.Status.STOPPING, stop_requested_at__lt=cutoff
+        )
+        .select_related("outpost", "flavor")
+        .order_by("stop_requested_at")[: settings.RECONCILE_BATCH_SIZE]
+    )
+
+
 def outpost_reconcile_run(*, outpost_id: int) -> None:
     """One reconciler round for an Outpost.
 
-    Fails starts that outlived the start timeout (stopping what they left), stops servers
-    past their runtime, polls due servers in a batch and records exits; a server whose
-    system cannot be asked becomes unknown and is ended only after the Outpost's grace.
+    Fails starts that outlived the start timeout (stopping what they left), stops again
+    servers whose stop task was lost, stops servers past their runtime, polls due servers in
+    a batch and records exits; a server whose system cannot be asked becomes unknown and is
+    ended only after the Outpost's grace.
     """
     outpost = Outpost.objects.filter(pk=outpost_id).first()
     if outpost is None:
@@ -527,6 +551,10 @@ def outpost_reconcile_run(*, outpost_id: int) -> None:
         server_mark_failed(
             server_id=server.pk, error=f"The server did not start within {minutes:g} minutes."
         )
+
+    for server in _stops_lost(outpost):
+        log.warning("The stop of server %s never finished; stopping it again", server.pk)
+        _stop_or_retry_later(server)
 
     expired = Server.objects.filter(
         outpost=outpost,
@@ -545,10 +573,7 @@ def outpost_reconcile_run(*, outpost_id: int) -> None:
             locked.stop_requested_at = locked.stop_requested_at or timezone.now()
             locked.status = Server.Status.STOPPING
             locked.save(update_fields=["stop_requested_at", "status", "updated_at"])
-        try:
-            server_stop_run(server_id=server.pk)
-        except SpawnerFailed:
-            _queue_task("server_stop_task", outpost, server.pk)  # retried with back-off there
+        _stop_or_retry_later(server)
 
     due = list(
         servers_due_for_poll(outpost=outpost, limit=settings.RECONCILE_BATCH_SIZE).select_related(

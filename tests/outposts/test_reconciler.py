@@ -204,3 +204,18 @@ def _get(url: str):
     except requests.ConnectionError:
         return None
     return response.json() if response.status_code == 200 else None
+
+
+def test_a_stop_whose_task_was_lost_is_carried_out_by_the_reconciler(running):
+    # given a running server marked stopping long ago, its stop task lost
+    server = running()
+    pid = server.spawner_state["pid"]
+    Server.objects.filter(pk=server.pk).update(
+        status=Server.Status.STOPPING, stop_requested_at=timezone.now() - timedelta(hours=1)
+    )
+    # when
+    tasks.outpost_reconcile(server.outpost_id)
+    # then the process is gone and the server stopped
+    server.refresh_from_db()
+    assert server.status == Server.Status.STOPPED
+    assert not pid_alive(pid)
