@@ -17,8 +17,8 @@ def hub_by_secret(*, name: str, secret: str) -> Hub | None:
     return hub
 
 
-def hub_by_api_key(*, key: str) -> Hub | None:
-    """The active Hub owning this valid (unexpired, unrevoked) API key, or None."""
+def hub_api_key_by_key(*, key: str) -> HubAPIKey | None:
+    """The valid (unexpired, unrevoked) API key of an active Hub that this key is, or None."""
     api_key = (
         HubAPIKey.objects.select_related("hub")
         .filter(key_digest__in=credential_digests(key), hub__is_active=True, revoked=False)
@@ -26,7 +26,7 @@ def hub_by_api_key(*, key: str) -> Hub | None:
     )
     if api_key is None or not api_key.is_valid:
         return None
-    return api_key.hub
+    return api_key
 
 
 def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:

@@ -32,6 +32,7 @@ from portal.crypto import credential_digest, encrypt_text, new_credential
 
 T = TypeVar("T")
 
+API_KEY_USE_PRECISION = timedelta(minutes=1)
 # Longer than all retries of a stop task together (outposts.tasks.STOP_MAX_RETRIES).
 STOP_TASK_LOST_AFTER = timedelta(minutes=10)
 
@@ -193,6 +194,14 @@ def hub_api_key_create(
         hub=hub, name=name, expires_at=expires_at, key_digest=credential_digest(key)
     )
     return api_key, key
+
+
+def hub_api_key_record_use(*, api_key: HubAPIKey) -> None:
+    """Note when a key was last used, at most once a minute: Hubs call every few seconds."""
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_USE_PRECISION:
+        HubAPIKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
 
 
 # --- Lifecycle: what the tasks in outposts/tasks.py run -------------------------------------

@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from outposts import selectors
+from outposts import selectors, services
 from outposts.models import Hub
 
 # The same message for every failure: which part was wrong is nobody's business.
@@ -47,7 +47,7 @@ class HubAuthentication(BaseAuthentication):
         if scheme == b"basic":
             hub = self._hub_by_basic(credentials)
         elif scheme in (b"token", b"bearer"):
-            hub = selectors.hub_by_api_key(key=self._text(credentials))
+            hub = self._hub_by_api_key(credentials)
         else:
             raise exceptions.AuthenticationFailed(FAILED)
         if hub is None:
@@ -67,6 +67,13 @@ class HubAuthentication(BaseAuthentication):
         if not colon:
             raise exceptions.AuthenticationFailed(FAILED)
         return selectors.hub_by_secret(name=name, secret=secret)
+
+    def _hub_by_api_key(self, credentials: bytes) -> Hub | None:
+        api_key = selectors.hub_api_key_by_key(key=self._text(credentials))
+        if api_key is None:
+            return None
+        services.hub_api_key_record_use(api_key=api_key)
+        return api_key.hub
 
     @staticmethod
     def _text(raw: bytes) -> str:

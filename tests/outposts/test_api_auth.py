@@ -45,6 +45,19 @@ def test_api_key_as_token_or_bearer(hub, outpost, scheme):
     assert response.status_code == 200
 
 
+def test_a_key_in_use_shows_when_it_was_last_used(hub, outpost):
+    # given a key never used
+    api_key, key = hub_api_key_create(hub=hub, name="ci")
+    assert api_key.last_used_at is None
+    # when the Hub calls twice
+    for _ in range(2):
+        client_with(f"token {key}").get("/outposts/local/services")
+    # then the key's last use is recorded (once: the second call is within the minute)
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+    assert timezone.now() - api_key.last_used_at < timedelta(minutes=1)
+
+
 @pytest.mark.parametrize(
     "authorization",
     [
