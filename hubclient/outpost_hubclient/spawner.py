@@ -192,6 +192,7 @@ class OutpostPortalSpawner(Spawner):
         super().__init__(**kwargs)
         self._events: list[ProgressEvent] = []
         self._start_finished = True
+        self._start_generation = 0
         self._progress_changed = asyncio.Condition()
         self._stop_requested = asyncio.Event()
         self._start_post: asyncio.Future[Answer] | None = None
@@ -466,6 +467,7 @@ class OutpostPortalSpawner(Spawner):
         async with self._progress_changed:
             self._events = []
             self._start_finished = False
+            self._start_generation += 1
             self._progress_changed.notify_all()
 
     async def _add_progress(self, event: ProgressEvent) -> None:
@@ -481,26 +483,51 @@ class OutpostPortalSpawner(Spawner):
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """The portal's progress events of the current start, for JupyterHub's spawn page.
 
-        Ends once the start has finished (JupyterHub also stops reading when the spawn
-        resolves). While JupyterHub still prepares a spawn, the last start counts as running.
+        Ends once the start has finished; JupyterHub then waits for the server itself and
+        sends its own "ready" (or "failed") event. While JupyterHub still prepares a spawn
+        (before start() ran), the previous start's events are not this spawn's: wait.
+
+        Waits are bounded sleeps on a condition, never a spin: JupyterHub cancels this
+        generator when the spawn resolves, and ``asyncio.wait_for`` on Python 3.11 can
+        swallow that cancellation when its inner wait finishes at the same moment, which
+        breaks JupyterHub's progress stream ("async generator raised StopAsyncIteration").
         """
         seen = 0
+        generation = -1
         while True:
             async with self._progress_changed:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._progress_changed.wait_for(
-                            lambda seen=seen: len(self._events) > seen or self._start_finished
-                        ),
-                        timeout=1.0,
-                    )
+                if self._start_finished and not self._start_over():
+                    await self._wait_for_progress()
+                    continue
+                if generation != self._start_generation:
+                    generation, seen = self._start_generation, 0
+                if len(self._events) <= seen and not self._start_finished:
+                    await self._wait_for_progress()
                 new_events = self._events[seen:]
                 seen = len(self._events)
-                finished = self._start_finished and not self._spawn_pending
+                finished = self._start_over()
             for event in new_events:
                 yield event.as_progress()
             if finished:
                 return
+
+    def _start_over(self) -> bool:
+        """Whether the start of the spawn JupyterHub is running has finished.
+
+        ``_start_finished`` alone cannot tell a finished start from one that has not begun:
+        JupyterHub marks the spawn pending before it calls start(). After start() returns it
+        waits for the server (``_waiting_for_response``) and adds the route
+        (``_proxy_pending``); a spawn that is no longer pending is over too.
+        """
+        if not self._start_finished:
+            return False
+        return not self._spawn_pending or self._waiting_for_response or self._proxy_pending
+
+    async def _wait_for_progress(self, timeout: float = 1.0) -> None:
+        """Wait (holding the condition) until progress changes, at most ``timeout`` s."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._progress_changed.wait()
 
     # --- poll and stop ---------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+from contextlib import aclosing
 
 import pytest
+from jupyterhub.utils import iterate_until
 from outpost_hubclient import (
     InvalidOptions,
     OutpostUnreachable,
@@ -197,6 +199,68 @@ async def test_progress_yields_the_portals_events_escaped(portal, make_spawner):
         (90, "Server is running."),
     ]
     assert events[1]["html_message"] == "Job &lt;b&gt;queued&lt;/b&gt;"
+
+
+async def read_as_jupyterhub(spawner, spawn: asyncio.Future) -> list[dict]:
+    """The Hub's progress API: events until the spawn resolves (jupyterhub.utils.iterate_until)."""
+    events = []
+    stream = iterate_until(spawn, spawner._generate_progress())
+    async with aclosing(stream) as events_of_spawn:
+        async for event in events_of_spawn:
+            events.append(event)
+    return events
+
+
+async def spawn_as_jupyterhub(spawner, *, wait_up: float) -> None:
+    """User.spawn's flags around start(): pending, then waiting for the server to answer."""
+    spawner._spawn_pending = True
+    try:
+        await spawner.start()
+        spawner._waiting_for_response = True
+        await asyncio.sleep(wait_up)
+    finally:
+        spawner._waiting_for_response = False
+        spawner._spawn_pending = False
+
+
+# The failure was a race (1 in 4 to 5 spawns): repeat enough to see it.
+@pytest.mark.parametrize("attempt", range(20))
+async def test_the_hubs_progress_stream_ends_cleanly_when_the_spawn_resolves(
+    portal, make_spawner, attempt
+):
+    spawner = make_spawner()
+    spawner._spawn_pending = True
+
+    # when JupyterHub reads progress while it spawns: start, then wait for the server
+    spawn = asyncio.ensure_future(spawn_as_jupyterhub(spawner, wait_up=0.1))
+    events = await read_as_jupyterhub(spawner, spawn)
+    await spawn
+
+    # then the stream ends without error, with every step of the portal
+    assert [e["message"] for e in events] == [
+        "Server requested",
+        "Start request accepted.",
+        "Batch job queued.",
+        "Server is running.",
+    ]
+
+
+async def test_progress_read_before_the_start_shows_only_this_spawns_events(portal, make_spawner):
+    # given a spawner whose previous start is over, and a new spawn JupyterHub prepares
+    spawner = make_spawner()
+    await spawner.start()
+    portal.plan = [("Second start queued.", 40, False, "running", "127.0.0.1:8889")]
+    spawner._spawn_pending = True
+
+    # when the progress stream is opened before start() runs
+    progress = asyncio.ensure_future(collect(spawner))
+    await asyncio.sleep(0.2)
+    assert not progress.done()
+    await spawn_as_jupyterhub(spawner, wait_up=0)
+    events = await asyncio.wait_for(progress, 5)
+
+    # then it shows the new start's steps, none of the previous one's
+    assert [e["message"] for e in events] == ["Start request accepted.", "Second start queued."]
 
 
 # --- poll and stop ---------------------------------------------------------------------------
