@@ -100,6 +100,7 @@ class RunningHub:
     directory: Path
     process: subprocess.Popen[bytes]
     known_processes: set[int] = field(default_factory=set)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -137,6 +138,25 @@ class RunningHub:
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """A Hub REST API call, e.g. ``hub.api("POST", "/users/alice/server")``."""
         return self.request(method, self.api_url + path, body)
+
+    def progress(self, user: str, server: str = "", *, timeout: float = 90) -> list[dict]:
+        """The events of the Hub's progress stream of a server, read until the Hub ends it.
+
+        What the spawn page shows: ``GET /hub/api/users/<user>/server/progress`` (or
+        ``/servers/<name>/progress``), an event stream, read with the admin token.
+        """
+        server_path = f"servers/{server}" if server else "server"
+        path = f"/users/{user}/{server_path}/progress"
+        request = urllib.request.Request(self.api_url + path)
+        request.add_header("Authorization", f"token {self.token}")
+        request.add_header("Accept", "text/event-stream")
+        events = []
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            for raw in response:
+                line = raw.decode("utf-8", "replace").strip()
+                if line.startswith("data:"):
+                    events.append(json.loads(line[len("data:") :]))
+        return events
 
     def remember_processes(self) -> None:
         self.known_processes |= descendants(self.process.pid)
@@ -214,32 +234,20 @@ c.Spawner.http_timeout = 60
     return config
 
 
-def start_jupyterhub(
-    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> RunningHub:
-    """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "home").mkdir(exist_ok=True)
-    ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
-    token = secrets.token_hex(24)
-    config = _write_config(directory, ports=ports, token=token, spawner_config=spawner_config)
-    process_env = dict(os.environ)
-    process_env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(24)
-    process_env["PATH"] = f"{VENV_BIN}{os.pathsep}{process_env.get('PATH', '')}"
-    process_env.update(env or {})
-    with (directory / "jupyterhub.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(JUPYTERHUB), "-f", str(config)],
+def _launch(directory: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Appends: a restarted Hub's log follows the first one's.
+    with (directory / "jupyterhub.log").open("ab") as log:
+        return subprocess.Popen(
+            [str(JUPYTERHUB), "-f", str(directory / "jupyterhub_config.py")],
             cwd=directory,
-            env=process_env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    hub = RunningHub(
-        url=f"http://127.0.0.1:{ports['public']}", token=token, directory=directory, process=process
-    )
 
+
+def _wait_until_up(hub: RunningHub, timeout: float) -> None:
     def api_up() -> bool:
         try:
             return hub.api("GET", "/")[0] == 200
@@ -251,7 +259,47 @@ def start_jupyterhub(
     except BaseException:
         stop_jupyterhub(hub)
         raise
+
+
+def start_jupyterhub(
+    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> RunningHub:
+    """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "home").mkdir(exist_ok=True)
+    ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
+    token = secrets.token_hex(24)
+    _write_config(directory, ports=ports, token=token, spawner_config=spawner_config)
+    process_env = dict(os.environ)
+    process_env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(24)
+    process_env["PATH"] = f"{VENV_BIN}{os.pathsep}{process_env.get('PATH', '')}"
+    process_env.update(env or {})
+    hub = RunningHub(
+        url=f"http://127.0.0.1:{ports['public']}",
+        token=token,
+        directory=directory,
+        process=_launch(directory, process_env),
+        env=process_env,
+    )
+    _wait_until_up(hub, timeout)
     return hub
+
+
+def restart_jupyterhub(hub: RunningHub, *, timeout: float = 60) -> None:
+    """Stop the Hub process and start it again: same config, database, cookie secret, ports.
+
+    Servers survive only if the config keeps them (``c.JupyterHub.cleanup_servers = False``);
+    the proxy is restarted with the Hub and its routes are rebuilt from the database.
+    """
+    hub.remember_processes()
+    hub.process.send_signal(signal.SIGTERM)
+    try:
+        hub.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        hub.process.kill()
+        hub.process.wait()
+    hub.process = _launch(hub.directory, hub.env)
+    _wait_until_up(hub, timeout)
 
 
 def stop_jupyterhub(hub: RunningHub, *, grace: float = 30) -> set[int]:
