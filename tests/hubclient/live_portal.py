@@ -36,6 +36,8 @@ from tests.hubclient.jupyterhub_harness import alive, descendants, free_port
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 HUB_NAME = "e2e-hub"
+#: Seconds between reconciler runs (beat): how soon the portal notices a server's exit.
+RECONCILE_INTERVAL = 2
 
 
 def local_outpost(
@@ -63,7 +65,7 @@ def local_outpost(
             "kill_timeout": 3,
             **spawner_config,
         },
-        "poll_interval": 5,
+        "poll_interval": 2,
         "start_timeout": 120,
         "flavors": flavors
         or [{"name": "small", "display_name": "Small", "description": "For trying", "weight": 10}],
@@ -80,6 +82,7 @@ class LivePortal:
     db_access: Callable[[], Any]
     worker: subprocess.Popen[bytes]
     web: subprocess.Popen[bytes]
+    beat: subprocess.Popen[bytes]
     hub_name: str = HUB_NAME
     server_pids: set[int] = field(default_factory=set)
 
@@ -88,7 +91,7 @@ class LivePortal:
 
     def logs(self) -> str:
         parts = []
-        for name in ("worker.log", "web.log"):
+        for name in ("worker.log", "web.log", "beat.log"):
             path = self.directory / name
             text = path.read_text(errors="replace") if path.exists() else "(none)"
             parts.append(f"--- {name} (tail) ---\n" + "\n".join(text.splitlines()[-60:]))
@@ -166,9 +169,13 @@ def running_portal(
             }
         )
         env = _child_env(directory)
+    # Beat runs the reconciler this often: a server that exits is noticed within seconds.
+    env["PORTAL_RECONCILE_INTERVAL"] = str(RECONCILE_INTERVAL)
+    Path(env["PORTAL_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     queues = ["celery", *(f"outpost.{outpost['slug']}" for outpost in outposts)]
     worker_log = (directory / "worker.log").open("wb")
     web_log = (directory / "web.log").open("wb")
+    beat_log = (directory / "beat.log").open("wb")
     worker = subprocess.Popen(
         [
             str(VENV_BIN / "celery"),
@@ -215,6 +222,15 @@ def running_portal(
         start_new_session=True,
     )
 
+    beat = subprocess.Popen(
+        [str(VENV_BIN / "celery"), "-A", "portal", "beat", "--loglevel", "INFO"],
+        cwd=ROOT,
+        env=env,
+        stdout=beat_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
     @contextmanager
     def db_access() -> Iterator[None]:
         with django_db_blocker.unblock():
@@ -227,6 +243,7 @@ def running_portal(
         db_access=db_access,
         worker=worker,
         web=web,
+        beat=beat,
     )
 
     def web_up() -> bool:
@@ -246,10 +263,11 @@ def running_portal(
         yield portal
     finally:
         portal.remember_server_processes()
+        _stop_group(beat)
         _stop_group(web)
         _stop_group(worker)
-        worker_log.close()
-        web_log.close()
+        for log in (worker_log, web_log, beat_log):
+            log.close()
         left = {pid for pid in portal.server_pids if alive(pid)}
         for pid in left:
             os.kill(pid, 9)
