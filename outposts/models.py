@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -45,6 +46,24 @@ class Outpost(models.Model):
         blank=True,
         help_text="Spawner trait names a Hub may set through the request's misc object.",
     )
+    allowed_user_options = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "user_options keys passed on to the spawner. Batch spawners fill their job script "
+            "from user_options, so an unlisted key never reaches it; flavor and project are "
+            "read by admission only."
+        ),
+    )
+    min_system_uid = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=1000,
+        help_text=(
+            "A Hub user whose name is a system account below this uid on the Outpost's host "
+            "(root, service accounts) cannot start servers; empty = no check."
+        ),
+    )
     max_servers_per_user = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -66,6 +85,7 @@ class Outpost(models.Model):
         default=timedelta(minutes=15),
         help_text="How long a server may stay unknown (system unreachable) before it is ended.",
     )
+    reconcile_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -95,10 +115,20 @@ class Outpost(models.Model):
             errors["spawner_class"] = f"Cannot import {self.spawner_class!r}."
         if not isinstance(self.spawner_config, dict):
             errors["spawner_config"] = "Must be a JSON object of trait names to values."
-        if not isinstance(self.allowed_overrides, list) or not all(
-            isinstance(name, str) and TRAIT_NAME.match(name) for name in self.allowed_overrides
-        ):
-            errors["allowed_overrides"] = "Must be a JSON list of trait names."
+        for field_name in ("allowed_overrides", "allowed_user_options"):
+            names = getattr(self, field_name)
+            if not isinstance(names, list) or not all(
+                isinstance(name, str) and TRAIT_NAME.match(name) for name in names
+            ):
+                errors[field_name] = "Must be a JSON list of names."
+        # Two Outposts on one queue would run each other's tasks on each other's workers.
+        same_queue = [
+            other.slug
+            for other in Outpost.objects.exclude(pk=self.pk)
+            if other.celery_queue == self.celery_queue
+        ]
+        if same_queue:
+            errors["queue"] = f"The queue {self.celery_queue} is already {same_queue[0]}'s."
         if errors:
             raise ValidationError(errors)
 
@@ -112,6 +142,15 @@ class Hub(models.Model):
     secret_digest = models.CharField(max_length=64, blank=True, editable=False)
     outposts = models.ManyToManyField(Outpost, related_name="hubs", blank=True)
     is_active = models.BooleanField(default=True)
+    callback_url_prefixes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            "URL prefixes the portal may call back for this Hub (progress events, set-up "
+            'tunnel, flavor updates), e.g. ["https://hub.example.org/hub/api/"]. The Hub '
+            "names the URLs in each request; calls elsewhere are dropped. Empty = no calls."
+        ),
+    )
     flavors_update_token = EncryptedJSONField(
         null=True,
         blank=True,
@@ -124,6 +163,24 @@ class Hub(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        prefixes = self.callback_url_prefixes
+        if not isinstance(prefixes, list) or not all(
+            isinstance(prefix, str)
+            and urlsplit(prefix).scheme in ("http", "https")
+            and urlsplit(prefix).netloc
+            for prefix in prefixes
+        ):
+            raise ValidationError(
+                {"callback_url_prefixes": "Must be a JSON list of http(s) URL prefixes."}
+            )
+
+    def allows_callback(self, url: str) -> bool:
+        """Whether the portal may call ``url``, which the Hub named in a start request."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            return False
+        return any(url.startswith(prefix) for prefix in self.callback_url_prefixes)
 
     def set_secret(self, secret: str) -> None:
         self.secret_digest = credential_digest(secret)
@@ -220,6 +277,9 @@ class Server(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_poll_at = models.DateTimeField(null=True, blank=True)
     unknown_since = models.DateTimeField(null=True, blank=True)
+    # While a start task runs it renews this lease; a redelivered copy of the task takes the
+    # start over only once the lease has run out (the first attempt died).
+    start_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     removed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the Hub deleted it; hidden from the API since."
     )

@@ -32,6 +32,8 @@ class HubFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"hub{n}")
+    # Test Hubs (real or stand-in) listen on loopback.
+    callback_url_prefixes = factory.LazyFunction(lambda: ["http://127.0.0.1:"])
 
     @factory.post_generation
     def secret(self, create, extracted, **kwargs):

@@ -1,0 +1,43 @@
+"""Rules that live on the models: they hold in the admin, the API and apply_config alike."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from outposts.models import Hub
+from tests.factories import HubFactory, OutpostFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_two_outposts_cannot_share_a_queue():
+    # given an Outpost on the default queue of another slug
+    OutpostFactory(slug="cluster")
+    intruder = OutpostFactory.build(slug="mine", queue="outpost.cluster")
+    # when it is validated, then the queue is refused
+    with pytest.raises(ValidationError) as error:
+        intruder.full_clean()
+    assert "queue" in error.value.message_dict
+
+
+def test_callbacks_go_only_under_the_hubs_prefixes():
+    hub = Hub(name="h", callback_url_prefixes=["https://hub.example.org/hub/api/"])
+    assert hub.allows_callback("https://hub.example.org/hub/api/users/progress/events/olga")
+    assert not hub.allows_callback("https://hub.example.org.evil.net/hub/api/x")
+    assert not hub.allows_callback("http://169.254.169.254/latest/meta-data/")
+    assert not hub.allows_callback("file:///etc/passwd")
+    assert not Hub(name="none").allows_callback("https://hub.example.org/hub/api/x")
+
+
+@pytest.mark.parametrize("prefixes", ["https://x/", ["ftp://x/"], ["not a url"], [3]])
+def test_callback_prefixes_must_be_http_urls(prefixes):
+    hub = HubFactory.build(callback_url_prefixes=prefixes)
+    with pytest.raises(ValidationError) as error:
+        hub.full_clean()
+    assert "callback_url_prefixes" in error.value.message_dict
+
+
+def test_user_option_names_must_be_names():
+    outpost = OutpostFactory.build(slug="x", allowed_user_options=["partition", "rm -rf"])
+    with pytest.raises(ValidationError) as error:
+        outpost.full_clean()
+    assert "allowed_user_options" in error.value.message_dict
