@@ -5,7 +5,9 @@ hold ``outposts.change_outpost`` as a guardian object permission (or as a global
 which makes them an admin of every Outpost), and only those Outposts' flavors and servers.
 guardian's own admin classes only manage permissions, they do not enforce them (house-style.md),
 so every admin here filters ``get_queryset`` and answers ``has_*_permission(obj)`` itself.
-Hubs span Outposts and hold credentials: they follow Django's global model permissions only.
+Hubs span Outposts and hold credentials: only superusers manage them. A global
+``change_hub`` permission is not enough, because a Hub admin decides which Outposts a Hub may
+use and mints its API keys, which reaches into every Outpost.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -132,17 +135,67 @@ class FlavorInline(admin.TabularInline):
         return obj is None or administers(request, obj.pk)
 
 
+class OutpostForm(forms.ModelForm):
+    """The Outpost form (its fields come from OutpostAdmin); model rules on fields the user
+    cannot edit still show.
+
+    Outpost.clean() may refuse a field that is read-only for this user (a site admin's queue
+    clashing with another Outpost's): Django would raise ValueError for an error on a field
+    the form lacks (a 500); it is shown above the form instead.
+    """
+
+    def add_error(self, field: str | None, error: ValidationError | str | Any) -> None:
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            shown: dict[str, list[ValidationError]] = {}
+            for name, errors in error.error_dict.items():
+                if name == NON_FIELD_ERRORS or name in self.fields:
+                    shown.setdefault(name, []).extend(errors)
+                    continue
+                label = Outpost._meta.get_field(name).verbose_name
+                shown.setdefault(NON_FIELD_ERRORS, []).extend(
+                    ValidationError(f"{label}: {message}") for message in ValidationError(errors)
+                )
+            error = ValidationError(shown)
+        super().add_error(field, error)
+
+
+LOCAL_PROCESS_WARNING = (
+    "SimpleLocalProcessSpawner runs every user's server as the worker's own OS user: user "
+    "code can read the worker's environment and files, including the portal's secrets. Use "
+    "it only for demos and tests; `manage.py check --deploy --database default` warns about it."
+)
+
+
 @admin.register(Outpost)
 class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
-    """Outposts with their flavors; superusers also manage who administers each one."""
+    """Outposts with their flavors; superusers also manage who administers each one.
 
+    A site admin controls their own system (spawner class and configuration, limits, allow-
+    lists) but not the deployment's wiring: the slug names the API base URL Hubs are
+    configured with, and the queue decides whose workers run the Outpost's tasks (another
+    Outpost's queue would run this Outpost's spawner on that Outpost's machines).
+    """
+
+    form = OutpostForm
     list_display = ["name", "slug", "state", "is_default", "spawner_class", "celery_queue"]
     list_filter = ["state"]
     search_fields = ["name", "slug"]
     inlines = [FlavorInline]
     fieldsets = [
         (None, {"fields": ["slug", "name", "state", "is_default"]}),
-        ("Spawner", {"fields": ["spawner_class", "spawner_config", "allowed_overrides"]}),
+        (
+            "Spawner",
+            {
+                "fields": [
+                    "spawner_class",
+                    "spawner_config",
+                    "allowed_overrides",
+                    "allowed_user_options",
+                    "min_system_uid",
+                ],
+                "description": LOCAL_PROCESS_WARNING,
+            },
+        ),
         (
             "Limits and timing",
             {
@@ -157,6 +210,10 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         ),
     ]
 
+    # Site-wide wiring: which Outpost answers at the site root, where Hubs find it, and
+    # which workers run its tasks.
+    SUPERUSER_ONLY_FIELDS = ["slug", "is_default", "queue"]
+
     def outpost_id_of(self, obj: Model) -> int | None:
         return obj.pk
 
@@ -166,8 +223,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        # Which Outpost answers at the site root is a site-wide choice, not one Outpost's.
-        return [] if request.user.is_superuser else ["is_default"]
+        return [] if request.user.is_superuser else list(self.SUPERUSER_ONLY_FIELDS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A site admin could not reach an Outpost they created (no permission on it yet).
@@ -195,7 +251,9 @@ class HubForm(forms.ModelForm):
 
     class Meta:
         model = Hub
-        fields = ["name", "is_active", "outposts"]
+        # Every field Hub.clean() checks must be here: the ModelForm runs full_clean() before
+        # save, and a field missing from the form would turn its error into a ValueError.
+        fields = ["name", "is_active", "outposts", "callback_url_prefixes"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -227,9 +285,36 @@ class HubAPIKeyInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+
+class SuperuserOnlyAdmin(admin.ModelAdmin):
+    """An admin only superusers reach, whatever global model permissions a user holds."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
 
 @admin.register(Hub)
-class HubAdmin(admin.ModelAdmin):
+class HubAdmin(SuperuserOnlyAdmin):
+    """Hubs are tenants across Outposts: granting Outposts and minting keys is a superuser's."""
+
     form = HubForm
     list_display = ["name", "is_active", "created_at"]
     list_filter = ["is_active", "outposts"]
@@ -237,8 +322,16 @@ class HubAdmin(admin.ModelAdmin):
     filter_horizontal = ["outposts"]
     inlines = [HubAPIKeyInline]
     actions = ["create_api_key"]
-    fields = ["name", "is_active", "outposts", "new_secret", "new_flavors_update_token"]
+    fields = [
+        "name",
+        "is_active",
+        "outposts",
+        "callback_url_prefixes",
+        "new_secret",
+        "new_flavors_update_token",
+    ]
 
+    # "change" is superuser-only here (SuperuserOnlyAdmin), so is minting a key.
     @admin.action(description="Create API key", permissions=["change"])
     def create_api_key(self, request: HttpRequest, queryset: QuerySet[Hub]) -> TemplateResponse:
         """Create one key per selected Hub and show the keys on this response only.

@@ -103,6 +103,8 @@ def test_site_admin_changes_their_outpost_and_its_flavors(client, site_admin, tw
         "spawner_class": "jupyterhub.spawner.SimpleLocalProcessSpawner",
         "spawner_config": "{}",
         "allowed_overrides": "[]",
+        "allowed_user_options": "[]",
+        "min_system_uid": "1000",
         "max_servers_per_user": "",
         "queue": "",
         "poll_interval": "00:00:30",
