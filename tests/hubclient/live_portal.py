@@ -147,6 +147,7 @@ def running_portal(
     *,
     django_db_blocker: Any,
     outposts: list[dict[str, Any]],
+    hub_name: str = HUB_NAME,
 ) -> Iterator[LivePortal]:
     """Configure the test database (Outposts, flavors, one Hub) and run web and worker."""
     from django.core.management import call_command
@@ -161,7 +162,7 @@ def running_portal(
                 "outposts": outposts,
                 "hubs": [
                     {
-                        "name": HUB_NAME,
+                        "name": hub_name,
                         "secret": hub_secret,
                         "outposts": [outpost["slug"] for outpost in outposts],
                     }
@@ -244,6 +245,7 @@ def running_portal(
         worker=worker,
         web=web,
         beat=beat,
+        hub_name=hub_name,
     )
 
     def web_up() -> bool:
