@@ -3,25 +3,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
-# Where the demo listens; pick another port if 8000 is taken.
+# Where the demo listens: the portal on DEMO_PORT, JupyterHub on DEMO_HUB_PORT; the Hub's own
+# API and its proxy's API on loopback ports. Pick others if these are taken.
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
+DEMO_HUB_PORT ?= 8001
+DEMO_HUB_API_PORT ?= 8081
+DEMO_PROXY_API_PORT ?= 8082
 
 .PHONY: venv demo test test-services lint requirements
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements/dev.txt
+# The hubclient (Hub side) goes in too: the demo's Hub and the end-to-end tests load it.
+$(VENV)/.installed: requirements/dev.txt hubclient/pyproject.toml
 	@# Debian's python3 has no ensurepip until python3-venv is installed.
 	$(PYTHON) -m venv $(VENV) || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && \
 		$(PYTHON) -m venv --clear $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/dev.txt
+	$(VENV)/bin/pip install -q --no-deps -e ./hubclient
 	touch $@
 
-# SQLite and the filesystem broker in var/; secrets made once in var/demo.env.
+# The portal (SQLite and the filesystem broker in var/) and a JupyterHub using it; secrets
+# made once in var/demo.env. Ctrl-C stops everything.
 demo: venv
-	VENV=$(VENV) DEMO_HOST=$(DEMO_HOST) DEMO_PORT=$(DEMO_PORT) scripts/demo
+	VENV=$(VENV) DEMO_HOST=$(DEMO_HOST) DEMO_PORT=$(DEMO_PORT) DEMO_HUB_PORT=$(DEMO_HUB_PORT) \
+		DEMO_HUB_API_PORT=$(DEMO_HUB_API_PORT) DEMO_PROXY_API_PORT=$(DEMO_PROXY_API_PORT) \
+		scripts/demo
 
 # PostgreSQL and Redis on 127.0.0.1 (installed and started if they do not answer).
 test: venv test-services

@@ -1,0 +1,41 @@
+# The demo Hub's JupyterHub configuration: the dummy authenticator and the hubclient spawner
+# against the portal's local Outpost. Started by scripts/demo, which passes where the Hub
+# listens and keeps its files (ports, database, cookie secret) on the command line; the
+# browser test (tests/browser/) loads this same file into a test Hub.
+#
+# Read from the environment (scripts/demo sets them from var/demo.env):
+#   DEMO_PORTAL_URL      the portal's base URL, e.g. http://127.0.0.1:8000
+#   DEMO_HUB_SECRET      this Hub's secret at the portal (Hub record "demo-hub")
+#   DEMO_USER_PASSWORD   the password every demo user logs in with
+import os
+from importlib.util import find_spec
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+# Any user name, one shared password: a local demo, not an identity provider.
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = os.environ["DEMO_USER_PASSWORD"]
+c.Authenticator.allow_all = True
+c.JupyterHub.allow_named_servers = True
+
+# Servers start through the portal (hubclient, installed from hubclient/).
+c.JupyterHub.spawner_class = "outpost-portal"
+c.OutpostPortalSpawner.hub_name = "demo-hub"
+c.OutpostPortalSpawner.outposts = {
+    "local": {
+        "url": os.environ["DEMO_PORTAL_URL"].rstrip("/") + "/outposts/local/",
+        "display_name": "Local processes (this machine)",
+        # Read at each request: the secret never appears in this file.
+        "secret_env": "DEMO_HUB_SECRET",
+    },
+}
+c.OutpostPortalSpawner.events_poll_interval = 1.0
+# Local processes are up in seconds; a real batch system would want minutes.
+c.OutpostPortalSpawner.start_timeout = 120
+c.Spawner.http_timeout = 60
+
+# Where users land on their server. The project's venv has jupyter-server but no JupyterLab
+# (`.venv/bin/pip install jupyterlab` adds it; the Hub and the servers share that venv here).
+# Without it, land on a page of the server that makes the browser log in to it (a "not
+# found" page of the server itself); /user/<name>/api/status then shows the server's status.
+c.Spawner.default_url = "/lab" if find_spec("jupyterlab") else "/view/"
