@@ -279,15 +279,19 @@ class ServerSpec:
 
     @classmethod
     def from_server(cls, server: Server) -> ServerSpec:
-        """Layer the traits: Outpost config, then flavor resources, then allow-listed misc."""
+        """Layer the traits: Outpost config, then allow-listed misc, then flavor resources.
+
+        The flavor comes last: a trait an admin allow-lists for Hubs (say ``mem_limit`` for
+        Outposts without flavors) must never lift a flavor's limit.
+        """
         outpost = server.outpost
         traits: dict[str, Any] = dict(outpost.spawner_config or {})
-        if server.flavor is not None:
-            traits.update(server.flavor.resources or {})
         allowed = set(outpost.allowed_overrides or [])
         # The allow-lists are checked again here: an admin may have narrowed them since
         # admission.
         traits.update({k: v for k, v in (server.overrides or {}).items() if k in allowed})
+        if server.flavor is not None:
+            traits.update(server.flavor.resources or {})
         allowed_options = set(outpost.allowed_user_options or [])
         user_options = {
             k: v for k, v in (server.user_options or {}).items() if k in allowed_options

@@ -94,14 +94,15 @@ def test_started_server_listens_where_its_address_and_env_say(db, tmp_path, star
     assert requests.get(f"http://{address}/elsewhere", timeout=5).status_code == 404
 
 
-def test_traits_are_layered_outpost_then_flavor_then_allow_listed_overrides(db, tmp_path, started):
-    # given
-    config = serve_config(tmp_path / "home", mem_limit="1G", cpu_limit=1.0)
+def test_traits_are_layered_outpost_then_allow_listed_overrides_then_flavor(db, tmp_path, started):
+    # given an Outpost that lets Hubs set mem_limit and cpu_limit, and a flavor that limits
+    # memory
+    config = serve_config(tmp_path / "home", mem_limit="1G", cpu_limit=1.0, cpu_guarantee=0.5)
     server = make_server(
         tmp_path,
         outpost_config=config,
-        allowed_overrides=["cpu_limit"],
-        overrides={"cpu_limit": 3.0, "mem_limit": "3G"},
+        allowed_overrides=["cpu_limit", "mem_limit"],
+        overrides={"cpu_limit": 3.0, "mem_limit": "30G", "cpu_guarantee": 2.0},
     )
     server.flavor = FlavorFactory(outpost=server.outpost, resources={"mem_limit": "2G"})
     server.save()
@@ -110,9 +111,9 @@ def test_traits_are_layered_outpost_then_flavor_then_allow_listed_overrides(db, 
     address = start(runner, started)
     # then
     env = wait_for(lambda: _get(f"http://{address}/user/olga/"))["env"]
-    assert env["MEM_LIMIT"] == str(2 * 1024**3)  # the flavor's, not the Outpost's
-    assert env["CPU_LIMIT"] == "3.0"  # allow-listed override
-    assert runner.spawner.mem_limit == 2 * 1024**3  # mem_limit was not allow-listed
+    assert env["MEM_LIMIT"] == str(2 * 1024**3)  # the flavor's: a Hub cannot lift it
+    assert env["CPU_LIMIT"] == "3.0"  # allow-listed override of the Outpost's config
+    assert env["CPU_GUARANTEE"] == "0.5"  # not allow-listed: the Outpost's
 
 
 def test_only_allow_listed_user_options_reach_the_spawner(db, tmp_path):
