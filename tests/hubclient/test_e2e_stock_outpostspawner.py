@@ -34,9 +34,6 @@ def stock_spawner_config(portal: LivePortal) -> str:
     return f"""
 import base64, os
 
-# Importing the package registers its Hub API handlers (progress events, set-up tunnel).
-import outpostspawner
-
 c.JupyterHub.spawner_class = "outpostspawner.OutpostSpawner"
 c.OutpostSpawner.request_url = {portal.outpost_url("local") + "services"!r}
 _auth = base64.b64encode(f"{portal.hub_name}:{{os.environ['OUTPOST_SECRET']}}".encode()).decode()
