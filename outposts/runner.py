@@ -30,6 +30,7 @@ import inspect
 import json
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import threading
@@ -77,6 +78,28 @@ SSL_ENV = ("JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_
 
 class UnsafeName(ValueError):
     """A user or server name that could escape a folder if a spawner built a path from it."""
+
+
+class SystemAccount(ValueError):
+    """A Hub user name that is a system account (root, a service) on the Outpost's host."""
+
+
+def check_not_system_account(name: str, *, min_uid: int | None) -> None:
+    """Refuse a user name that is a local account below ``min_uid``; None = no check.
+
+    The Hub chooses the user name, and spawners that run servers as the user take the
+    account from it (SlurmSpawner runs ``sudo -u <name> sbatch``, LocalProcessSpawner
+    setuids): a Hub must not choose root. Names that are no local account pass, since
+    spawners such as KubeSpawner and SimpleLocalProcessSpawner do not map names to accounts.
+    """
+    if min_uid is None:
+        return
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    if uid < min_uid:
+        raise SystemAccount(f"{name} is a system account on this Outpost and cannot start servers.")
 
 
 @dataclass(frozen=True)
@@ -276,6 +299,7 @@ class ServerSpec:
     env: dict[str, str]
     user_options: dict[str, Any]
     state: dict[str, Any] | None
+    min_system_uid: int | None = None
 
     @classmethod
     def from_server(cls, server: Server) -> ServerSpec:
@@ -311,6 +335,7 @@ class ServerSpec:
             env=env,
             user_options=user_options,
             state=server.spawner_state,
+            min_system_uid=outpost.min_system_uid,
         )
 
 
@@ -402,8 +427,10 @@ class SpawnerRunner:
     ) -> str:
         """Start the server as JupyterHub does; returns its address (``host:port`` or URL).
 
-        Progress events of the spawner are passed to ``on_progress`` while it starts.
+        Progress events of the spawner are passed to ``on_progress`` while it starts. Raises
+        SystemAccount when the user name is a system account of this host.
         """
+        self.check_may_start()
         spawner = self.spawner
         hook = spawner.run_pre_spawn_hook()
         if inspect.isawaitable(hook):
@@ -430,6 +457,13 @@ class SpawnerRunner:
         if isinstance(result, tuple | list) and len(result) == 2:
             spawner.server.ip, spawner.server.port = result[0] or "127.0.0.1", int(result[1])
         return address
+
+    def check_may_start(self) -> None:
+        """Raise SystemAccount if the Hub's user name is a system account of this host.
+
+        It runs where the spawner runs (the Outpost's worker), where the accounts are real.
+        """
+        check_not_system_account(self.spec.user_name, min_uid=self.spec.min_system_uid)
 
     async def _pump_progress(self, on_progress: ProgressCallback | None) -> None:
         if on_progress is None:
@@ -508,6 +542,12 @@ async def start_watched(
 
     Whatever the spawner made is stopped again when the start does not end running.
     """
+    try:
+        runner.check_may_start()
+    except SystemAccount as error:
+        # Refused before the spawner did anything: nothing to clean up (a batch spawner's
+        # clean-up would itself run a command as that account).
+        return StartResult(outcome=StartOutcome.FAILED, error=error)
     start = asyncio.ensure_future(runner.start(tls=tls, on_progress=on_progress))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(timeout, 0)

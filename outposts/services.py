@@ -23,6 +23,7 @@ from outposts.runner import (
     ServerSpec,
     SpawnerRunner,
     StartOutcome,
+    SystemAccount,
     TLSMaterial,
     UnsafeName,
     start_watched,
@@ -239,7 +240,7 @@ def _queue_hub_call(task_name: str, server_id: int) -> None:
 
 def _user_safe_error(error: BaseException) -> str:
     """A failure text a user may see: spawner internals (paths, hosts) stay in the log."""
-    if isinstance(error, PortalError | UnsafeName):
+    if isinstance(error, PortalError | UnsafeName | SystemAccount):
         return str(error.args[0]) if error.args else error.__class__.__name__
     return f"The server could not be started ({error.__class__.__name__}); see the Outpost log."
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pwd
 import threading
 from datetime import timedelta
 
@@ -197,6 +198,36 @@ def test_an_unsafe_user_name_fails_the_start(db, home):
     assert server.status == Server.Status.FAILED
     assert "'../x' is not allowed" in server.error
     assert not (home.parent / "x").exists()
+
+
+def test_a_system_account_cannot_start_a_server(db, home, stopper):
+    # given a Hub that asks for a server of "root", on an Outpost whose accounts below uid
+    # 1000 are system accounts
+    server = new_server(home, user_name="root", outpost_kwargs={"min_system_uid": 1000})
+    stopper.append(server.pk)
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert server.error == "root is a system account on this Outpost and cannot start servers."
+    assert server.events.get(failed=True).message == server.error
+    assert server.spawner_state is None
+    assert not (home / "root").exists()  # the spawner never ran
+
+
+def test_a_name_that_is_no_local_account_starts(db, home, stopper):
+    # given a user name the Outpost's host has no account for (a Kubernetes-style Outpost)
+    with pytest.raises(KeyError):
+        pwd.getpwnam("olga")
+    server = new_server(home, user_name="olga", outpost_kwargs={"min_system_uid": 1000})
+    stopper.append(server.pk)
+    # when
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING
+    assert wait_for(lambda: _get(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
 def test_tasks_tolerate_a_deleted_server(db):
