@@ -76,11 +76,14 @@ def test_stock_hub_start_is_accepted_and_answered(hub_client, outpost, small, sh
     )
 
 
-def test_hubclient_start_is_accepted_with_its_flavor_and_project(hub_client, small):
+def test_hubclient_start_is_accepted_with_its_flavor_and_project(hub_client, outpost, small):
+    # The Outpost passes "project" on to its spawner; flavor and outpost are admission's only.
+    outpost.allowed_user_options = ["project"]
+    outpost.save()
     check("start-async.hubclient.json", hub_client)
     server = Server.objects.get()
     assert server.flavor == small
-    assert server.user_options == {"outpost": "local", "flavor": "small", "project": "hpc-01"}
+    assert server.user_options == {"project": "hpc-01"}
 
 
 def test_refused_start_has_the_exact_error_body(hub_client, small):

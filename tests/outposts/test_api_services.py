@@ -46,6 +46,8 @@ def test_async_start_answers_202_at_once(hub_client, outpost, path):
 
 
 def test_start_id_moves_out_of_user_options_and_defaults_to_0(hub_client, outpost):
+    outpost.allowed_user_options = ["image", "start_id"]
+    outpost.save()
     start(hub_client, {"name": "a", "user_options": {"start_id": "s9", "image": "x"}})
     start(hub_client, {"name": "b", "user_options": {"image": "y"}})
     servers = {s.name: s for s in Server.objects.all()}
