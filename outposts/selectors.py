@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 
+from flavors.selectors import flavor_list_for_hub
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
 
@@ -30,11 +33,27 @@ def hub_api_key_by_key(*, key: str) -> HubAPIKey | None:
 
 
 def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
-    """The Outpost ``slug`` (or the default one) if ``hub`` may use it, else None."""
-    outposts = hub.outposts.exclude(state=Outpost.State.DISABLED)
+    """The Outpost ``slug`` (or the default one) if ``hub`` may use it, else None.
+
+    Whatever its state: servers keep running on a draining or disabled Outpost, and the Hub
+    must still be able to poll, list and stop them (a 404 poll would make the Hub believe a
+    running server ended). Starts are refused by ``server_start`` (Outpost.accepts_starts).
+    """
+    outposts = hub.outposts.all()
     if slug is None:
         return outposts.filter(is_default=True).first()
     return outposts.filter(slug=slug).first()
+
+
+def outpost_flavors_for_hub(*, hub: Hub, outpost: Outpost) -> dict[str, dict[str, Any]]:
+    """What ``GET flavors`` answers: the Hub's flavors, none on a disabled Outpost.
+
+    A disabled Outpost offers nothing to start (a Hub then shows no choice for it); a
+    draining one still lists its flavors with their current counts while servers wind down.
+    """
+    if outpost.state == Outpost.State.DISABLED:
+        return {}
+    return flavor_list_for_hub(hub=hub, outpost=outpost)
 
 
 def server_list_for_hub(*, hub: Hub, outpost: Outpost) -> QuerySet[Server]:

@@ -29,7 +29,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from flavors.selectors import flavor_list_for_hub
 from outposts import selectors, services
 from outposts.api import serializers
 from outposts.api.exceptions import HTTP_419_REFUSED, NOT_FOUND, portal_error_body
@@ -188,7 +187,7 @@ class FlavorsView(HubAPIView):
         responses={200: OpenApiTypes.OBJECT, **ERRORS},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+        return Response(selectors.outpost_flavors_for_hub(hub=self.hub, outpost=self.outpost))
 
 
 class UserFlavorsView(HubAPIView):
@@ -200,7 +199,7 @@ class UserFlavorsView(HubAPIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         serializers.AuthenticationSerializer(data=request.data).is_valid(raise_exception=True)
         # Per-user rules do not exist yet: every user of the Hub gets the Hub's flavors.
-        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+        return Response(selectors.outpost_flavors_for_hub(hub=self.hub, outpost=self.outpost))
 
 
 def poll_status(server: Server) -> int | None:

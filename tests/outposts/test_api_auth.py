@@ -7,7 +7,6 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from outposts.models import Outpost
 from outposts.services import hub_api_key_create
 from tests.conftest import basic_auth
 from tests.factories import HubFactory, OutpostFactory
@@ -124,12 +123,6 @@ def test_an_outpost_not_granted_answers_404(hub_client, outpost, path):
     # then it does not exist for this Hub
     assert response.status_code == 404
     assert response.json() == {"detail": "Item not found"}
-
-
-def test_a_disabled_outpost_answers_404(hub_client, outpost):
-    outpost.state = Outpost.State.DISABLED
-    outpost.save()
-    assert hub_client.get("/outposts/local/services").status_code == 404
 
 
 def test_the_default_outpost_is_also_at_the_root(hub_client, outpost):
