@@ -309,6 +309,16 @@ class Server(models.Model):
     def stop_pending(self) -> bool:
         return self.stop_requested_at is not None and self.is_active
 
+    @property
+    def poll_status(self) -> int | None:
+        """What a Hub's poll reads (api-contract.md §3.2): None while the server may still
+        run, else its exit code; without a recorded one, 0 for stopped and 1 for failed."""
+        if self.is_active:
+            return None
+        if self.exit_code is not None:
+            return self.exit_code
+        return 1 if self.status == self.Status.FAILED else 0
+
 
 class SpawnEvent(models.Model):
     """One progress step of a server's start, as the Hub shows it to the user."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ _NAME_MAX = Server._meta.get_field("name").max_length
 _START_ID_MAX = Server._meta.get_field("start_id").max_length
 _USER_ID_MAX = Server._meta.get_field("user_id").max_length
 _USER_NAME_MAX = Server._meta.get_field("user_name").max_length
+# JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
+USER_ID = re.compile(r"[0-9]+")
 
 
 class StrictCharField(serializers.CharField):
@@ -69,6 +72,14 @@ class StartSerializer(serializers.Serializer):
         ):
             if len(env.get(key, "")) > limit:
                 raise serializers.ValidationError(f"{key} has more than {limit} characters.")
+        # Per-user limits count servers by (Hub, user id): without an id every such start
+        # would share one count, and a start nobody can be told apart in is not admissible.
+        if not env.get("JUPYTERHUB_USER"):
+            raise serializers.ValidationError("JUPYTERHUB_USER (the Hub user's name) is required.")
+        if not USER_ID.fullmatch(env.get("JUPYTERHUB_USER_ID", "")):
+            raise serializers.ValidationError(
+                "JUPYTERHUB_USER_ID (the Hub user's id) is required and must be a number."
+            )
         return env
 
     def validate_user_options(self, user_options: dict[str, Any]) -> dict[str, Any]:

@@ -6,12 +6,14 @@ validates and calls the service in Django's sync thread, then hands back what to
 and the async view reads the server's status every quarter second with the async ORM,
 sleeping on the event loop in between. So a waiting request never keeps a thread busy, other
 requests are answered meanwhile (tests/outposts/test_api_wait.py checks this through
-uvicorn), and Django cancels the wait when the Hub hangs up.
+uvicorn), and Django cancels the wait when the Hub hangs up. The wait runs outside DRF, so
+its errors are answered here in the contract's JSON shape (DRF's handler never sees them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -31,12 +33,20 @@ from rest_framework.views import APIView
 
 from outposts import selectors, services
 from outposts.api import serializers
-from outposts.api.exceptions import HTTP_419_REFUSED, NOT_FOUND, portal_error_body
+from outposts.api.exceptions import (
+    HTTP_419_REFUSED,
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    error_body,
+    portal_error_body,
+)
 from outposts.errors import SpawnerFailed
 from outposts.models import Hub, Outpost, Server
 
 # How often a waiting synchronous start or stop reads the server's status.
 WAIT_POLL_SECONDS = 0.25
+
+log = logging.getLogger(__name__)
 
 ASYNC_HEADER = OpenApiParameter(
     "execution-type",
@@ -131,7 +141,7 @@ class ServicesView(HubAPIView):
         if start_async:
             return Response({"service": ""}, status=status.HTTP_202_ACCEPTED)
         timeout = min(settings.SYNC_WAIT_TIMEOUT, self.outpost.start_timeout.total_seconds())
-        return AwaitOutcome(StartOutcome(server_id=server.pk, timeout=timeout))
+        return AwaitOutcome(StartWait(server_id=server.pk, timeout=timeout))
 
 
 class ServiceView(HubAPIView):
@@ -143,7 +153,7 @@ class ServiceView(HubAPIView):
     def get(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
         # Answered from the portal's record, kept fresh by the reconciler: never a spawner call.
         server = self.get_server(name, start_id)
-        return Response({"status": poll_status(server), "logs": []})
+        return Response({"status": server.poll_status, "logs": []})
 
     @extend_schema(
         summary="Stop and delete a server",
@@ -154,7 +164,7 @@ class ServiceView(HubAPIView):
         server = services.server_remove(server=self.get_server(name, start_id))
         if wants_async(request):
             return Response({}, status=status.HTTP_202_ACCEPTED)
-        return AwaitOutcome(StopOutcome(server_id=server.pk, timeout=settings.SYNC_WAIT_TIMEOUT))
+        return AwaitOutcome(StopWait(server_id=server.pk, timeout=settings.SYNC_WAIT_TIMEOUT))
 
 
 class ServiceEventsView(HubAPIView):
@@ -202,15 +212,6 @@ class UserFlavorsView(HubAPIView):
         return Response(selectors.outpost_flavors_for_hub(hub=self.hub, outpost=self.outpost))
 
 
-def poll_status(server: Server) -> int | None:
-    """The wire's poll status: null while active, else the exit code (1 for a failure)."""
-    if server.is_active:
-        return None
-    if server.exit_code is not None:
-        return server.exit_code
-    return 1 if server.status == Server.Status.FAILED else 0
-
-
 # Waiting for a synchronous start or stop.
 
 
@@ -234,8 +235,15 @@ async def wait_for_status(
         await asyncio.sleep(min(WAIT_POLL_SECONDS, remaining))
 
 
+# Named *Wait, not *Outcome: outposts.runner.StartOutcome is the spawner's result, a
+# different thing; these are what an API request waits for.
+
+
 @dataclass(frozen=True)
-class StartOutcome:
+class StartWait:
+    """A synchronous start: answers the address once running, 419 once ended, "" past the
+    bound."""
+
     server_id: int
     timeout: float
 
@@ -257,7 +265,9 @@ class StartOutcome:
 
 
 @dataclass(frozen=True)
-class StopOutcome:
+class StopWait:
+    """A synchronous stop: answers once the server ended or the bound passed."""
+
     server_id: int
     timeout: float
 
@@ -272,9 +282,9 @@ class StopOutcome:
 class AwaitOutcome(Response):
     """What a DRF view returns to have ``waits_for_outcome`` wait and answer for it."""
 
-    def __init__(self, outcome: StartOutcome | StopOutcome) -> None:
+    def __init__(self, wait: StartWait | StopWait) -> None:
         super().__init__()
-        self.outcome = outcome
+        self.wait = wait
 
 
 def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
@@ -288,9 +298,16 @@ def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
 
     async def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = await run_drf_view(request, *args, **kwargs)
-        if isinstance(response, AwaitOutcome):
-            return await response.outcome.answer()
-        return response
+        if not isinstance(response, AwaitOutcome):
+            return response
+        try:
+            return await response.wait.answer()
+        except Exception as error:
+            # Not asyncio.CancelledError (a BaseException): a Hub hanging up ends the wait.
+            # The request body is never logged: it carries the server's API token.
+            log.exception("Unhandled error waiting in %s %s", request.method, request.path)
+            body = error_body(module="", cls="InternalError", message=INTERNAL_ERROR, exc=error)
+            return JsonResponse(body, status=500)
 
     # drf-spectacular finds the DRF view class through these, as on any as_view() function.
     view.cls = drf_view.cls  # type: ignore[attr-defined]

@@ -48,8 +48,9 @@ def test_async_start_answers_202_at_once(hub_client, outpost, path):
 def test_start_id_moves_out_of_user_options_and_defaults_to_0(hub_client, outpost):
     outpost.allowed_user_options = ["image", "start_id"]
     outpost.save()
-    start(hub_client, {"name": "a", "user_options": {"start_id": "s9", "image": "x"}})
-    start(hub_client, {"name": "b", "user_options": {"image": "y"}})
+    env = start_body()["env"]
+    start(hub_client, {"name": "a", "env": env, "user_options": {"start_id": "s9", "image": "x"}})
+    start(hub_client, {"name": "b", "env": env, "user_options": {"image": "y"}})
     servers = {s.name: s for s in Server.objects.all()}
     assert (servers["a"].start_id, servers["a"].user_options) == ("s9", {"image": "x"})
     assert (servers["b"].start_id, servers["b"].user_options) == ("0", {"image": "y"})
@@ -233,6 +234,37 @@ def test_malformed_starts_answer_400_with_a_clear_message(hub_client, outpost, r
     assert response.status_code == 400
     assert field in response.json()["detail"]
     assert not Server.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JUPYTERHUB_USER_ID": "1"}, "env: JUPYTERHUB_USER (the Hub user's name) is required."),
+        ({"JUPYTERHUB_USER": "", "JUPYTERHUB_USER_ID": "1"}, "JUPYTERHUB_USER (the Hub user's"),
+        ({"JUPYTERHUB_USER": "ada"}, "env: JUPYTERHUB_USER_ID (the Hub user's id) is required"),
+        ({"JUPYTERHUB_USER": "ada", "JUPYTERHUB_USER_ID": "ada"}, "must be a number."),
+        ({"JUPYTERHUB_USER": "ada", "JUPYTERHUB_USER_ID": "-1"}, "must be a number."),
+        ({"JUPYTERHUB_USER": "ada", "JUPYTERHUB_USER_ID": "²"}, "must be a number."),
+        ({}, "JUPYTERHUB_USER (the Hub user's name) is required."),
+    ],
+)
+def test_a_start_without_a_hub_user_answers_400(hub_client, outpost, env, message):
+    # when a start names no Hub user, or no numeric user id
+    response = start(hub_client, {"name": "lab", "env": env})
+    # then it is refused as malformed: per-user limits could not tell such users apart
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert not Server.objects.exists()
+
+
+def test_a_numeric_user_id_may_come_as_a_number(hub_client, outpost):
+    # when a Hub sends the user id as a JSON number
+    response = start(
+        hub_client, {"name": "lab", "env": {"JUPYTERHUB_USER": "ada", "JUPYTERHUB_USER_ID": 7}}
+    )
+    # then it is accepted as that id
+    assert response.status_code == 202
+    assert Server.objects.get().user_id == "7"
 
 
 def test_an_unexpected_error_is_logged_and_answered_without_internals(

@@ -7,6 +7,7 @@ own connection) and the request see each other's writes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +102,28 @@ def test_sync_start_past_the_bound_answers_an_empty_service(hub_client, outpost,
     assert response.status_code == 200
     assert response.json() == {"service": ""}
     assert Server.objects.get().address_via_callback is True
+
+
+def test_an_error_while_waiting_answers_the_json_error_shape(
+    hub_client, outpost, long_wait, monkeypatch, caplog
+):
+    # given a wait that fails in a way nobody planned for (e.g. the database goes away)
+    async def broken_wait(*args, **kwargs):
+        raise RuntimeError("connection to db-internal.example:5432 failed")
+
+    monkeypatch.setattr("outposts.api.views.wait_for_status", broken_wait)
+    # when a Hub starts and stops synchronously
+    with caplog.at_level(logging.ERROR):
+        started_ = send(hub_client, "POST", SERVICES, start_body())
+        stopped = send(hub_client, "DELETE", SERVICES + "/lab/s1")
+    # then both get the contract's JSON error shape, without internals; the log has them
+    for response in (started_, stopped):
+        assert response.status_code == 500
+        assert response["Content-Type"] == "application/json"
+        body = response.json()
+        assert (body["class"], body["traceback"]) == ("InternalError", "")
+        assert "db-internal" not in response.content.decode()
+    assert "db-internal.example" in caplog.text
 
 
 def test_sync_start_never_waits_longer_than_the_outposts_start_timeout(

@@ -3,7 +3,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from outposts.models import Hub
+from outposts.models import Hub, Server
 from tests.factories import HubFactory, OutpostFactory
 
 pytestmark = pytest.mark.django_db
@@ -41,3 +41,21 @@ def test_user_option_names_must_be_names():
     with pytest.raises(ValidationError) as error:
         outpost.full_clean()
     assert "allowed_user_options" in error.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "expected"),
+    [
+        (Server.Status.REQUESTED, None, None),
+        (Server.Status.PENDING, None, None),
+        (Server.Status.RUNNING, None, None),
+        (Server.Status.STOPPING, None, None),
+        (Server.Status.UNKNOWN, None, None),  # unknown is not dead: the Hub keeps waiting
+        (Server.Status.STOPPED, None, 0),
+        (Server.Status.STOPPED, 137, 137),
+        (Server.Status.FAILED, None, 1),
+        (Server.Status.FAILED, 2, 2),
+    ],
+)
+def test_poll_status_is_null_while_active_then_the_exit_code(status, exit_code, expected):
+    assert Server(status=status, exit_code=exit_code).poll_status == expected
