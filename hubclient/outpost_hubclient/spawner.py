@@ -51,6 +51,22 @@ async def outpost_options_form(spawner: OutpostPortalSpawner) -> str:
     return await spawner.render_options_form()
 
 
+def check_outpost_user_options(spawner: OutpostPortalSpawner, user_options: dict) -> None:
+    """The default ``apply_user_options`` (JupyterHub 5.3+): reject bad choices up front.
+
+    JupyterHub runs it before the spawn, so a REST API start naming an unknown system or a
+    malformed flavor answers 400 with the reason instead of becoming a failed spawn. start()
+    checks the same again (older JupyterHubs have no such hook).
+    """
+    options = dict(user_options or {})
+    options.setdefault("outpost", spawner.default_outpost_name())
+    check_user_options(
+        options,
+        outpost_names=[config.name for config in spawner.outpost_configs()],
+        project_pattern=spawner.project_pattern,
+    )
+
+
 class OutpostPortalSpawner(Spawner):
     """Starts each server on a remote system through an Outpost portal's REST API.
 
@@ -168,6 +184,11 @@ class OutpostPortalSpawner(Spawner):
     @default("options_form")
     def _default_options_form(self) -> Any:
         return outpost_options_form
+
+    # JupyterHub 5.3 added the hook; on older ones this default is never asked for.
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return check_outpost_user_options
 
     @default("start_timeout")
     def _default_start_timeout(self) -> int:

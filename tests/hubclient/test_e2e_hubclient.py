@@ -167,6 +167,16 @@ def test_an_unknown_flavor_is_refused_with_the_allowed_ones(hub, portal):
     assert portal.servers("bea") == []
 
 
+def test_an_unknown_system_is_refused_by_the_hub_before_anything_starts(hub, portal):
+    assert hub.api("POST", "/users/uli")[0] == 201
+
+    status, body = hub.api("POST", "/users/uli/server", {"outpost": "nowhere"})
+
+    assert status == 400
+    assert "Unknown system 'nowhere'. Known systems: local, queued." in body["message"]
+    assert portal.servers("uli") == []
+
+
 def test_cancel_during_a_pending_start_leaves_no_process(hub, portal):
     # given carol's start on an Outpost whose starts stay pending (queued batch job) ...
     assert start_server(hub, "carol", {"outpost": "queued", "flavor": "small"}) == 202

@@ -177,6 +177,26 @@ async def test_api_key_credential_is_sent_as_token(portal, make_spawner, monkeyp
     assert portal.requests[0].headers["Authorization"] == "token op_fake-portal-key"
 
 
+async def test_jupyterhub_rejects_an_unknown_system_before_the_spawn(portal, make_spawner):
+    spawner = make_spawner()
+
+    # when JupyterHub applies REST API user_options naming a system it does not know
+    with pytest.raises(InvalidOptions) as error:
+        await spawner._run_apply_user_options({"outpost": "nowhere", "flavor": "small"})
+
+    # then it answers 400 with the reason, and nothing reached the portal
+    assert error.value.status_code == 400
+    assert "Unknown system 'nowhere'. Known systems: local." in str(error.value)
+    assert portal.requests == []
+
+
+async def test_jupyterhub_accepts_known_choices_and_the_default_system(portal, make_spawner):
+    spawner = make_spawner()
+
+    await spawner._run_apply_user_options({"flavor": "small"})
+    await spawner._run_apply_user_options({"outpost": "local", "flavor": "small"})
+
+
 # --- progress --------------------------------------------------------------------------------
 
 
