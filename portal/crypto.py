@@ -3,6 +3,11 @@
 The key ring is settings.ENCRYPTION_KEYS, newest first: values are encrypted with the first
 key and decrypt with any, so a key is rotated by putting a new one in front, running
 ``manage.py rotate_encryption_keys`` and then dropping the old one.
+
+Hub credentials are digested with settings.CREDENTIAL_KEY (PORTAL_CREDENTIAL_KEY), never with
+SECRET_KEY: the session key gets rotated routinely, and every stored digest would then stop
+matching. Old credential keys stay in CREDENTIAL_KEY_FALLBACKS until the Hubs' secrets and
+API keys have been re-issued.
 """
 
 import hashlib
@@ -91,12 +96,12 @@ def credential_digest(credential: str) -> str:
     Deliberately fast (not PBKDF2): every Hub API call authenticates, and the credentials are
     generated machine secrets, not passwords (api-contract.md §2).
     """
-    return _digest_with(settings.SECRET_KEY, credential)
+    return _digest_with(settings.CREDENTIAL_KEY, credential)
 
 
 def credential_digests(credential: str) -> list[str]:
     """The digests a stored value may have been made with: current key first, then fallbacks."""
-    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    keys = [settings.CREDENTIAL_KEY, *settings.CREDENTIAL_KEY_FALLBACKS]
     return [_digest_with(key, credential) for key in keys]
 
 

@@ -5,10 +5,12 @@ machine; production names PostgreSQL and Redis through DATABASE_URL and CELERY_B
 The same code paths run in both: tasks are never executed eagerly.
 """
 
+import logging
 import os
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -25,14 +27,29 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
 DEBUG = env_bool("PORTAL_DEBUG")
 
 # Where the embedded defaults keep their files (SQLite database, broker folder, logs).
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 
+# Django's own signing key (sessions, CSRF, password reset); its old values still verify.
 SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY", "")
-# Old secret keys that Hub credential digests made with them still verify against.
 SECRET_KEY_FALLBACKS = env_list("PORTAL_SECRET_KEY_FALLBACKS")
+# Keys the digests of Hub secrets and API keys (portal/crypto.py). Separate from SECRET_KEY so
+# that rotating the session key, a routine act, does not lock every Hub out; old values go in
+# the fallbacks until the Hubs' credentials have been re-issued.
+CREDENTIAL_KEY = os.environ.get("PORTAL_CREDENTIAL_KEY", "")
+CREDENTIAL_KEY_FALLBACKS = env_list("PORTAL_CREDENTIAL_KEY_FALLBACKS")
 # Fernet keys, newest first: the first encrypts, all decrypt (rotate with rotate_encryption_keys).
 ENCRYPTION_KEYS = env_list("PORTAL_ENCRYPTION_KEYS")
 
@@ -41,6 +58,7 @@ if not DEBUG:
         name
         for name, value in (
             ("PORTAL_SECRET_KEY", SECRET_KEY),
+            ("PORTAL_CREDENTIAL_KEY", CREDENTIAL_KEY),
             ("PORTAL_ENCRYPTION_KEYS", ENCRYPTION_KEYS),
         )
         if not value
@@ -53,10 +71,39 @@ if not DEBUG:
 else:
     # Debug only: fixed, well-known keys so a developer's checkout runs without setup.
     SECRET_KEY = SECRET_KEY or "insecure-debug-only-secret-key"
+    CREDENTIAL_KEY = CREDENTIAL_KEY or "insecure-debug-only-credential-key"
     ENCRYPTION_KEYS = ENCRYPTION_KEYS or ["ZGVidWctb25seS1lbmNyeXB0aW9uLWtleS0wMDAwMDA="]
+
+# A malformed key would otherwise pass start-up and fail the first write of an encrypted
+# value (a 500 in the middle of a start); refuse to start instead.
+for _position, _key in enumerate(ENCRYPTION_KEYS, start=1):
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_KEYS: key number {_position} is not a Fernet key (32 bytes, "
+            "url-safe base64, 44 characters); `PORTAL_DEBUG=1 python manage.py "
+            "generate_secrets` prints a fresh one."
+        ) from None
 
 ALLOWED_HOSTS = env_list("PORTAL_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("PORTAL_CSRF_TRUSTED_ORIGINS")
+
+# Transport security of the admin. Cookies are https-only unless debug is on: a session
+# cookie sent over plain http can be read on the way. Switch them off (false) only where the
+# portal is served over plain http on loopback (tests, the demo).
+SECURE_COOKIES = env_bool("PORTAL_SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+# Behind a TLS-terminating proxy Django sees plain http; trust the proxy's header only when
+# told so, since a client could send it too when nothing in front strips it.
+if env_bool("PORTAL_BEHIND_TLS_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HSTS pins browsers to https for this long; 0 (off) until the operator knows https stays.
+SECURE_HSTS_SECONDS = env_int("PORTAL_HSTS_SECONDS", 0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -209,11 +256,26 @@ HUB_CALL_MAX_RETRIES = int(os.environ.get("PORTAL_HUB_CALL_MAX_RETRIES", "5"))
 # How long a synchronous API start or stop waits for its task before answering.
 SYNC_WAIT_TIMEOUT = float(os.environ.get("PORTAL_SYNC_WAIT_TIMEOUT", "60"))
 
+LOG_LEVEL = os.environ.get("PORTAL_LOG_LEVEL", "").strip().upper() or "INFO"
+if LOG_LEVEL not in logging.getLevelNamesMapping():
+    raise ImproperlyConfigured(
+        f"PORTAL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {LOG_LEVEL!r}."
+    )
+# Spawner libraries log secrets at DEBUG: batchspawner logs its get_env() with the server's
+# JUPYTERHUB_API_TOKEN, KubeSpawner whole pod manifests. They never go below INFO, whatever
+# PORTAL_LOG_LEVEL says (nor below the root level when that is higher).
+QUIET_LOGGERS = ("traitlets", "batchspawner", "kubespawner", "jupyterhub")
+_QUIET_LEVEL = logging.getLevelName(max(logging.INFO, logging.getLevelNamesMapping()[LOG_LEVEL]))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # SQL with its parameters (Hub API key digests, encrypted values) is never logged.
+        "django.db.backends": {"level": "INFO"},
+        **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
+    },
 }

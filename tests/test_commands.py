@@ -213,8 +213,10 @@ def test_generate_secrets_prints_usable_fresh_values():
     call_command("generate_secrets", stdout=second)
     values = dict(line.split("=", 1) for line in first.getvalue().splitlines())
     # then they are .env lines with a long secret key and a valid Fernet key, fresh each time
-    assert set(values) == {"PORTAL_SECRET_KEY", "PORTAL_ENCRYPTION_KEYS"}
+    assert set(values) == {"PORTAL_SECRET_KEY", "PORTAL_CREDENTIAL_KEY", "PORTAL_ENCRYPTION_KEYS"}
     assert len(values["PORTAL_SECRET_KEY"]) >= 50
+    assert len(values["PORTAL_CREDENTIAL_KEY"]) >= 50
+    assert values["PORTAL_CREDENTIAL_KEY"] != values["PORTAL_SECRET_KEY"]
     Fernet(values["PORTAL_ENCRYPTION_KEYS"])
     assert first.getvalue() != second.getvalue()
 

@@ -147,3 +147,36 @@ def test_another_hub_cannot_use_this_hubs_outpost_grant(outpost):
     # then its credentials work, but the Outpost is not there for it
     response = client_with(basic_auth(other.name)).get("/outposts/local/services")
     assert response.status_code == 404
+
+
+def test_rotating_the_session_key_keeps_every_hub_in(hub, outpost, settings):
+    # given a Hub with its secret and an API key, stored as digests
+    _, key = hub_api_key_create(hub=hub, name="ci")
+    # when the operator rotates PORTAL_SECRET_KEY (sessions) with no fallback
+    settings.SECRET_KEY = "a-brand-new-session-key"
+    settings.SECRET_KEY_FALLBACKS = []
+    # then both credentials still get the Hub in: they are keyed with the credential key
+    assert client_with(basic_auth(hub.name)).get("/outposts/local/services").status_code == 200
+    assert client_with(f"token {key}").get("/outposts/local/services").status_code == 200
+
+
+def test_credentials_verify_with_a_fallback_credential_key(hub, outpost, settings):
+    # given a Hub whose secret and API key were digested with the old credential key
+    _, key = hub_api_key_create(hub=hub, name="ci")
+    old_key = settings.CREDENTIAL_KEY
+    # when a new credential key is put in place with the old one as a fallback
+    settings.CREDENTIAL_KEY = "a-new-credential-key"
+    settings.CREDENTIAL_KEY_FALLBACKS = [old_key]
+    with_fallback = [
+        client_with(basic_auth(hub.name)).get("/outposts/local/services").status_code,
+        client_with(f"token {key}").get("/outposts/local/services").status_code,
+    ]
+    # and once the fallback is dropped
+    settings.CREDENTIAL_KEY_FALLBACKS = []
+    without = [
+        client_with(basic_auth(hub.name)).get("/outposts/local/services").status_code,
+        client_with(f"token {key}").get("/outposts/local/services").status_code,
+    ]
+    # then they verify while the old key is a fallback, and no longer after
+    assert with_fallback == [200, 200]
+    assert without == [401, 401]
