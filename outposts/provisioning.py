@@ -12,7 +12,21 @@ nothing in use is lost:
   servers used is kept, because servers reference it as history, and closed (``max: 0``) so
   no new start can pick it; the summary says which.
 
-The format is documented in README.md ("apply_config format").
+The format is documented in README.md ("apply_config format"). Every field has the name of
+the model field it sets; fields left out of an entry take the model's default (the file is the
+truth for what it names), e.g.::
+
+    outposts:
+      - slug: hpc
+        spawner_class: batchspawner.SlurmSpawner
+        allowed_overrides: [image]           # misc traits a Hub may set
+        allowed_user_options: [partition]    # user_options keys the spawner gets
+        min_system_uid: 1000                 # refuse users whose account is below; null = off
+    hubs:
+      - name: hub1
+        secret_env: HUB1_SECRET
+        outposts: [hpc]
+        callback_url_prefixes: ["https://hub.example.org/hub/api/"]   # where calls may go
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ OUTPOST_FIELDS = {
     "spawner_class",
     "spawner_config",
     "allowed_overrides",
+    "allowed_user_options",
+    "min_system_uid",
     "max_servers_per_user",
     "queue",
     "poll_interval",
@@ -58,7 +74,7 @@ FLAVOR_FIELDS = {
     "runtime",
     "resources",
 }
-HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active"}
+HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active", "callback_url_prefixes"}
 RUNTIME_UNITS = {"days", "hours", "minutes", "seconds"}
 
 
@@ -168,6 +184,9 @@ def _apply_outpost(
         "spawner_class": entry.get("spawner_class", defaults.spawner_class),
         "spawner_config": entry.get("spawner_config") or {},
         "allowed_overrides": entry.get("allowed_overrides") or [],
+        "allowed_user_options": entry.get("allowed_user_options") or [],
+        # null switches the check off, so only a missing key means the default.
+        "min_system_uid": entry.get("min_system_uid", defaults.min_system_uid),
         "max_servers_per_user": entry.get("max_servers_per_user"),
         "queue": entry.get("queue") or "",
         "poll_interval": defaults.poll_interval,
@@ -253,13 +272,15 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
         raise ConfigError(f"{where}: field 'outposts': no Outpost {', '.join(missing)}")
 
     hub = Hub.objects.filter(name=entry["name"]).first()
-    names = ["is_active", "secret_digest"]
+    names = ["is_active", "secret_digest", "callback_url_prefixes"]
     before = None if hub is None else _snapshot(hub, names)
     if hub is None:
         if secret is None:
             raise ConfigError(f"{where}: a new Hub needs 'secret' or 'secret_env'")
         hub = Hub(name=entry["name"])
     hub.is_active = bool(entry.get("active", True))
+    # Validated by Hub.clean() in _save: http(s) URL prefixes only.
+    hub.callback_url_prefixes = entry.get("callback_url_prefixes", [])
     if secret is not None:
         # Keyed digests are deterministic, so re-applying the same secret changes nothing.
         hub.set_secret(secret)

@@ -27,6 +27,8 @@ outposts:
     spawner_class: jupyterhub.spawner.SimpleLocalProcessSpawner
     spawner_config: {cmd: [jupyterhub-singleuser], args: [--allow-root]}
     allowed_overrides: [image]
+    allowed_user_options: [partition]
+    min_system_uid: 5000
     max_servers_per_user: 3
     poll_interval: 10
     start_timeout: 120
@@ -35,7 +37,8 @@ outposts:
          max: 5, max_per_user: 2, runtime: {hours: 2}, resources: {mem_limit: 2G}}
       - {name: big, display_name: "4 CPUs", runtime: {minutes: 30}}
 hubs:
-  - {name: hub1, secret: change-me, outposts: [local]}
+  - {name: hub1, secret: change-me, outposts: [local],
+     callback_url_prefixes: ["https://hub1.example.org/hub/api/"]}
   - {name: hub2, secret_env: HUB2_SECRET, outposts: [local]}
 """
 
@@ -62,6 +65,7 @@ def test_apply_config_creates_outposts_flavors_and_hubs(tmp_path):
     assert outpost.is_default
     assert outpost.spawner_config == {"cmd": ["jupyterhub-singleuser"], "args": ["--allow-root"]}
     assert outpost.allowed_overrides == ["image"]
+    assert (outpost.allowed_user_options, outpost.min_system_uid) == (["partition"], 5000)
     assert outpost.poll_interval == timedelta(seconds=10)
     assert outpost.start_timeout == timedelta(minutes=2)
     small = Flavor.objects.get(outpost=outpost, name="small")
@@ -69,8 +73,11 @@ def test_apply_config_creates_outposts_flavors_and_hubs(tmp_path):
     assert small.runtime == timedelta(hours=2)
     assert small.resources == {"mem_limit": "2G"}
     assert Flavor.objects.get(outpost=outpost, name="big").runtime == timedelta(minutes=30)
-    assert Hub.objects.get(name="hub1").check_secret("change-me")
+    hub1 = Hub.objects.get(name="hub1")
+    assert hub1.check_secret("change-me")
+    assert hub1.callback_url_prefixes == ["https://hub1.example.org/hub/api/"]
     hub2 = Hub.objects.get(name="hub2")
+    assert hub2.callback_url_prefixes == []
     assert hub2.check_secret("from-the-environment")
     assert list(hub2.outposts.all()) == [outpost]
     assert "created Outpost 'local'" in out
@@ -100,6 +107,29 @@ def test_apply_config_updates_what_changed(tmp_path):
     assert Outpost.objects.get(slug="local").name == "Local"
     assert "updated Outpost 'local' flavor 'small'" in out
     assert "unchanged Outpost 'local' flavor 'big'" in out
+
+
+def test_new_security_fields_update_and_take_their_defaults(tmp_path):
+    # given the configuration applied once
+    apply(CONFIG, tmp_path)
+    # when the uid check is switched off, the allow-list and the Hub's prefixes changed
+    data = yaml.safe_load(CONFIG)
+    data["outposts"][0].update(min_system_uid=None, allowed_user_options=["partition", "nodes"])
+    data["hubs"][0]["callback_url_prefixes"] = ["https://hub1.example.org/"]
+    out = apply(yaml.safe_dump(data), tmp_path)
+    outpost = Outpost.objects.get(slug="local")
+    # then they are updated
+    assert (outpost.min_system_uid, outpost.allowed_user_options) == (None, ["partition", "nodes"])
+    assert Hub.objects.get(name="hub1").callback_url_prefixes == ["https://hub1.example.org/"]
+    assert "updated Outpost 'local'" in out and "updated Hub 'hub1'" in out
+    # and when they are left out of the file, they take the models' defaults
+    for key in ("min_system_uid", "allowed_user_options"):
+        del data["outposts"][0][key]
+    del data["hubs"][0]["callback_url_prefixes"]
+    apply(yaml.safe_dump(data), tmp_path)
+    outpost.refresh_from_db()
+    assert (outpost.min_system_uid, outpost.allowed_user_options) == (1000, [])
+    assert Hub.objects.get(name="hub1").callback_url_prefixes == []
 
 
 def test_flavor_removed_from_file_is_deleted_or_closed_if_used(tmp_path):
@@ -159,6 +189,18 @@ def test_default_moves_to_the_outpost_the_file_names(tmp_path):
         (
             lambda d: d["hubs"][0].update(name="not a slug!"),
             "Hub 'not a slug!': field 'name':",
+        ),
+        (
+            lambda d: d["outposts"][0].update(allowed_user_options=["rm -rf /"]),
+            "Outpost 'local': field 'allowed_user_options': Must be a JSON list of names.",
+        ),
+        (
+            lambda d: d["outposts"][0].update(min_system_uid=-1),
+            "Outpost 'local': field 'min_system_uid':",
+        ),
+        (
+            lambda d: d["hubs"][0].update(callback_url_prefixes=["file:///etc/"]),
+            "Hub 'hub1': field 'callback_url_prefixes': Must be a JSON list of http(s) URL",
         ),
     ],
 )

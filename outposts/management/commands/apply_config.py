@@ -14,7 +14,10 @@ from outposts.provisioning import ConfigError, config_apply
 class Command(BaseCommand):
     help = (
         "Create or update Outposts (with their flavors) and Hubs from a YAML file; idempotent, "
-        "all or nothing. Format: README.md, 'apply_config format'."
+        "all or nothing. Fields are named as in the models: outposts[].allowed_overrides, "
+        "allowed_user_options, min_system_uid (null = no check), queue, ...; "
+        "hubs[].callback_url_prefixes (http(s) URL prefixes the portal may call back). "
+        "Format: README.md, 'apply_config format', and docs/configuration.md."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
