@@ -1,7 +1,8 @@
-"""Fixtures of the hubclient tests: no Django database, a fake portal over real HTTP.
+"""Fixtures of the hubclient's unit tests: no Django database, a fake portal over real HTTP.
 
-The hubclient never imports Django; these tests use no db fixture, so they run without a
-database even though the repository's pytest configuration loads Django settings.
+The hubclient never imports Django; its unit tests use no db fixture, so they run without a
+database even though the repository's pytest configuration loads Django settings. The
+end-to-end tests here (test_e2e_*.py) run the real portal instead: live_portal.py.
 """
 
 from __future__ import annotations
