@@ -36,6 +36,7 @@ import subprocess
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from types import MethodType
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], Awaitable[None]]
+StateCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Popen handles of the servers this process started, by pid (see the module docstring).
 _CHILDREN: dict[int, subprocess.Popen[Any]] = {}
@@ -515,7 +517,7 @@ class SpawnerRunner:
         return json.loads(json.dumps(self.spawner.get_state(), default=str))
 
 
-class StartOutcome:
+class StartOutcome(StrEnum):
     RUNNING = "running"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
@@ -524,7 +526,7 @@ class StartOutcome:
 
 @dataclass
 class StartResult:
-    outcome: str
+    outcome: StartOutcome
     address: str = ""
     error: BaseException | None = None
 
@@ -536,11 +538,15 @@ async def start_watched(
     on_progress: ProgressCallback | None,
     stop_requested: Callable[[], Awaitable[bool]],
     timeout: float,
+    heartbeat: StateCallback | None = None,
     check_every: float = 1.0,
 ) -> StartResult:
     """Start, but give up when a stop is requested or ``timeout`` seconds pass.
 
-    Whatever the spawner made is stopped again when the start does not end running.
+    Every ``check_every`` seconds while the spawner starts, ``heartbeat`` gets its current
+    state: a batch job or a process may exist long before start() returns, and whoever
+    recovers from a crash of this worker needs that state to stop it. Whatever the spawner
+    made is stopped again when the start does not end running.
     """
     try:
         runner.check_may_start()
@@ -556,6 +562,8 @@ async def start_watched(
         await asyncio.wait({start}, timeout=min(check_every, max(deadline - loop.time(), 0)))
         if start.done():
             break
+        if heartbeat is not None:
+            await _beat(runner, heartbeat)
         if await stop_requested():
             outcome = StartOutcome.CANCELLED
         elif loop.time() >= deadline:
@@ -576,6 +584,14 @@ async def start_watched(
         await _cleanup(runner)
         return StartResult(outcome=StartOutcome.FAILED, error=error)
     return StartResult(outcome=StartOutcome.RUNNING, address=address)
+
+
+async def _beat(runner: SpawnerRunner, heartbeat: StateCallback) -> None:
+    try:
+        await heartbeat(runner.get_state())
+    except Exception:
+        # A database blip must not cancel a start; the next beat tries again.
+        log.exception("Heartbeat of the start of server %s failed", runner.spec.server_id)
 
 
 async def _cleanup(runner: SpawnerRunner) -> None:

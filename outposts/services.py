@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -36,6 +36,9 @@ T = TypeVar("T")
 API_KEY_USE_PRECISION = timedelta(minutes=1)
 # Longer than all retries of a stop task together (outposts.tasks.STOP_MAX_RETRIES).
 STOP_TASK_LOST_AFTER = timedelta(minutes=10)
+# A reconciler round polls within SPAWNER_POLL_TIMEOUT and queues its stops; only clean-ups
+# of starts whose task died run inline. A round that dies holds the Outpost this long.
+RECONCILE_LEASE = timedelta(minutes=5)
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +217,21 @@ def hub_api_key_record_use(*, api_key: HubAPIKey) -> None:
 # --- Lifecycle: what the tasks in outposts/tasks.py run -------------------------------------
 #
 # Ownership rules that make every task safe to run twice (acks_late redelivers a crashed
-# worker's task): a server in REQUESTED belongs to nobody yet; the start task claims it by
-# moving it to PENDING and from then on owns the spawner until it is RUNNING or ended; the
-# stop task and the reconciler act on RUNNING, UNKNOWN and STOPPING servers. A stop asked for
-# while PENDING is carried out by the start task (it watches stop_requested_at). Every
-# transition re-reads the row under a lock and does nothing if someone else got there first.
+# worker's task, and Redis redelivers a task still running past its visibility timeout): a
+# server in REQUESTED belongs to nobody yet; the start task claims it by moving it to PENDING
+# and taking its start lease, and from then on owns the spawner until it is RUNNING or ended.
+# While it runs it renews the lease and saves the spawner's state (its heartbeat), so another
+# copy of the task, or the reconciler, takes a PENDING server over only once the lease has
+# run out (the owner died) and can stop what the owner left from the saved state. The stop
+# task and the reconciler act on RUNNING, UNKNOWN and STOPPING servers. A stop asked for while
+# PENDING is carried out by the start task (it watches stop_requested_at). Every transition
+# re-reads the row under a lock and does nothing if someone else got there first.
+
+# How long a start attempt owns a pending server without a heartbeat, and how often a live
+# attempt renews it. Short enough that a crashed worker's start is taken over soon, long
+# enough for a clean-up stop between two heartbeats.
+START_LEASE = timedelta(minutes=2)
+START_LEASE_RENEW_EVERY = timedelta(seconds=30)
 
 
 def _locked(server_id: int) -> Server | None:
@@ -252,47 +265,49 @@ def _run(coroutine_function: Callable[..., Awaitable[T]], *args: Any, **kwargs: 
     return async_to_sync(coroutine_function)(*args, **kwargs)
 
 
-def server_mark_failed(*, server_id: int, error: str) -> Server | None:
-    """End a start as failed with a text safe for users; tells the Hub (event, flavors)."""
+def _server_end(
+    *, server_id: int, status: Server.Status, exit_code: int, error: str = ""
+) -> Server | None:
+    """End a server (stopped or failed); tells the Hub the new flavor counts.
+
+    A failed server also gets a failed progress event: a Hub waiting for the start answer
+    learns of the failure from it (419), a Hub that got an early answer from this event.
+    """
     with transaction.atomic():
         server = _locked(server_id)
         if server is None or not server.is_active:
             return server
-        server.status = Server.Status.FAILED
-        server.error = error
-        server.exit_code = 1
-        server.stopped_at = timezone.now()
-        server.spawner_state = None
-        server.save()
-        # A Hub waiting for the start answer learns of the failure from it (419); a Hub that
-        # got an early answer learns it from this event.
-        server_record_event(
-            server=server,
-            progress=100,
-            message=error,
-            failed=True,
-            forward=server.address_via_callback,
-        )
-        _queue_hub_call("hub_flavor_update", server.pk)
-    return server
-
-
-def server_mark_stopped(*, server_id: int, exit_code: int, error: str = "") -> Server | None:
-    """End a server as stopped with ``exit_code``; tells the Hub the new flavor counts."""
-    with transaction.atomic():
-        server = _locked(server_id)
-        if server is None or not server.is_active:
-            return server
-        server.status = Server.Status.STOPPED
+        server.status = status
         server.exit_code = exit_code
         if error:
             server.error = error
         server.stopped_at = timezone.now()
         server.spawner_state = None
         server.unknown_since = None
+        server.start_lease_until = None
         server.save()
+        if status == Server.Status.FAILED:
+            server_record_event(
+                server=server,
+                progress=100,
+                message=server.error,
+                failed=True,
+                forward=server.address_via_callback,
+            )
         _queue_hub_call("hub_flavor_update", server.pk)
     return server
+
+
+def server_mark_failed(*, server_id: int, error: str) -> Server | None:
+    """End a start as failed with a text safe for users; tells the Hub (event, flavors)."""
+    return _server_end(server_id=server_id, status=Server.Status.FAILED, exit_code=1, error=error)
+
+
+def server_mark_stopped(*, server_id: int, exit_code: int, error: str = "") -> Server | None:
+    """End a server as stopped with ``exit_code``; tells the Hub the new flavor counts."""
+    return _server_end(
+        server_id=server_id, status=Server.Status.STOPPED, exit_code=exit_code, error=error
+    )
 
 
 def server_address_deferred(*, server: Server) -> Server:
@@ -313,25 +328,75 @@ def server_address_deferred(*, server: Server) -> Server:
     return locked
 
 
-def _start_claim(server_id: int) -> tuple[Server, dict[str, Any] | None] | None:
-    """Claim a start: returns the server and the state a crashed earlier attempt left."""
+def _lease_live(server: Server, now: datetime) -> bool:
+    return server.start_lease_until is not None and server.start_lease_until > now
+
+
+@dataclass(frozen=True)
+class _StartClaim:
+    server: Server
+    # The spawner state an earlier attempt that died left: stop it before anything else.
+    leftover: dict[str, Any] | None
+    # A stop was asked for while that attempt ran: end the server instead of starting.
+    cancelled: bool
+
+
+def _start_claim(server_id: int) -> _StartClaim | None:
+    """Claim a start and its lease; None when there is nothing for this task to do."""
     with transaction.atomic():
         server = _locked(server_id)
         if server is None:
             log.info("Server %s is gone; nothing to start", server_id)
             return None
+        if server.status not in (Server.Status.REQUESTED, Server.Status.PENDING):
+            return None  # already started, stopped or failed: a redelivered task
+        now = timezone.now()
+        if _lease_live(server, now):
+            # A redelivered copy of a task whose first attempt is still alive (Redis
+            # redelivers what runs past its visibility timeout), or the reconciler ending it.
+            log.info("Server %s: another start attempt holds the lease; leaving it", server.pk)
+            return None
         if server.status == Server.Status.REQUESTED and server.stop_requested_at is not None:
             server_mark_stopped(server_id=server.pk, exit_code=0)
             return None
-        if server.status not in (Server.Status.REQUESTED, Server.Status.PENDING):
-            return None  # already started, stopped or failed: a redelivered task
-        leftover = server.spawner_state if server.status == Server.Status.PENDING else None
+        leftover = None
         if server.status == Server.Status.PENDING:
-            log.warning("Server %s was pending: an earlier start attempt died; retrying", server.pk)
+            log.warning("Server %s was pending: an earlier start attempt died", server.pk)
+            leftover = server.spawner_state
         server.status = Server.Status.PENDING
-        server.started_at = server.started_at or timezone.now()
-        server.save(update_fields=["status", "started_at", "updated_at"])
-    return server, leftover
+        server.started_at = server.started_at or now
+        server.start_lease_until = now + START_LEASE
+        server.save(update_fields=["status", "started_at", "start_lease_until", "updated_at"])
+    return _StartClaim(
+        server=server, leftover=leftover, cancelled=server.stop_requested_at is not None
+    )
+
+
+def _start_heartbeat(server: Server) -> Callable[[dict[str, Any]], None]:
+    """What the start's watch loop calls every second with the spawner's current state.
+
+    It saves the state when it changed (the job id or pid exists long before the start
+    returns) and renews the start lease every START_LEASE_RENEW_EVERY.
+    """
+    last: dict[str, Any] = {"state": server.spawner_state, "renewed_at": timezone.now()}
+
+    def beat(state: dict[str, Any]) -> None:
+        now = timezone.now()
+        fields: dict[str, Any] = {}
+        if state != last["state"]:
+            fields["spawner_state"] = state
+        if now - last["renewed_at"] >= START_LEASE_RENEW_EVERY:
+            fields["start_lease_until"] = now + START_LEASE
+        if not fields:
+            return
+        Server.objects.filter(pk=server.pk, status=Server.Status.PENDING).update(
+            **fields, updated_at=now
+        )
+        last["state"] = state
+        if "start_lease_until" in fields:
+            last["renewed_at"] = now
+
+    return beat
 
 
 def _start_succeeded(*, server_id: int, address: str, state: dict[str, Any]) -> bool:
@@ -350,6 +415,7 @@ def _start_succeeded(*, server_id: int, address: str, state: dict[str, Any]) -> 
         server.ready_at = now
         server.last_poll_at = now
         server.spawner_state = state
+        server.start_lease_until = None
         runtime = server.flavor.runtime if server.flavor is not None else None
         server.end_at = now + runtime if runtime else None
         if server.address_via_callback and server.address_sent_at is None:
@@ -366,13 +432,41 @@ def _stop_requested(server_id: int) -> bool:
     return server is None or server.stop_requested_at is not None or not server.is_active
 
 
-def _stop_leftover(server: Server, state: dict[str, Any]) -> None:
-    """Stop what an earlier, crashed attempt of a start left behind."""
+def _stop_leftover(server: Server, state: dict[str, Any]) -> bool:
+    """Stop what an earlier, crashed attempt of a start left behind; False if that failed."""
     try:
         runner = SpawnerRunner(replace(ServerSpec.from_server(server), state=state))
         _run(runner.stop, now=True)
     except Exception:
         log.exception("Could not stop what an earlier start of server %s left", server.pk)
+        return False
+    return True
+
+
+def _hand_over_to_stop_task(*, server_id: int, state: dict[str, Any], error: str = "") -> None:
+    """A start's spawner made something that must not stay, and stopping it failed.
+
+    The server keeps that state and becomes STOPPING; the stop task retries with back-off
+    and, if it gives up, fails the server and logs it for the administrators.
+    """
+    with transaction.atomic():
+        server = _locked(server_id)
+        if server is None or not server.is_active:
+            log.error(
+                "Server %s ended meanwhile, but its spawner state %s may still run: stop it "
+                "by hand",
+                server_id,
+                state,
+            )
+            return
+        server.status = Server.Status.STOPPING
+        server.spawner_state = state
+        server.stop_requested_at = server.stop_requested_at or timezone.now()
+        server.start_lease_until = None
+        if error:
+            server.error = error
+        server.save()
+        _queue_task("server_stop_task", server.outpost, server.pk)
 
 
 def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
@@ -381,14 +475,21 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
     Progress steps become SpawnEvents forwarded to the Hub. A stop asked for meanwhile
     cancels the start and stops whatever the spawner made; so does the Outpost's start
     timeout. Spawner errors fail the start with a text safe for users; the traceback is
-    logged.
+    logged. A copy of this task finding the start owned by a live attempt does nothing;
+    one finding it left by a dead attempt stops what that attempt made, then starts again
+    (or ends the server, if a stop was asked for).
     """
     claim = _start_claim(server_id)
     if claim is None:
         return
-    server, leftover = claim
-    if leftover:
-        _stop_leftover(server, leftover)
+    server = claim.server
+    if claim.leftover and not _stop_leftover(server, claim.leftover):
+        _hand_over_to_stop_task(server_id=server_id, state=claim.leftover)
+        return
+    if claim.cancelled:
+        log.info("Start of server %s cancelled by a stop", server_id)
+        server_mark_stopped(server_id=server_id, exit_code=0)
+        return
     try:
         runner = SpawnerRunner.for_server(server)
         tls = TLSMaterial.from_token(tls_token)
@@ -409,15 +510,22 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         tls=tls,
         on_progress=sync_to_async(record_progress),
         stop_requested=sync_to_async(lambda: _stop_requested(server_id)),
+        heartbeat=sync_to_async(_start_heartbeat(server)),
         timeout=timeout,
     )
     if result.outcome == StartOutcome.RUNNING:
-        if _start_succeeded(server_id=server_id, address=result.address, state=runner.get_state()):
+        state = runner.get_state()
+        if _start_succeeded(server_id=server_id, address=result.address, state=state):
             log.info("Server %s is running at %s", server_id, result.address)
             return
         # Stopped or failed while the spawner was busy: what it made must not stay.
         log.info("Server %s started but a stop was asked for meanwhile; stopping it", server_id)
-        _run(runner.stop, now=True)
+        try:
+            _run(runner.stop, now=True)
+        except Exception:
+            log.exception("Could not stop server %s after its start; handing over", server_id)
+            _hand_over_to_stop_task(server_id=server_id, state=state)
+            return
         server_mark_stopped(server_id=server_id, exit_code=0)
     elif result.outcome == StartOutcome.CANCELLED:
         log.info("Start of server %s cancelled by a stop", server_id)
@@ -437,8 +545,9 @@ def server_stop_run(*, server_id: int) -> None:
     """Stop a running (or unknown, or stopping) server through its spawner's saved state.
 
     A server whose start has not begun ends at once; one whose start is under way is
-    cancelled by its start task. Raises SpawnerFailed when the spawner cannot stop it (the
-    task retries).
+    cancelled by its start task, unless that task died (its lease ran out): then this task
+    stops what it left. Raises SpawnerFailed when the spawner cannot stop it (the task
+    retries).
     """
     with transaction.atomic():
         server = _locked(server_id)
@@ -447,12 +556,15 @@ def server_stop_run(*, server_id: int) -> None:
         if server.status == Server.Status.REQUESTED:
             server_mark_stopped(server_id=server_id, exit_code=0)
             return
-        if server.status == Server.Status.PENDING:
+        if server.status == Server.Status.PENDING and _lease_live(server, timezone.now()):
             return  # the start task sees stop_requested_at and cancels
         if server.status != Server.Status.STOPPING:
             server.status = Server.Status.STOPPING
             server.stop_requested_at = server.stop_requested_at or timezone.now()
-            server.save(update_fields=["status", "stop_requested_at", "updated_at"])
+            server.start_lease_until = None
+            server.save(
+                update_fields=["status", "stop_requested_at", "start_lease_until", "updated_at"]
+            )
     try:
         runner = SpawnerRunner.for_server(server)
         _run(runner.stop)
@@ -464,8 +576,19 @@ def server_stop_run(*, server_id: int) -> None:
 
 
 def server_stop_gave_up(*, server_id: int) -> None:
+    """Every retry of a stop failed: the server may still run on its system.
+
+    Logged at ERROR for the Outpost's administrators (alerting hooks on the log); the
+    server fails so its capacity is not held forever.
+    """
+    log.error(
+        "Server %s could not be stopped after every retry; its job or process may still run "
+        "on the Outpost's system and must be stopped by hand",
+        server_id,
+    )
     server_mark_failed(
-        server_id=server_id, error="The server could not be stopped; an administrator was told."
+        server_id=server_id,
+        error="The server could not be stopped; ask the Outpost's administrators.",
     )
 
 
@@ -516,24 +639,50 @@ def _server_polled(*, server_id: int, result: Any) -> None:
     server_mark_stopped(server_id=server_id, exit_code=int(result))
 
 
-def _starts_past_timeout(outpost: Outpost) -> list[Server]:
+def _starts_past_timeout(outpost: Outpost) -> list[int]:
     now = timezone.now()
-    # The start task enforces the timeout itself; this catches starts whose task is gone.
+    # The start task enforces the timeout itself; this catches starts whose task is gone,
+    # i.e. whose lease ran out too.
     cutoff = now - outpost.start_timeout - timedelta(seconds=settings.RECONCILE_INTERVAL)
     return list(
         Server.objects.filter(
             outpost=outpost, status__in=[Server.Status.REQUESTED, Server.Status.PENDING]
-        ).filter(Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff))[
-            : settings.RECONCILE_BATCH_SIZE
-        ]
+        )
+        .filter(Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff))
+        .filter(Q(start_lease_until__isnull=True) | Q(start_lease_until__lt=now))
+        .values_list("pk", flat=True)[: settings.RECONCILE_BATCH_SIZE]
     )
 
 
-def _stop_or_retry_later(server: Server) -> None:
-    try:
-        server_stop_run(server_id=server.pk)
-    except SpawnerFailed:
-        _queue_task("server_stop_task", server.outpost, server.pk)  # retried with back-off
+def _start_take_over(server_id: int) -> Server | None:
+    """Take the start lease of a start whose task is gone; None if someone else holds it.
+
+    One conditional UPDATE: of a redelivered start task and the reconciler, one wins.
+    """
+    now = timezone.now()
+    taken = (
+        Server.objects.filter(
+            pk=server_id, status__in=[Server.Status.REQUESTED, Server.Status.PENDING]
+        )
+        .filter(Q(start_lease_until__isnull=True) | Q(start_lease_until__lt=now))
+        .update(start_lease_until=now + START_LEASE, updated_at=now)
+    )
+    if not taken:
+        return None
+    return Server.objects.select_related("outpost", "flavor", "hub").get(pk=server_id)
+
+
+def _start_timed_out(*, server_id: int) -> None:
+    """Fail a start whose task is gone, stopping first what it left behind."""
+    server = _start_take_over(server_id)
+    if server is None:
+        return
+    minutes = server.outpost.start_timeout.total_seconds() / 60
+    error = f"The server did not start within {minutes:g} minutes."
+    if server.spawner_state and not _stop_leftover(server, server.spawner_state):
+        _hand_over_to_stop_task(server_id=server.pk, state=server.spawner_state, error=error)
+        return
+    server_mark_failed(server_id=server.pk, error=error)
 
 
 def _stops_lost(outpost: Outpost) -> list[Server]:
@@ -543,53 +692,73 @@ def _stops_lost(outpost: Outpost) -> list[Server]:
     return list(
         Server.objects.filter(
             outpost=outpost, status=Server.Status.STOPPING, stop_requested_at__lt=cutoff
-        )
-        .select_related("outpost", "flavor")
-        .order_by("stop_requested_at")[: settings.RECONCILE_BATCH_SIZE]
+        ).order_by("stop_requested_at")[: settings.RECONCILE_BATCH_SIZE]
     )
 
 
-def outpost_reconcile_run(*, outpost_id: int) -> None:
-    """One reconciler round for an Outpost.
+def _stop_requeue(server: Server) -> None:
+    """Queue a lost stop again, once: stop_requested_at moves on, so the next rounds wait
+    another STOP_TASK_LOST_AFTER for this stop task before they call it lost."""
+    now = timezone.now()
+    bumped = Server.objects.filter(
+        pk=server.pk, status=Server.Status.STOPPING, stop_requested_at=server.stop_requested_at
+    ).update(stop_requested_at=now, updated_at=now)
+    if bumped:
+        log.warning("The stop of server %s never finished; queueing it again", server.pk)
+        _queue_task("server_stop_task", server.outpost, server.pk)
 
-    Fails starts that outlived the start timeout (stopping what they left), stops again
-    servers whose stop task was lost, stops servers past their runtime, polls due servers in
-    a batch and records exits; a server whose system cannot be asked becomes unknown and is
-    ended only after the Outpost's grace.
+
+def _reconcile_lease_take(outpost_id: int) -> datetime | None:
+    """Own the Outpost's reconciler round until the returned time; None if another round
+    does. Rounds are queued every RECONCILE_INTERVAL and workers run several tasks at once,
+    so without it two rounds could poll, stop or fail the same servers twice."""
+    now = timezone.now()
+    until = now + RECONCILE_LEASE
+    taken = (
+        Outpost.objects.filter(pk=outpost_id)
+        .filter(Q(reconcile_lease_until__isnull=True) | Q(reconcile_lease_until__lt=now))
+        .update(reconcile_lease_until=until)
+    )
+    return until if taken else None
+
+
+def outpost_reconcile_run(*, outpost_id: int) -> None:
+    """One reconciler round for an Outpost, unless another round of it is running.
+
+    Fails starts that outlived the start timeout and their task (stopping what they left),
+    queues again stops whose task was lost, asks servers past their runtime to stop (their
+    stop task stops them), polls due servers in a batch and records exits; a server whose
+    system cannot be asked becomes unknown and is ended only after the Outpost's grace.
     """
-    outpost = Outpost.objects.filter(pk=outpost_id).first()
-    if outpost is None:
+    lease = _reconcile_lease_take(outpost_id)
+    if lease is None:
+        log.info("Outpost %s: another reconciler round is running; skipping", outpost_id)
         return
-    for server in _starts_past_timeout(outpost):
-        if server.spawner_state:
-            _stop_leftover(server, server.spawner_state)
-        minutes = outpost.start_timeout.total_seconds() / 60
-        server_mark_failed(
-            server_id=server.pk, error=f"The server did not start within {minutes:g} minutes."
+    try:
+        outpost = Outpost.objects.get(pk=outpost_id)
+        _reconcile(outpost)
+    finally:
+        # Only our own lease: one that ran out may already be another round's.
+        Outpost.objects.filter(pk=outpost_id, reconcile_lease_until=lease).update(
+            reconcile_lease_until=None
         )
 
+
+def _reconcile(outpost: Outpost) -> None:
+    for server_id in _starts_past_timeout(outpost):
+        _start_timed_out(server_id=server_id)
+
     for server in _stops_lost(outpost):
-        log.warning("The stop of server %s never finished; stopping it again", server.pk)
-        _stop_or_retry_later(server)
+        _stop_requeue(server)
 
     expired = Server.objects.filter(
         outpost=outpost,
         status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN],
         end_at__lte=timezone.now(),
-    ).select_related("outpost", "flavor")[: settings.RECONCILE_BATCH_SIZE]
+    )[: settings.RECONCILE_BATCH_SIZE]
     for server in expired:
         log.info("Server %s reached the end of its runtime; stopping it", server.pk)
-        with transaction.atomic():
-            locked = _locked(server.pk)
-            if locked is None or locked.status not in (
-                Server.Status.RUNNING,
-                Server.Status.UNKNOWN,
-            ):
-                continue
-            locked.stop_requested_at = locked.stop_requested_at or timezone.now()
-            locked.status = Server.Status.STOPPING
-            locked.save(update_fields=["stop_requested_at", "status", "updated_at"])
-        _stop_or_retry_later(server)
+        server_stop(server=server)
 
     due = list(
         servers_due_for_poll(outpost=outpost, limit=settings.RECONCILE_BATCH_SIZE).select_related(

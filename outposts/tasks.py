@@ -48,8 +48,6 @@ def server_stop_task(self: Task, server_id: int) -> None:
 @shared_task
 def servers_reconcile() -> None:
     """Beat: one reconciler round per Outpost, each on that Outpost's queue."""
-    from outposts.tasks import outpost_reconcile
-
     for outpost in Outpost.objects.all():
         # A round older than the interval is superseded by the next one: let it expire
         # rather than pile up on a queue no worker serves.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import requests
 from django.utils import timezone
 
 from outposts import tasks
-from outposts.models import Server
+from outposts.models import Outpost, Server
 from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
 from tests.factories import ServerFactory
 
@@ -94,13 +95,41 @@ def test_a_running_server_stays_running_and_its_poll_time_moves(running):
     assert server.last_poll_at > before
 
 
-def test_a_server_past_its_runtime_is_stopped(running, hub_client):
+@pytest.fixture
+def queued_stops(monkeypatch, django_capture_on_commit_callbacks):
+    """Run ``round()`` and return the stop tasks it queued, as (args, queue).
+
+    A test's transaction never commits, so the on-commit callbacks are run by hand and the
+    broker send is recorded instead; the test then runs the task itself.
+    """
+    task = tasks.server_stop_task._get_current_object()
+
+    def run(round_: Callable[[], None]) -> list[tuple[tuple, str]]:
+        sent: list[tuple[tuple, str]] = []
+        monkeypatch.setattr(
+            task, "apply_async", lambda args, queue, **kw: sent.append((tuple(args), queue))
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            round_()
+        return sent
+
+    return run
+
+
+def test_a_server_past_its_runtime_is_stopped(running, hub_client, queued_stops):
     # given
     server = running()
     pid = server.spawner_state["pid"]
     Server.objects.filter(pk=server.pk).update(end_at=timezone.now() - timedelta(seconds=1))
     # when
-    tasks.outpost_reconcile(server.outpost_id)
+    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    # then the round asked for the stop and queued it on the Outpost's queue
+    server.refresh_from_db()
+    assert server.status == Server.Status.STOPPING
+    assert server.stop_requested_at is not None
+    assert sent == [((server.pk,), server.outpost.celery_queue)]
+    # and when the stop task runs
+    tasks.server_stop_task(*sent[0][0])
     # then
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
@@ -108,22 +137,42 @@ def test_a_server_past_its_runtime_is_stopped(running, hub_client):
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 0
 
 
-def test_a_start_whose_task_is_gone_fails_after_the_start_timeout_and_is_cleaned_up(
-    running, hub_client
-):
-    # given a server left pending (its worker died) with a real process behind it
+def test_a_round_does_nothing_while_another_round_of_the_outpost_runs(running, queued_stops):
+    # given a server past its runtime, and another round holding the Outpost's lease
     server = running()
-    pid = server.spawner_state["pid"]
-    long_ago = timezone.now() - server.outpost.start_timeout - timedelta(minutes=5)
-    Server.objects.filter(pk=server.pk).update(status=Server.Status.PENDING, started_at=long_ago)
+    Server.objects.filter(pk=server.pk).update(end_at=timezone.now() - timedelta(seconds=1))
+    Outpost.objects.filter(pk=server.outpost_id).update(
+        reconcile_lease_until=timezone.now() + timedelta(minutes=1)
+    )
     # when
-    tasks.outpost_reconcile(server.outpost_id)
+    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
     # then
-    server.refresh_from_db()
-    assert server.status == Server.Status.FAILED
-    assert "did not start within 10 minutes" in server.error
-    assert not pid_alive(pid)
-    assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 1
+    assert sent == []
+    assert Server.objects.get(pk=server.pk).status == Server.Status.RUNNING
+    # and once that lease ran out (its round died), a round acts and releases the lease
+    Outpost.objects.filter(pk=server.outpost_id).update(
+        reconcile_lease_until=timezone.now() - timedelta(seconds=1)
+    )
+    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    assert sent == [((server.pk,), server.outpost.celery_queue)]
+    assert Outpost.objects.get(pk=server.outpost_id).reconcile_lease_until is None
+
+
+def test_a_start_past_its_timeout_whose_task_is_alive_is_left_to_it(outpost, hub):
+    # given a start past the timeout whose task still renews its lease (it is cancelling)
+    # (a start whose worker died is cleaned up: tests/e2e/test_recovery.py)
+    long_ago = timezone.now() - outpost.start_timeout - timedelta(minutes=5)
+    server = ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        status=Server.Status.PENDING,
+        started_at=long_ago,
+        start_lease_until=timezone.now() + timedelta(minutes=1),
+    )
+    # when
+    tasks.outpost_reconcile(outpost.pk)
+    # then
+    assert Server.objects.get(pk=server.pk).status == Server.Status.PENDING
 
 
 def test_a_request_no_worker_ever_took_fails_after_the_start_timeout(outpost, hub):
@@ -206,16 +255,21 @@ def _get(url: str):
     return response.json() if response.status_code == 200 else None
 
 
-def test_a_stop_whose_task_was_lost_is_carried_out_by_the_reconciler(running):
+def test_a_stop_whose_task_was_lost_is_queued_again_once(running, queued_stops):
     # given a running server marked stopping long ago, its stop task lost
     server = running()
     pid = server.spawner_state["pid"]
     Server.objects.filter(pk=server.pk).update(
         status=Server.Status.STOPPING, stop_requested_at=timezone.now() - timedelta(hours=1)
     )
-    # when
-    tasks.outpost_reconcile(server.outpost_id)
-    # then the process is gone and the server stopped
+    # when two rounds run
+    first = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    second = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    # then the stop was queued again once, not every round
+    assert first == [((server.pk,), server.outpost.celery_queue)]
+    assert second == []
+    # and when it runs, the process is gone and the server stopped
+    tasks.server_stop_task(*first[0][0])
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
     assert not pid_alive(pid)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import pwd
+import signal
 import threading
 from datetime import timedelta
 
 import pytest
 import redis
 import requests
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from jupyterhub.spawner import SimpleLocalProcessSpawner
 
 from outposts import services, tasks
 from outposts.models import Server
+from outposts.runner import SpawnerRunner
 from outposts.services import StartRequest
-from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
+from tests.e2e.support import FakeHub, fake_hub, pid_alive, serve_config, wait_for  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 
 
@@ -230,14 +236,150 @@ def test_a_name_that_is_no_local_account_starts(db, home, stopper):
     assert wait_for(lambda: _get(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
-def test_tasks_tolerate_a_deleted_server(db):
-    # when / then: nothing raises
-    tasks.server_start_task(987654)
-    tasks.server_stop_task(987654)
-    tasks.hub_forward_event(987654)
-    tasks.hub_setup_tunnel(987654)
-    tasks.hub_flavor_update(987654)
-    tasks.outpost_reconcile(987654)
+def leftover_of_a_dead_attempt(home, **kwargs) -> tuple[Server, int]:
+    """A pending server whose start attempt died after its spawner started a real process
+    and its heartbeat saved the state; its start lease has run out."""
+    server = new_server(home, **kwargs)
+    runner = SpawnerRunner.for_server(server)
+    asyncio.run(runner.start())
+    Server.objects.filter(pk=server.pk).update(
+        status=Server.Status.PENDING,
+        started_at=timezone.now() - timedelta(seconds=150),
+        spawner_state=runner.get_state(),
+        start_lease_until=timezone.now() - timedelta(seconds=30),
+    )
+    server.refresh_from_db()
+    return server, server.spawner_state["pid"]
+
+
+@pytest.fixture
+def killer():
+    """Pids a test may leave behind; killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_redelivered_start_leaves_an_attempt_that_holds_the_lease_alone(db, home, stopper):
+    # given a start whose first attempt still runs and renews its lease (Redis redelivers a
+    # task that runs longer than its visibility timeout)
+    server = new_server(home)
+    stopper.append(server.pk)
+    Server.objects.filter(pk=server.pk).update(
+        status=Server.Status.PENDING,
+        started_at=timezone.now(),
+        start_lease_until=timezone.now() + timedelta(minutes=1),
+    )
+    # when the redelivered copy runs
+    tasks.server_start_task(server.pk)
+    # then it started no second spawner
+    server.refresh_from_db()
+    assert server.status == Server.Status.PENDING
+    assert "Starting the server." not in messages(server)
+    assert not (home / "olga").exists()
+
+
+def test_a_redelivered_start_after_the_lease_ran_out_stops_the_leftover_and_starts_again(
+    db, home, stopper, killer
+):
+    # given
+    server, old_pid = leftover_of_a_dead_attempt(home)
+    killer.append(old_pid)
+    stopper.append(server.pk)
+    # when the redelivered task runs
+    tasks.server_start_task(server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING
+    assert not pid_alive(old_pid)
+    assert server.spawner_state["pid"] != old_pid
+    assert server.start_lease_until is None
+    assert wait_for(lambda: _get(f"http://{server.address}/user/olga/"))["user"] == "olga"
+
+
+def test_a_dead_start_with_a_stop_asked_for_is_stopped_not_started_again(db, home, killer):
+    # given
+    server, old_pid = leftover_of_a_dead_attempt(home)
+    killer.append(old_pid)
+    Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
+    # when the redelivered task runs
+    tasks.server_start_task(server.pk)
+    # then what the dead attempt made is stopped, and no new start was made
+    server.refresh_from_db()
+    assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
+    assert not pid_alive(old_pid)
+    assert "Starting the server." not in messages(server)
+
+
+def _ask_for_a_stop(user_name: str) -> None:
+    Server.objects.filter(user_name=user_name).update(stop_requested_at=timezone.now())
+
+
+class StopAskedWhileStartingSpawner(SimpleLocalProcessSpawner):
+    """A stop is asked for just before start() returns, and the system refuses stops."""
+
+    async def start(self):
+        result = await super().start()
+        # The Hub's DELETE landing between the start's last check and its end.
+        await sync_to_async(_ask_for_a_stop)(self.user.name)
+        return result
+
+    async def stop(self, now=False):
+        raise RuntimeError("the system refuses the stop")
+
+
+def test_a_start_that_must_not_stay_and_cannot_be_stopped_goes_to_the_stop_task(
+    db, home, killer, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given
+    server = new_server(
+        home, spawner_class="tests.outposts.test_tasks.StopAskedWhileStartingSpawner"
+    )
+    sent: list[tuple] = []
+    monkeypatch.setattr(
+        tasks.server_stop_task._get_current_object(),
+        "apply_async",
+        lambda args, queue, **kwargs: sent.append((tuple(args), queue)),
+    )
+    # when (its on-commit sends run by hand: a test's transaction never commits)
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.server_start_task(server.pk)
+    # then the server is not left pending: it is stopping, with the state to stop it from,
+    # and its stop task (which retries, then tells the administrators) is queued
+    server.refresh_from_db()
+    killer.append(server.spawner_state["pid"])
+    assert server.status == Server.Status.STOPPING
+    assert pid_alive(server.spawner_state["pid"])
+    assert sent == [((server.pk,), server.outpost.celery_queue)]
+
+
+def test_a_stop_that_never_succeeds_fails_the_server_and_logs_an_error(db, caplog):
+    # given
+    server = ServerFactory(status=Server.Status.STOPPING, stop_requested_at=timezone.now())
+    # when every retry of its stop task failed
+    services.server_stop_gave_up(server_id=server.pk)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert server.error == "The server could not be stopped; ask the Outpost's administrators."
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"Server {server.pk} could not be stopped" in record.getMessage()
+
+
+def test_tasks_tolerate_a_deleted_server(db, fake_hub, django_capture_on_commit_callbacks):  # noqa: F811
+    # when
+    with django_capture_on_commit_callbacks() as callbacks:
+        tasks.server_start_task(987654)
+        tasks.server_stop_task(987654)
+        tasks.hub_forward_event(987654)
+        tasks.hub_setup_tunnel(987654)
+        tasks.hub_flavor_update(987654)
+        tasks.outpost_reconcile(987654)
+    # then nothing raised, nothing was queued and no Hub was called
+    assert callbacks == []
+    assert fake_hub.calls == []
 
 
 @pytest.fixture
