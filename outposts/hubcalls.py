@@ -66,7 +66,8 @@ def hub_post(*, url: str, token: str, body: Mapping[str, Any]) -> None:
     """POST ``body`` as JSON to a Hub URL.
 
     Raises HubUnreachable on connection errors, timeouts and 5xx; HubRefused on other
-    non-2xx answers.
+    non-2xx answers, redirects included (they are never followed). Callers check the URL
+    first (services.hub_callback_url).
     """
     try:
         response = requests.post(
@@ -75,6 +76,8 @@ def hub_post(*, url: str, token: str, body: Mapping[str, Any]) -> None:
             headers=make_headers(token=token),
             timeout=settings.HUB_CALL_TIMEOUT,
             verify=settings.HUB_CALL_VERIFY,
+            # The URL was checked against the Hub's prefixes; a redirect could lead anywhere.
+            allow_redirects=False,
         )
     except requests.RequestException as error:
         raise HubUnreachable(f"{url}: {error.__class__.__name__}: {error}") from error

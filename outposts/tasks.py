@@ -14,10 +14,9 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from flavors.selectors import flavor_list_for_hub
 from outposts import hubcalls, services
 from outposts.errors import SpawnerFailed
-from outposts.models import Outpost, Server, SpawnEvent
+from outposts.models import Outpost
 
 log = logging.getLogger(__name__)
 
@@ -73,60 +72,16 @@ HUB_CALL_RETRY = {
 @shared_task(**HUB_CALL_RETRY)
 def hub_forward_event(event_id: int) -> None:
     """POST a progress event to the Hub's events URL; a Hub that refuses it is only logged."""
-    event = SpawnEvent.objects.select_related("server").filter(pk=event_id).first()
-    if event is None:
-        return
-    env = event.server.env or {}
-    url, token = env.get("JUPYTERHUB_EVENTS_URL"), env.get("JUPYTERHUB_API_TOKEN", "")
-    if not url:
-        return
-    try:
-        hubcalls.send_event(
-            url=url,
-            token=token,
-            progress=event.progress,
-            message=event.message,
-            failed=event.failed,
-        )
-    except hubcalls.HubRefused as error:
-        log.warning("Hub refused event %s of server %s: %s", event.pk, event.server_id, error)
+    services.hub_event_send(event_id=event_id)
 
 
 @shared_task(**HUB_CALL_RETRY)
 def hub_setup_tunnel(server_id: int) -> None:
     """Tell a Hub that got no address in its start answer where the server listens."""
-    server = Server.objects.filter(pk=server_id).first()
-    if server is None or server.status != Server.Status.RUNNING or not server.address:
-        return
-    env = server.env or {}
-    url = env.get("JUPYTERHUB_SETUPTUNNEL_URL")
-    if not url:
-        log.warning("Server %s: the Hub waits for its address but sent no set-up URL", server_id)
-        return
-    try:
-        hubcalls.send_setup_tunnel(
-            url=url, token=env.get("JUPYTERHUB_API_TOKEN", ""), address=server.address
-        )
-    except hubcalls.HubRefused as error:
-        log.warning("Hub refused the address of server %s: %s", server_id, error)
+    services.hub_address_send(server_id=server_id)
 
 
 @shared_task(**HUB_CALL_RETRY)
 def hub_flavor_update(server_id: int) -> None:
     """Send a Hub its flavors with current counts, after a server started or ended."""
-    server = Server.objects.select_related("hub", "outpost").filter(pk=server_id).first()
-    if server is None:
-        return
-    env = server.env or {}
-    url = env.get("JUPYTERHUB_FLAVORS_UPDATE_URL")
-    token = env.get("JUPYTERHUB_FLAVORS_UPDATE_TOKEN") or server.hub.flavors_update_token
-    if not url or not token:
-        return
-    try:
-        hubcalls.send_flavor_update(
-            url=url,
-            token=str(token),
-            flavors=flavor_list_for_hub(hub=server.hub, outpost=server.outpost),
-        )
-    except hubcalls.HubRefused as error:
-        log.warning("Hub %s refused a flavor update: %s", server.hub.name, error)
+    services.hub_flavors_send(server_id=server_id)

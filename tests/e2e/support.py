@@ -149,6 +149,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.calls: list[HubCall] = []
         self.status_for: dict[str, int] = {}  # path prefix -> answer status of a POST
+        self.redirect_for: dict[str, str] = {}  # path prefix -> Location of a 307 answer
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -167,6 +168,15 @@ class FakeHub:
                         body=json.loads(raw) if raw else None,
                     )
                 )
+                location = next(
+                    (u for p, u in hub.redirect_for.items() if self.path.startswith(p)), None
+                )
+                if location is not None:
+                    self.send_response(307)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = next(
                     (s for p, s in hub.status_for.items() if self.path.startswith(p)), 204
                 )

@@ -146,3 +146,45 @@ def test_a_hub_that_is_down_is_retried(server):
     with pytest.raises(hubcalls.HubUnreachable):
         tasks.hub_forward_event(event.pk)
     assert tasks.hub_forward_event.max_retries >= 3
+
+
+def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub, hub, caplog):  # noqa: F811
+    # given a Hub whose admin allows calls under its API only, and a request whose env
+    # points the portal elsewhere (an internal service, here another path of the same host)
+    hub.callback_url_prefixes = [f"{fake_hub.url}/hub/api/"]
+    hub.save()
+    env = dict(
+        server.env,
+        JUPYTERHUB_EVENTS_URL=f"{fake_hub.url}/internal/admin/events",
+        JUPYTERHUB_SETUPTUNNEL_URL=f"{fake_hub.url}/hub/api/../../internal/tunnel",
+        JUPYTERHUB_FLAVORS_UPDATE_URL=f"file://{fake_hub.url}/hub/api/outpostflavors/local",
+    )
+    Server.objects.filter(pk=server.pk).update(env=env)
+    # when
+    tasks.hub_forward_event(SpawnEventFactory(server=server).pk)
+    tasks.hub_setup_tunnel(server.pk)
+    tasks.hub_flavor_update(server.pk)
+    # then
+    assert fake_hub.calls == []
+    assert "not under Hub hub1's callback prefixes" in caplog.text
+
+
+def test_a_callback_url_under_the_hubs_prefixes_is_called(server, fake_hub, hub):  # noqa: F811
+    # given
+    hub.callback_url_prefixes = [f"{fake_hub.url}/hub/api/"]
+    hub.save()
+    # when
+    tasks.hub_setup_tunnel(server.pk)
+    # then
+    assert len(fake_hub.posts("/hub/api/users/setuptunnel/olga/lab")) == 1
+
+
+def test_a_hub_redirect_is_not_followed(server, fake_hub, caplog):  # noqa: F811
+    # given a Hub URL that redirects elsewhere
+    fake_hub.redirect_for = {"/hub/api/users/progress": f"{fake_hub.url}/elsewhere"}
+    # when
+    tasks.hub_forward_event(SpawnEventFactory(server=server).pk)
+    # then
+    assert [call.path for call in fake_hub.calls] == ["/hub/api/users/progress/events/olga/lab"]
+    assert fake_hub.posts("/elsewhere") == []
+    assert "answered 307" in caplog.text
