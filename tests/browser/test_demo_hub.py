@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hubclient.jupyterhub_harness import alive, running_jupyterhub
+from tests.hubclient.jupyterhub_harness import alive, free_port, running_jupyterhub
 from tests.hubclient.live_portal import running_portal
 
 # django_db only makes pytest-django create the test database (see
@@ -45,6 +45,7 @@ def demo_outposts(home: Path) -> list[dict]:
     """demo/portal.yaml's Outposts, as scripts/demo applies them, servers' homes in ``home``."""
     text = (ROOT / "demo" / "portal.yaml").read_text()
     config = yaml.safe_load(text.replace("@VENV_BIN@", str(Path(sys.executable).parent)))
+    assert [hub["name"] for hub in config["hubs"]] == ["demo-hub"]
     for outpost in config["outposts"]:
         outpost["spawner_config"]["home_dir_template"] = str(home / "{username}")
     return config["outposts"]
@@ -58,6 +59,7 @@ def portal(tmp_path_factory, django_db_setup, django_db_blocker):
         django_db_blocker=django_db_blocker,
         outposts=demo_outposts(directory / "home"),
         hub_name="demo-hub",
+        hub_api_port=free_port(),
     ) as live:
         from django.contrib.auth import get_user_model
 
@@ -81,6 +83,7 @@ def hub(portal, tmp_path_factory):
             "DEMO_HUB_SECRET": portal.hub_secret,
             "DEMO_USER_PASSWORD": USER_PASSWORD,
         },
+        hub_port=portal.hub_api_port,
     ) as running:
         yield running
 

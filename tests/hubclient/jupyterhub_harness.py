@@ -262,12 +262,23 @@ def _wait_until_up(hub: RunningHub, timeout: float) -> None:
 
 
 def start_jupyterhub(
-    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None, timeout: float = 60
+    directory: Path,
+    *,
+    spawner_config: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    hub_port: int | None = None,
 ) -> RunningHub:
-    """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy."""
+    """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy.
+
+    ``hub_port``: the port of the Hub's own API (``http://127.0.0.1:<hub_port>/hub/api``,
+    the JUPYTERHUB_API_URL servers and the portal call), when it must be known beforehand.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "home").mkdir(exist_ok=True)
     ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
+    if hub_port is not None:
+        ports["hub"] = hub_port
     token = secrets.token_hex(24)
     _write_config(directory, ports=ports, token=token, spawner_config=spawner_config)
     process_env = dict(os.environ)
@@ -327,9 +338,13 @@ def stop_jupyterhub(hub: RunningHub, *, grace: float = 30) -> set[int]:
 
 @contextmanager
 def running_jupyterhub(
-    directory: Path, *, spawner_config: str, env: dict[str, str] | None = None
+    directory: Path,
+    *,
+    spawner_config: str,
+    env: dict[str, str] | None = None,
+    hub_port: int | None = None,
 ) -> Iterator[RunningHub]:
-    hub = start_jupyterhub(directory, spawner_config=spawner_config, env=env)
+    hub = start_jupyterhub(directory, spawner_config=spawner_config, env=env, hub_port=hub_port)
     try:
         yield hub
     finally:

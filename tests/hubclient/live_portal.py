@@ -84,6 +84,7 @@ class LivePortal:
     web: subprocess.Popen[bytes]
     beat: subprocess.Popen[bytes]
     hub_name: str = HUB_NAME
+    hub_api_port: int | None = None
     server_pids: set[int] = field(default_factory=set)
 
     def outpost_url(self, slug: str) -> str:
@@ -148,8 +149,13 @@ def running_portal(
     django_db_blocker: Any,
     outposts: list[dict[str, Any]],
     hub_name: str = HUB_NAME,
+    hub_api_port: int | None = None,
 ) -> Iterator[LivePortal]:
-    """Configure the test database (Outposts, flavors, one Hub) and run web and worker."""
+    """Configure the test database (Outposts, flavors, one Hub) and run web, worker and beat.
+
+    ``hub_api_port``: where the test's JupyterHub will serve its API; the portal may call
+    back (progress events, set-up tunnel, flavor updates) only under that Hub's API URL.
+    """
     from django.core.management import call_command
 
     from outposts.provisioning import config_apply
@@ -165,6 +171,9 @@ def running_portal(
                         "name": hub_name,
                         "secret": hub_secret,
                         "outposts": [outpost["slug"] for outpost in outposts],
+                        "callback_url_prefixes": (
+                            [f"http://127.0.0.1:{hub_api_port}/hub/api/"] if hub_api_port else []
+                        ),
                     }
                 ],
             }
@@ -246,6 +255,7 @@ def running_portal(
         web=web,
         beat=beat,
         hub_name=hub_name,
+        hub_api_port=hub_api_port,
     )
 
     def web_up() -> bool:

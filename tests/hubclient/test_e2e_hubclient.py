@@ -13,6 +13,7 @@ import pytest
 
 from tests.hubclient.jupyterhub_harness import (
     alive,
+    free_port,
     restart_jupyterhub,
     running_jupyterhub,
 )
@@ -47,7 +48,12 @@ def portal(tmp_path_factory, django_db_setup, django_db_blocker):
             start_delay=QUEUED_START_SECONDS,
         ),
     ]
-    with running_portal(directory, django_db_blocker=django_db_blocker, outposts=outposts) as live:
+    with running_portal(
+        directory,
+        django_db_blocker=django_db_blocker,
+        outposts=outposts,
+        hub_api_port=free_port(),
+    ) as live:
         yield live
 
 
@@ -77,6 +83,7 @@ def hub(portal, tmp_path_factory):
         directory,
         spawner_config=hubclient_config(portal),
         env={"OUTPOST_SECRET": portal.hub_secret},
+        hub_port=portal.hub_api_port,
     ) as running:
         yield running
 

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from tests.hubclient.jupyterhub_harness import alive, running_jupyterhub
+from tests.hubclient.jupyterhub_harness import alive, free_port, running_jupyterhub
 from tests.hubclient.live_portal import LivePortal, local_outpost, running_portal
 
 # django_db only makes pytest-django create the test database (see test_e2e_hubclient.py).
@@ -26,7 +26,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 def portal(tmp_path_factory, django_db_setup, django_db_blocker):
     directory = tmp_path_factory.mktemp("portal")
     outposts = [local_outpost("local", directory / "home")]
-    with running_portal(directory, django_db_blocker=django_db_blocker, outposts=outposts) as live:
+    with running_portal(
+        directory,
+        django_db_blocker=django_db_blocker,
+        outposts=outposts,
+        hub_api_port=free_port(),
+    ) as live:
         yield live
 
 
@@ -54,6 +59,7 @@ def hub(portal, tmp_path_factory):
         tmp_path_factory.mktemp("hub"),
         spawner_config=stock_spawner_config(portal),
         env={"OUTPOST_SECRET": portal.hub_secret},
+        hub_port=portal.hub_api_port,
     ) as running:
         yield running
 
