@@ -79,6 +79,7 @@ def production_env(database: str, pg_server: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "PORTAL_DEBUG": "0",
         "PORTAL_SECRET_KEY": secrets.token_urlsafe(50),
+        "PORTAL_CREDENTIAL_KEY": secrets.token_urlsafe(50),
         "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": f"{pg_server}/{database}",
         "CELERY_BROKER_URL": BROKER_URL,
