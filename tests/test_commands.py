@@ -235,17 +235,22 @@ def test_invalid_yaml_is_a_clear_error(tmp_path):
     assert "is not valid YAML" in str(error.value)
 
 
-def test_demo_config_applies(monkeypatch):
-    # when the demo's own configuration is applied with its Hub secret in the environment
+def test_demo_config_applies(monkeypatch, tmp_path):
+    # given the demo's own configuration, filled in as scripts/demo fills it in
     monkeypatch.setenv("DEMO_HUB_SECRET", "demo-secret")
-    out = StringIO()
-    call_command("apply_config", str(REPO / "demo" / "portal.yaml"), stdout=out)
-    # then it gives a local Outpost with two flavors and the demo Hub
+    text = (REPO / "demo" / "portal.yaml").read_text()
+    text = text.replace("@VENV_BIN@", "/opt/portal/.venv/bin")
+    text = text.replace("@HUB_API_URL@", "http://127.0.0.1:8081/hub/api/")
+    # when it is applied
+    apply(text, tmp_path)
+    # then it gives a local Outpost with two flavors and the demo Hub, called back on its API
     outpost = Outpost.objects.get(slug="local")
     assert outpost.flavors.count() == 2
+    assert outpost.spawner_config["cmd"] == ["/opt/portal/.venv/bin/jupyterhub-singleuser"]
     hub = Hub.objects.get(name="demo-hub")
     assert hub.outposts.get() == outpost
     assert hub.check_secret("demo-secret")
+    assert hub.allows_callback("http://127.0.0.1:8081/hub/api/users/progress/events/ada")
 
 
 def test_generate_secrets_prints_usable_fresh_values():
