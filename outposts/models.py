@@ -178,7 +178,11 @@ class Hub(models.Model):
 
     def allows_callback(self, url: str) -> bool:
         """Whether the portal may call ``url``, which the Hub named in a start request."""
-        if urlsplit(url).scheme not in ("http", "https"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            return False
+        # HTTP clients resolve "/hub/api/../../x" to "/x": a prefix check alone would pass it.
+        if {".", ".."} & set(parts.path.split("/")):
             return False
         return any(url.startswith(prefix) for prefix in self.callback_url_prefixes)
 

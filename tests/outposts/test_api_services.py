@@ -45,6 +45,24 @@ def test_async_start_answers_202_at_once(hub_client, outpost, path):
     assert (server.user_id, server.user_name) == ("1", "user1")
 
 
+@pytest.mark.parametrize(
+    "setup_tunnel_url, waits",
+    [("http://127.0.0.1:1/hub/api/users/setuptunnel/u", True), (None, False)],
+)
+def test_an_async_start_waits_for_a_set_up_tunnel_call_only_if_it_named_one(
+    hub_client, outpost, setup_tunnel_url, waits
+):
+    # given a start whose env names a set-up-tunnel URL (stock Hub) or none (our hubclient)
+    body = start_body()
+    body["env"].pop("JUPYTERHUB_SETUPTUNNEL_URL", None)
+    if setup_tunnel_url:
+        body["env"]["JUPYTERHUB_SETUPTUNNEL_URL"] = setup_tunnel_url
+    # when it starts in the background
+    start(hub_client, body)
+    # then the portal tells it the address later only if it asked where
+    assert Server.objects.get().address_via_callback is waits
+
+
 def test_start_id_moves_out_of_user_options_and_defaults_to_0(hub_client, outpost):
     outpost.allowed_user_options = ["image", "start_id"]
     outpost.save()

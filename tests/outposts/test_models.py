@@ -25,6 +25,7 @@ def test_callbacks_go_only_under_the_hubs_prefixes():
     assert not hub.allows_callback("https://hub.example.org.evil.net/hub/api/x")
     assert not hub.allows_callback("http://169.254.169.254/latest/meta-data/")
     assert not hub.allows_callback("file:///etc/passwd")
+    assert not hub.allows_callback("https://hub.example.org/hub/api/../../admin/x")
     assert not Hub(name="none").allows_callback("https://hub.example.org/hub/api/x")
 
 
