@@ -16,10 +16,13 @@ def flavor_list_for_hub(*, hub: Hub, outpost: Outpost) -> dict[str, dict[str, An
     """The flavors ``hub`` may use on ``outpost``, keyed by name, with how many are active.
 
     One query however many flavors and servers there are. Until Hub policies exist, a Hub
-    granted the Outpost may use all of its flavors.
+    granted the Outpost may use all of its flavors. A disabled Outpost offers none (a Hub then
+    shows no choice for it); a draining one still lists them while its servers wind down.
     """
-    from outposts.models import Server
+    from outposts.models import Outpost, Server
 
+    if outpost.state == Outpost.State.DISABLED:
+        return {}
     flavors = Flavor.objects.filter(outpost=outpost).annotate(
         current=Count("servers", filter=~Q(servers__status__in=Server.ENDED))
     )

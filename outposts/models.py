@@ -99,6 +99,17 @@ class Outpost(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: object, **kwargs: object) -> None:
+        # The reconciler's lease is written only by its own conditional UPDATE: a save of the
+        # settings (admin, apply_config) must not put back the value it read earlier.
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name != "reconcile_lease_until"
+            ]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
     @property
     def celery_queue(self) -> str:
         return self.queue or f"outpost.{self.slug}"

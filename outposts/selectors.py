@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 
-from flavors.selectors import flavor_list_for_hub
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
 
@@ -43,17 +40,6 @@ def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
     if slug is None:
         return outposts.filter(is_default=True).first()
     return outposts.filter(slug=slug).first()
-
-
-def outpost_flavors_for_hub(*, hub: Hub, outpost: Outpost) -> dict[str, dict[str, Any]]:
-    """What ``GET flavors`` answers: the Hub's flavors, none on a disabled Outpost.
-
-    A disabled Outpost offers nothing to start (a Hub then shows no choice for it); a
-    draining one still lists its flavors with their current counts while servers wind down.
-    """
-    if outpost.state == Outpost.State.DISABLED:
-        return {}
-    return flavor_list_for_hub(hub=hub, outpost=outpost)
 
 
 def server_list_for_hub(*, hub: Hub, outpost: Outpost) -> QuerySet[Server]:

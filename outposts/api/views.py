@@ -31,6 +31,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flavors.selectors import flavor_list_for_hub
 from outposts import selectors, services
 from outposts.api import serializers
 from outposts.api.exceptions import (
@@ -197,7 +198,7 @@ class FlavorsView(HubAPIView):
         responses={200: OpenApiTypes.OBJECT, **ERRORS},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response(selectors.outpost_flavors_for_hub(hub=self.hub, outpost=self.outpost))
+        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
 
 
 class UserFlavorsView(HubAPIView):
@@ -209,7 +210,7 @@ class UserFlavorsView(HubAPIView):
     def post(self, request: Request, **kwargs: Any) -> Response:
         serializers.AuthenticationSerializer(data=request.data).is_valid(raise_exception=True)
         # Per-user rules do not exist yet: every user of the Hub gets the Hub's flavors.
-        return Response(selectors.outpost_flavors_for_hub(hub=self.hub, outpost=self.outpost))
+        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
 
 
 # Waiting for a synchronous start or stop.

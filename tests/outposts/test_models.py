@@ -1,5 +1,7 @@
 """Rules that live on the models: they hold in the admin, the API and apply_config alike."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -60,3 +62,21 @@ def test_user_option_names_must_be_names():
 )
 def test_poll_status_is_null_while_active_then_the_exit_code(status, exit_code, expected):
     assert Server(status=status, exit_code=exit_code).poll_status == expected
+
+
+def test_saving_an_outposts_settings_keeps_the_reconcilers_lease():
+    # given an Outpost loaded for editing, then a reconciler round takes its lease
+    from django.utils import timezone
+
+    from outposts.models import Outpost
+
+    outpost = OutpostFactory(slug="cluster")
+    edited = Outpost.objects.get(pk=outpost.pk)
+    lease = timezone.now() + timedelta(minutes=5)
+    Outpost.objects.filter(pk=outpost.pk).update(reconcile_lease_until=lease)
+    # when the edited settings are saved
+    edited.name = "Renamed"
+    edited.save()
+    # then the name changed and the round still holds its lease
+    outpost.refresh_from_db()
+    assert (outpost.name, outpost.reconcile_lease_until) == ("Renamed", lease)
