@@ -8,7 +8,6 @@
 #   DEMO_HUB_SECRET      this Hub's secret at the portal (Hub record "demo-hub")
 #   DEMO_USER_PASSWORD   the password every demo user logs in with
 import os
-from importlib.util import find_spec
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -34,8 +33,5 @@ c.OutpostPortalSpawner.events_poll_interval = 1.0
 c.OutpostPortalSpawner.start_timeout = 120
 c.Spawner.http_timeout = 60
 
-# Where users land on their server. The project's venv has jupyter-server but no JupyterLab
-# (`.venv/bin/pip install jupyterlab` adds it; the Hub and the servers share that venv here).
-# Without it, land on a page of the server that makes the browser log in to it (a "not
-# found" page of the server itself); /user/<name>/api/status then shows the server's status.
-c.Spawner.default_url = "/lab" if find_spec("jupyterlab") else "/view/"
+# Users land in JupyterLab (requirements/dev.in; the Hub and the servers share the venv here).
+c.Spawner.default_url = "/lab"

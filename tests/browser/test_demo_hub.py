@@ -133,14 +133,14 @@ def test_a_user_starts_a_server_from_the_spawn_form_and_an_admin_finds_it(
     page.screenshot(path=str(tmp_path / "1-spawn-form.png"))
     page.click("form#spawn_form [type=submit]")
 
-    # then she lands on her running server (logged in to it), which reports its status
-    page.wait_for_url(f"{hub.url}/user/ada/**", timeout=90_000)
-    page.wait_for_load_state()
+    # then she lands in JupyterLab on her running server, which reports its status
+    page.wait_for_url(f"{hub.url}/user/ada/lab**", timeout=90_000)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    page.screenshot(path=str(tmp_path / "2-lab.png"))
+    assert (tmp_path / "2-lab.png").stat().st_size > 0
     page.goto(f"{hub.url}/user/ada/api/status")
-    page.screenshot(path=str(tmp_path / "2-server.png"))
     status = json.loads(page.inner_text("body"))
     assert "started" in status and "connections" in status, status
-    assert (tmp_path / "2-server.png").stat().st_size > 0
 
     # when the portal's admin looks at the servers
     admin = browser.new_page()
