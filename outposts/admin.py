@@ -374,16 +374,17 @@ class ServerAdmin(OutpostScopedAdmin):
     The encrypted env (it holds the server's API token) and spawner state are never shown.
     """
 
+    # What an admin scans for first comes first; the long start id last.
     list_display = [
         "user_name",
         "server_name",
-        "start_id",
+        "status",
+        "flavor",
         "outpost",
         "hub",
-        "flavor",
-        "status",
         "created_at",
         "end_at",
+        "start_id",
     ]
     list_filter = [
         ("outpost", admin.RelatedOnlyFieldListFilter),

@@ -30,6 +30,7 @@ from typing import Any
 
 import requests
 
+from outposts.management.commands.runportal import web_command
 from tests.e2e.support import _child_env, _stop_group
 from tests.hubclient.jupyterhub_harness import alive, descendants, free_port
 
@@ -214,17 +215,9 @@ def running_portal(
         start_new_session=True,
     )
     port = free_port()
+    # The web server as runportal (the demo) runs it: the admin with its static files.
     web = subprocess.Popen(
-        [
-            str(VENV_BIN / "uvicorn"),
-            "portal.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [*web_command("127.0.0.1", port, serve_static=True), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
         stdout=web_log,
