@@ -14,14 +14,4 @@ class FlavorAdmin(OutpostScopedAdmin):
     list_filter = [("outpost", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["outpost"]
     search_fields = ["name", "display_name"]
-    fields = [
-        "outpost",
-        "name",
-        "display_name",
-        "description",
-        "weight",
-        "max",
-        "max_per_user",
-        "runtime",
-        "resources",
-    ]
+    fields = ["outpost", *Flavor.SETTINGS]

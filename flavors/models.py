@@ -11,6 +11,18 @@ from django.db import models
 class Flavor(models.Model):
     """A resource size on one Outpost: caps on concurrent servers, a runtime, trait overrides."""
 
+    # What an admin sets, in the order forms show it: the admin and apply_config use these.
+    SETTINGS = (
+        "name",
+        "display_name",
+        "description",
+        "weight",
+        "max",
+        "max_per_user",
+        "runtime",
+        "resources",
+    )
+
     outpost = models.ForeignKey(
         "outposts.Outpost", on_delete=models.CASCADE, related_name="flavors"
     )

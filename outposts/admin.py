@@ -110,16 +110,7 @@ class OutpostScopedAdmin(admin.ModelAdmin):
 class FlavorInline(admin.TabularInline):
     model = Flavor
     extra = 0
-    fields = [
-        "name",
-        "display_name",
-        "description",
-        "weight",
-        "max",
-        "max_per_user",
-        "runtime",
-        "resources",
-    ]
+    fields = list(Flavor.SETTINGS)
 
     # The parent Outpost admin already checked the Outpost; these answer for its flavors.
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:

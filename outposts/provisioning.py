@@ -64,16 +64,7 @@ OUTPOST_FIELDS = {
     "unknown_grace",
     "flavors",
 }
-FLAVOR_FIELDS = {
-    "name",
-    "display_name",
-    "description",
-    "weight",
-    "max",
-    "max_per_user",
-    "runtime",
-    "resources",
-}
+FLAVOR_FIELDS = set(Flavor.SETTINGS)
 HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active", "callback_url_prefixes"}
 RUNTIME_UNITS = {"days", "hours", "minutes", "seconds"}
 
