@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 import requests
 
+from outposts.management.commands.runportal import worker_command
+
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,6 +129,15 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def json_if_up(url: str) -> Any:
+    """The JSON a server answers at ``url``, or None while it is not (yet) answering 200."""
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
 def get_json(url: str, **kwargs: Any) -> Any:
@@ -301,24 +312,12 @@ def celery_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
 
     def start(*queues: str) -> Worker:
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        names = ",".join(["celery", *queues])
+        # The production command line (runportal's), plus what a test run needs: a clean
+        # queue and a name of its own.
         cmd = [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "portal",
-            "worker",
-            "-Q",
-            names,
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
+            *worker_command(["celery", *queues]),
             "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
             "--purge",
-            "--loglevel",
-            "INFO",
             "--hostname",
             f"e2e-{uuid.uuid4().hex[:8]}@%h",
         ]

@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from outposts.management.commands.runportal import web_command
+from outposts.management.commands.runportal import web_command, worker_command
 from tests.e2e.support import _child_env, _stop_group
 from tests.hubclient.jupyterhub_harness import alive, descendants, free_port
 
@@ -189,22 +189,9 @@ def running_portal(
     beat_log = (directory / "beat.log").open("wb")
     worker = subprocess.Popen(
         [
-            str(VENV_BIN / "celery"),
-            "-A",
-            "portal",
-            "worker",
-            "-Q",
-            ",".join(queues),
-            "--pool",
-            "threads",
-            "--concurrency",
-            "6",
+            *worker_command(queues),
             "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
             "--purge",
-            "--loglevel",
-            "INFO",
             "--hostname",
             f"hubclient-e2e-{uuid.uuid4().hex[:8]}@%h",
         ],

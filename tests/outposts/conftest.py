@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: contract examples, shape checks, and requests as a Hub sends them."""
+"""Fixtures of the outposts tests: contract examples, shape checks, requests as a Hub sends
+them, and the admin's users."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
+
+from tests.factories import OutpostFactory, UserFactory
 
 CONTRACT_DIR = Path(__file__).resolve().parent.parent / "contract"
 BASE = "/outposts/local/"
@@ -94,3 +98,30 @@ def short_sync_wait(settings):
     """Synchronous starts and stops give up waiting quickly (no Celery worker runs here)."""
     settings.SYNC_WAIT_TIMEOUT = 0.3
     return settings
+
+
+# --- The admin's permission ladder ---------------------------------------------------------
+
+
+@pytest.fixture
+def two_outposts():
+    return OutpostFactory(slug="mine", name="My cluster"), OutpostFactory(
+        slug="theirs", name="Their cluster"
+    )
+
+
+@pytest.fixture
+def site_admin(client, two_outposts):
+    """A staff user holding the object permission on the first Outpost only, logged in."""
+    mine, _ = two_outposts
+    user = UserFactory(username="siteadmin", is_staff=True)
+    assign_perm("outposts.change_outpost", user, mine)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def superuser(client):
+    user = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user

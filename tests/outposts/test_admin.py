@@ -2,14 +2,12 @@
 
 import pytest
 from django.urls import reverse
-from guardian.shortcuts import assign_perm
 
 from outposts.models import Hub, HubAPIKey, Server
 from portal.crypto import credential_digest
 from tests.factories import (
     FlavorFactory,
     HubFactory,
-    OutpostFactory,
     ServerFactory,
     SpawnEventFactory,
     UserFactory,
@@ -20,30 +18,6 @@ pytestmark = pytest.mark.django_db
 
 def staff_user(**kwargs):
     return UserFactory(is_staff=True, **kwargs)
-
-
-@pytest.fixture
-def two_outposts():
-    return OutpostFactory(slug="mine", name="My cluster"), OutpostFactory(
-        slug="theirs", name="Their cluster"
-    )
-
-
-@pytest.fixture
-def site_admin(client, two_outposts):
-    """A staff user holding the object permission on the first Outpost only, logged in."""
-    mine, _ = two_outposts
-    user = staff_user(username="siteadmin")
-    assign_perm("outposts.change_outpost", user, mine)
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def superuser(client):
-    user = staff_user(username="root", is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 def test_anonymous_is_sent_to_the_login_page(client, two_outposts):

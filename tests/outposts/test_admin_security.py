@@ -3,36 +3,11 @@
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
-from guardian.shortcuts import assign_perm
 
 from outposts.models import Hub, HubAPIKey, Outpost
-from tests.factories import HubFactory, OutpostFactory, UserFactory
+from tests.factories import HubFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def two_outposts():
-    return OutpostFactory(slug="mine", name="My cluster"), OutpostFactory(
-        slug="theirs", name="Their cluster"
-    )
-
-
-@pytest.fixture
-def site_admin(client, two_outposts):
-    """A staff user holding the object permission on the first Outpost only, logged in."""
-    mine, _ = two_outposts
-    user = UserFactory(username="siteadmin", is_staff=True)
-    assign_perm("outposts.change_outpost", user, mine)
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def superuser(client):
-    user = UserFactory(username="root", is_staff=True, is_superuser=True)
-    client.force_login(user)
-    return user
 
 
 def outpost_form(outpost: Outpost, **changes: str) -> dict[str, str]:

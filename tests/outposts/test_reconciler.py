@@ -6,12 +6,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-import requests
 from django.utils import timezone
 
 from outposts import tasks
 from outposts.models import Outpost, Server
-from tests.e2e.support import FakeHub, pid_alive, serve_config, wait_for
+from tests.e2e.support import FakeHub, json_if_up, pid_alive, serve_config, wait_for
 from tests.factories import ServerFactory
 
 BASE = "/outposts/local/services"
@@ -70,7 +69,7 @@ def poll_due(server: Server) -> None:
 def test_a_server_whose_process_exits_is_reported_with_its_exit_status(running, hub_client):
     # given
     server = running()
-    wait_for(lambda: _get(f"http://{server.address}/user/olga/lab/exit-7"))
+    wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/lab/exit-7"))
     wait_for(lambda: not pid_alive(server.spawner_state["pid"]))
     poll_due(server)
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] is None
@@ -245,14 +244,6 @@ def test_an_unknown_server_ends_only_after_the_grace(unreachable, hub_client):
     assert unreachable.status == Server.Status.FAILED
     assert "lost contact" in unreachable.error
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 1
-
-
-def _get(url: str):
-    try:
-        response = requests.get(url, timeout=2)
-    except requests.ConnectionError:
-        return None
-    return response.json() if response.status_code == 200 else None
 
 
 def test_a_stop_whose_task_was_lost_is_queued_again_once(running, queued_stops):

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 import redis
-import requests
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
@@ -23,7 +22,7 @@ from outposts import services, tasks
 from outposts.models import Server
 from outposts.runner import SpawnerRunner
 from outposts.services import StartRequest
-from tests.e2e.support import FakeHub, fake_hub, pid_alive, serve_config, wait_for  # noqa: F401
+from tests.e2e.support import FakeHub, fake_hub, json_if_up, pid_alive, serve_config, wait_for  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 
 
@@ -79,7 +78,7 @@ def test_start_runs_the_server_and_records_running_with_its_end_time(db, home, s
     assert server.status == Server.Status.RUNNING
     assert server.end_at == server.ready_at + timedelta(hours=2)
     assert server.spawner_state["pid"]
-    seen = wait_for(lambda: _get(f"http://{server.address}/user/olga/"))
+    seen = wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))
     assert seen["user"] == "olga"
     assert messages(server)[0] == "Starting the server."
     last = server.events.last()
@@ -233,7 +232,7 @@ def test_a_name_that_is_no_local_account_starts(db, home, stopper):
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
-    assert wait_for(lambda: _get(f"http://{server.address}/user/olga/"))["user"] == "olga"
+    assert wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
 def leftover_of_a_dead_attempt(home, **kwargs) -> tuple[Server, int]:
@@ -296,7 +295,7 @@ def test_a_redelivered_start_after_the_lease_ran_out_stops_the_leftover_and_star
     assert not pid_alive(old_pid)
     assert server.spawner_state["pid"] != old_pid
     assert server.start_lease_until is None
-    assert wait_for(lambda: _get(f"http://{server.address}/user/olga/"))["user"] == "olga"
+    assert wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
 def test_a_dead_start_with_a_stop_asked_for_is_stopped_not_started_again(db, home, killer):
@@ -418,11 +417,3 @@ def test_lifecycle_tasks_go_to_the_outposts_queue_and_hub_calls_to_the_default_o
         assert queued(broker, "celery") == ["outposts.tasks.hub_forward_event"]
     finally:
         broker.delete("outpost.routing-test", "celery")
-
-
-def _get(url: str):
-    try:
-        response = requests.get(url, timeout=2)
-    except requests.ConnectionError:
-        return None
-    return response.json() if response.status_code == 200 else None
