@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], Awaitable[None]]
-StateCallback = Callable[[dict[str, Any]], Awaitable[None]]
+# Gets the spawner's state while a start runs; answers whether this attempt still owns it.
+Heartbeat = Callable[[dict[str, Any]], Awaitable[bool]]
 
 # Popen handles of the servers this process started, by pid (see the module docstring).
 _CHILDREN: dict[int, subprocess.Popen[Any]] = {}
@@ -522,6 +523,8 @@ class StartOutcome(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     FAILED = "failed"
+    # Another attempt took the server over (this one stalled past its lease).
+    SUPERSEDED = "superseded"
 
 
 @dataclass
@@ -538,15 +541,16 @@ async def start_watched(
     on_progress: ProgressCallback | None,
     stop_requested: Callable[[], Awaitable[bool]],
     timeout: float,
-    heartbeat: StateCallback | None = None,
+    heartbeat: Heartbeat | None = None,
     check_every: float = 1.0,
 ) -> StartResult:
     """Start, but give up when a stop is requested or ``timeout`` seconds pass.
 
     Every ``check_every`` seconds while the spawner starts, ``heartbeat`` gets its current
     state: a batch job or a process may exist long before start() returns, and whoever
-    recovers from a crash of this worker needs that state to stop it. Whatever the spawner
-    made is stopped again when the start does not end running.
+    recovers from a crash of this worker needs that state to stop it. When the heartbeat says
+    another attempt owns the server now, this one gives up. Whatever the spawner made is
+    stopped again when the start does not end running.
     """
     try:
         runner.check_may_start()
@@ -562,9 +566,9 @@ async def start_watched(
         await asyncio.wait({start}, timeout=min(check_every, max(deadline - loop.time(), 0)))
         if start.done():
             break
-        if heartbeat is not None:
-            await _beat(runner, heartbeat)
-        if await stop_requested():
+        if heartbeat is not None and not await _beat(runner, heartbeat):
+            outcome = StartOutcome.SUPERSEDED
+        elif await stop_requested():
             outcome = StartOutcome.CANCELLED
         elif loop.time() >= deadline:
             outcome = StartOutcome.TIMED_OUT
@@ -586,12 +590,13 @@ async def start_watched(
     return StartResult(outcome=StartOutcome.RUNNING, address=address)
 
 
-async def _beat(runner: SpawnerRunner, heartbeat: StateCallback) -> None:
+async def _beat(runner: SpawnerRunner, heartbeat: Heartbeat) -> bool:
     try:
-        await heartbeat(runner.get_state())
+        return await heartbeat(runner.get_state())
     except Exception:
         # A database blip must not cancel a start; the next beat tries again.
         log.exception("Heartbeat of the start of server %s failed", runner.spec.server_id)
+        return True
 
 
 async def _cleanup(runner: SpawnerRunner) -> None:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -344,6 +345,8 @@ class _StartClaim:
     leftover: dict[str, Any] | None
     # A stop was asked for while that attempt ran: end the server instead of starting.
     cancelled: bool
+    # The lease this attempt took: whoever holds the row's current lease owns the start.
+    lease: datetime
 
 
 def _start_claim(server_id: int) -> _StartClaim | None:
@@ -373,47 +376,75 @@ def _start_claim(server_id: int) -> _StartClaim | None:
         server.start_lease_until = now + START_LEASE
         server.save(update_fields=["status", "started_at", "start_lease_until", "updated_at"])
     return _StartClaim(
-        server=server, leftover=leftover, cancelled=server.stop_requested_at is not None
+        server=server,
+        leftover=leftover,
+        cancelled=server.stop_requested_at is not None,
+        lease=server.start_lease_until,
     )
 
 
-def _start_heartbeat(server: Server) -> Callable[[dict[str, Any]], None]:
-    """What the start's watch loop calls every second with the spawner's current state.
+class _StartOwnership:
+    """A start attempt's hold on its pending server, kept alive by the watch loop's beats.
 
-    It saves the state when it changed (the job id or pid exists long before the start
-    returns) and renews the start lease every START_LEASE_RENEW_EVERY.
+    Each beat saves the spawner's state when it changed (a job id or pid exists long before
+    start() returns) and renews the lease every START_LEASE_RENEW_EVERY, both only while the
+    row still holds the lease this attempt last wrote: an attempt that stalled past its lease
+    learns that another one took over, and must neither overwrite the new owner's state nor
+    go on starting.
     """
-    last: dict[str, Any] = {"state": server.spawner_state, "renewed_at": timezone.now()}
 
-    def beat(state: dict[str, Any]) -> None:
+    def __init__(self, claim: _StartClaim) -> None:
+        self.server_id = claim.server.pk
+        self.lease = claim.lease
+        self._state = claim.server.spawner_state
+        self._renewed_at = timezone.now()
+
+    def beat(self, state: dict[str, Any]) -> bool:
+        """Save ``state`` and renew the lease as due; False once this attempt lost the server."""
         now = timezone.now()
         fields: dict[str, Any] = {}
-        if state != last["state"]:
+        if state != self._state:
             fields["spawner_state"] = state
-        if now - last["renewed_at"] >= START_LEASE_RENEW_EVERY:
+        if now - self._renewed_at >= START_LEASE_RENEW_EVERY:
             fields["start_lease_until"] = now + START_LEASE
         if not fields:
-            return
-        Server.objects.filter(pk=server.pk, status=Server.Status.PENDING).update(
-            **fields, updated_at=now
-        )
-        last["state"] = state
+            return True
+        owned = Server.objects.filter(
+            pk=self.server_id, status=Server.Status.PENDING, start_lease_until=self.lease
+        ).update(**fields, updated_at=now)
+        if not owned:
+            log.warning("Server %s: another attempt took the start over", self.server_id)
+            return False
+        self._state = state
         if "start_lease_until" in fields:
-            last["renewed_at"] = now
+            self.lease, self._renewed_at = fields["start_lease_until"], now
+        return True
 
-    return beat
+    def holds(self) -> bool:
+        """Whether the server still carries this attempt's lease (no one took it over)."""
+        return Server.objects.filter(pk=self.server_id, start_lease_until=self.lease).exists()
 
 
-def _start_succeeded(*, server_id: int, address: str, state: dict[str, Any]) -> bool:
-    """Record a server as running; False if it must not run (stop asked, failed meanwhile)."""
+class _Landing(StrEnum):
+    RUNNING = "running"
+    # A stop was asked for, or someone ended the server meanwhile.
+    UNWANTED = "unwanted"
+    # Another attempt owns the server now: what this one made is its own to clean up.
+    SUPERSEDED = "superseded"
+
+
+def _start_succeeded(
+    *, server_id: int, address: str, state: dict[str, Any], ownership: _StartOwnership
+) -> _Landing:
+    """Record a server as running, if this attempt still owns it and it is still wanted."""
     with transaction.atomic():
         server = _locked(server_id)
-        if (
-            server is None
-            or server.status != Server.Status.PENDING
-            or server.stop_requested_at is not None
-        ):
-            return False
+        if server is None or server.status != Server.Status.PENDING:
+            return _Landing.UNWANTED
+        if server.start_lease_until != ownership.lease:
+            return _Landing.SUPERSEDED
+        if server.stop_requested_at is not None:
+            return _Landing.UNWANTED
         now = timezone.now()
         server.status = Server.Status.RUNNING
         server.address = address
@@ -429,7 +460,7 @@ def _start_succeeded(*, server_id: int, address: str, state: dict[str, Any]) -> 
         server.save()
         server_record_event(server=server, progress=100, message="Server ready.", ready=True)
         _queue_hub_call("hub_flavor_update", server.pk)
-    return True
+    return _Landing.RUNNING
 
 
 def _stop_requested(server_id: int) -> bool:
@@ -509,29 +540,21 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
 
     elapsed = timezone.now() - (server.started_at or timezone.now())
     timeout = (server.outpost.start_timeout - elapsed).total_seconds()
+    ownership = _StartOwnership(claim)
     result = _run(
         start_watched,
         runner,
         tls=tls,
         on_progress=sync_to_async(record_progress),
         stop_requested=sync_to_async(lambda: _stop_requested(server_id)),
-        heartbeat=sync_to_async(_start_heartbeat(server)),
+        heartbeat=sync_to_async(ownership.beat),
         timeout=timeout,
     )
     if result.outcome == StartOutcome.RUNNING:
-        state = runner.get_state()
-        if _start_succeeded(server_id=server_id, address=result.address, state=state):
-            log.info("Server %s is running at %s", server_id, result.address)
-            return
-        # Stopped or failed while the spawner was busy: what it made must not stay.
-        log.info("Server %s started but a stop was asked for meanwhile; stopping it", server_id)
-        try:
-            _run(runner.stop, now=True)
-        except Exception:
-            log.exception("Could not stop server %s after its start; handing over", server_id)
-            _hand_over_to_stop_task(server_id=server_id, state=state)
-            return
-        server_mark_stopped(server_id=server_id, exit_code=0)
+        _start_land(runner, result.address, ownership)
+    elif result.outcome == StartOutcome.SUPERSEDED or not ownership.holds():
+        # What this attempt made is stopped (start_watched did); the server is not its own.
+        log.warning("Start attempt of server %s ended: another attempt owns it", server_id)
     elif result.outcome == StartOutcome.CANCELLED:
         log.info("Start of server %s cancelled by a stop", server_id)
         server_mark_stopped(server_id=server_id, exit_code=0)
@@ -544,6 +567,29 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         log.error("Start of server %s failed", server_id, exc_info=result.error)
         assert result.error is not None
         server_mark_failed(server_id=server_id, error=_user_safe_error(result.error))
+
+
+def _start_land(runner: SpawnerRunner, address: str, ownership: _StartOwnership) -> None:
+    """A spawner's start returned: record the server running, or stop what it made."""
+    server_id = ownership.server_id
+    state = runner.get_state()
+    landing = _start_succeeded(
+        server_id=server_id, address=address, state=state, ownership=ownership
+    )
+    if landing == _Landing.RUNNING:
+        log.info("Server %s is running at %s", server_id, address)
+        return
+    # Unwanted or not this attempt's: what it made must not stay.
+    log.info("Server %s started, but %s; stopping what this attempt made", server_id, landing)
+    try:
+        _run(runner.stop, now=True)
+    except Exception:
+        log.exception("Could not stop server %s after its start; handing over", server_id)
+        if landing == _Landing.UNWANTED:
+            _hand_over_to_stop_task(server_id=server_id, state=state)
+        return
+    if landing == _Landing.UNWANTED:
+        server_mark_stopped(server_id=server_id, exit_code=0)
 
 
 def server_stop_run(*, server_id: int) -> None:

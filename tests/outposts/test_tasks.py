@@ -280,6 +280,42 @@ def test_a_redelivered_start_leaves_an_attempt_that_holds_the_lease_alone(db, ho
     assert not (home / "olga").exists()
 
 
+def test_an_attempt_that_stalled_past_its_lease_leaves_the_server_to_the_new_owner(
+    transactional_db, home, monkeypatch, killer
+):
+    # given a start whose spawner made a process and keeps start() pending; beats renew the
+    # lease every second (instead of every 30 s) so the attempt checks its ownership often
+    monkeypatch.setattr(services, "START_LEASE_RENEW_EVERY", timedelta(0))
+    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+
+    def start_in_another_worker_thread() -> None:
+        try:
+            tasks.server_start_task(server.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=start_in_another_worker_thread)
+    thread.start()
+    pid_file = home / "olga" / "spawned.pid"
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    killer.append(pid)
+    # when another attempt takes the server over (this one looked dead: its lease ran out)
+    new_owner = {"lease": timezone.now() + timedelta(minutes=5), "state": {"pid": 1}}
+    Server.objects.filter(pk=server.pk).update(
+        start_lease_until=new_owner["lease"], spawner_state=new_owner["state"]
+    )
+    thread.join(timeout=30)
+    # then the stalled attempt stopped what it made and left the new owner's record alone
+    assert not thread.is_alive()
+    assert not pid_alive(pid)
+    server.refresh_from_db()
+    assert server.status == Server.Status.PENDING
+    assert (server.start_lease_until, server.spawner_state) == (
+        new_owner["lease"],
+        new_owner["state"],
+    )
+
+
 def test_a_redelivered_start_after_the_lease_ran_out_stops_the_leftover_and_starts_again(
     db, home, stopper, killer
 ):
