@@ -16,38 +16,24 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from guardian.admin import ReinforcedGuardedModelAdminMixin
-from guardian.shortcuts import get_objects_for_user
 
 from flavors.models import Flavor
 from outposts import services
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
-
-OUTPOST_ADMIN_PERMISSION = "outposts.change_outpost"
-
-
-def outposts_administered_by(user: AbstractBaseUser | Any) -> QuerySet[Outpost]:
-    """The Outposts ``user`` may administer in the admin: all for superusers."""
-    if not (user.is_active and user.is_staff):
-        return Outpost.objects.none()
-    if user.is_superuser:
-        return Outpost.objects.all()
-    return get_objects_for_user(
-        user, OUTPOST_ADMIN_PERMISSION, klass=Outpost, accept_global_perms=True
-    )
+from outposts.selectors import outposts_administered_by
 
 
 def _administered_ids(request: HttpRequest) -> set[int]:
     # Cached on the request: a change list asks for every row.
     cached: set[int] | None = getattr(request, "_administered_outpost_ids", None)
     if cached is None:
-        cached = set(outposts_administered_by(request.user).values_list("pk", flat=True))
+        cached = set(outposts_administered_by(user=request.user).values_list("pk", flat=True))
         request._administered_outpost_ids = cached  # type: ignore[attr-defined]
     return cached
 
@@ -77,7 +63,7 @@ class OutpostScopedAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .filter(**{f"{self.outpost_field}__in": outposts_administered_by(request.user)})
+            .filter(**{f"{self.outpost_field}__in": outposts_administered_by(user=request.user)})
         )
 
     def _allowed(self, request: HttpRequest, obj: Model | None) -> bool:
@@ -103,7 +89,7 @@ class OutpostScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         # Choices must not name (or accept) Outposts the user does not administer.
         if db_field.remote_field.model is Outpost:
-            kwargs["queryset"] = outposts_administered_by(request.user)
+            kwargs["queryset"] = outposts_administered_by(user=request.user)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
@@ -210,7 +196,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Outpost]:
         return admin.ModelAdmin.get_queryset(self, request).filter(
-            pk__in=outposts_administered_by(request.user)
+            pk__in=outposts_administered_by(user=request.user)
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
+from guardian.shortcuts import get_objects_for_user
 
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
@@ -27,6 +30,18 @@ def hub_api_key_by_key(*, key: str) -> HubAPIKey | None:
     if api_key is None or not api_key.is_valid:
         return None
     return api_key
+
+
+def outposts_administered_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Outpost]:
+    """The Outposts ``user`` administers: all for superusers, else those on which they hold
+    ``outposts.change_outpost`` (a guardian object permission, or a global one)."""
+    if not (user.is_active and user.is_staff):
+        return Outpost.objects.none()
+    if user.is_superuser:
+        return Outpost.objects.all()
+    return get_objects_for_user(
+        user, "outposts.change_outpost", klass=Outpost, accept_global_perms=True
+    )
 
 
 def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
