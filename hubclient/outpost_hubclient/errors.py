@@ -34,7 +34,12 @@ class StartCancelled(OutpostError):
 
 
 class OutpostUnreachable(OutpostError):
-    """The portal could not be reached or kept answering 5xx after the retries."""
+    """The portal could not be reached or kept answering 5xx after the retries.
 
-    def __init__(self, message: str) -> None:
+    ``answered``: whether the last request sent got an HTTP answer (or none was sent). If
+    not (a timeout, a dropped connection), the portal may have acted on it all the same.
+    """
+
+    def __init__(self, message: str, *, answered: bool = True) -> None:
         super().__init__(message, status_code=503)
+        self.answered = answered

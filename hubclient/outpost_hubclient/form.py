@@ -12,10 +12,11 @@ from html import escape
 from typing import Any
 
 from .errors import InvalidOptions
-from .wire import FlavorOffer
+from .wire import USER_OPTION_KEYS, FlavorOffer
 
-#: Flavor names are slugs on the portal (Flavor.name is a SlugField).
-FLAVOR_NAME = re.compile(r"^[-A-Za-z0-9_]{1,100}$")
+#: Flavor names are slugs on the portal (Flavor.name is a SlugField); used with fullmatch
+#: (``$`` with match would let "small\n" through).
+FLAVOR_NAME = re.compile(r"[-A-Za-z0-9_]{1,100}")
 
 DEFAULT_PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
@@ -238,15 +239,23 @@ def check_user_options(
 ) -> None:
     """What start() can check of user_options that did not come through the form (REST API).
 
-    The flavor is only checked for its form here: which flavors a user may use is the
-    portal's decision, and it refuses with a message the user sees.
+    Exactly the form's keys are accepted: any other key is refused rather than dropped, so
+    that an API caller learns it has no effect. The flavor is only checked for its form
+    here: which flavors a user may use is the portal's decision, and it refuses with a
+    message the user sees.
     """
+    unknown = sorted(str(key) for key in user_options if key not in USER_OPTION_KEYS)
+    if unknown:
+        raise InvalidOptions(
+            f"Unknown options {', '.join(unknown)}. "
+            f"Accepted options: {', '.join(USER_OPTION_KEYS)}."
+        )
     outpost_name = user_options.get("outpost")
     if not isinstance(outpost_name, str) or outpost_name not in outpost_names:
         known = ", ".join(outpost_names) or "none configured"
         raise InvalidOptions(f"Unknown system {outpost_name!r}. Known systems: {known}.")
     flavor = user_options.get("flavor")
-    if flavor not in (None, "") and not (isinstance(flavor, str) and FLAVOR_NAME.match(flavor)):
+    if flavor not in (None, "") and not (isinstance(flavor, str) and FLAVOR_NAME.fullmatch(flavor)):
         raise InvalidOptions(f"Flavor {flavor!r} is not a valid flavor name.")
     project = user_options.get("project")
     if project not in (None, ""):

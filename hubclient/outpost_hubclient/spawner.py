@@ -7,7 +7,6 @@ import inspect
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from .config import OutpostConfig, parse_outposts
-from .errors import OutpostError, StartCancelled, StartRefused
+from .errors import OutpostError, OutpostUnreachable, StartCancelled, StartRefused
 from .form import (
     DEFAULT_PROJECT_PATTERN,
     OutpostOffer,
@@ -24,7 +23,7 @@ from .form import (
     make_options_form,
     make_user_options,
 )
-from .http import Answer, RequestSettings, fetch_json
+from .http import Answer, RequestSettings, backoff_delays, fetch_json, wait_at_most
 from .wire import (
     STATE_VERSION,
     EventsPage,
@@ -51,12 +50,13 @@ async def outpost_options_form(spawner: OutpostPortalSpawner) -> str:
     return await spawner.render_options_form()
 
 
-def check_outpost_user_options(spawner: OutpostPortalSpawner, user_options: dict) -> None:
+def check_outpost_user_options(spawner: OutpostPortalSpawner, user_options: dict) -> dict:
     """The default ``apply_user_options`` (JupyterHub 5.3+): reject bad choices up front.
 
-    JupyterHub runs it before the spawn, so a REST API start naming an unknown system or a
-    malformed flavor answers 400 with the reason instead of becoming a failed spawn. start()
-    checks the same again (older JupyterHubs have no such hook).
+    JupyterHub runs it before the spawn, so a REST API start naming an unknown system, a
+    malformed flavor or an option the spawner does not know answers 400 with the reason
+    instead of becoming a failed spawn. start() runs it again (older JupyterHubs have no
+    such hook) and starts with what it returns: the options with the default Outpost filled in.
     """
     options = dict(user_options or {})
     options.setdefault("outpost", spawner.default_outpost_name())
@@ -65,6 +65,7 @@ def check_outpost_user_options(spawner: OutpostPortalSpawner, user_options: dict
         outpost_names=[config.name for config in spawner.outpost_configs()],
         project_pattern=spawner.project_pattern,
     )
+    return options
 
 
 class OutpostPortalSpawner(Spawner):
@@ -137,6 +138,14 @@ class OutpostPortalSpawner(Spawner):
         1.0, help="Seconds before the first retry; doubled for each further retry."
     ).tag(config=True)
 
+    quick_request_timeout = Float(
+        10.0,
+        help="""Seconds a request may take that someone waits on and that is repeated anyway:
+        the spawn form's flavor lists (one hung Outpost must not hang the spawn page), poll()
+        and a pending start's progress. These make one attempt, never ``retries``, and take
+        at most ``request_timeout``.""",
+    ).tag(config=True)
+
     events_poll_interval = Float(
         2.0,
         help="""Seconds between two requests for a pending start's progress events
@@ -207,7 +216,6 @@ class OutpostPortalSpawner(Spawner):
     # What this spawner knows about its current server; get_state stores it in the Hub's DB.
     outpost_name: str = ""
     start_id: str = ""
-    address: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -215,8 +223,10 @@ class OutpostPortalSpawner(Spawner):
         self._start_finished = True
         self._start_generation = 0
         self._progress_changed = asyncio.Condition()
+        # Set by stop(); cleared only when a new spawn begins (clear_state), so that a stop
+        # arriving before start() sent anything is not lost.
         self._stop_requested = asyncio.Event()
-        self._start_post: asyncio.Future[Answer] | None = None
+        self._start_post: asyncio.Task[Answer] | None = None
         self._offers: list[OutpostOffer] = []
         self._projects: list[str] = []
 
@@ -240,8 +250,10 @@ class OutpostPortalSpawner(Spawner):
         names = [config.name for config in self.outpost_configs()]
         return names[0] if len(names) == 1 else ""
 
-    def request_settings(self, outpost: OutpostConfig) -> RequestSettings:
-        return RequestSettings(
+    def request_settings(self, outpost: OutpostConfig, *, quick: bool = False) -> RequestSettings:
+        """How requests to ``outpost`` are sent; ``quick``: one short attempt (see
+        ``quick_request_timeout``)."""
+        settings = RequestSettings(
             request_timeout=self.request_timeout,
             connect_timeout=self.connect_timeout,
             validate_cert=self.validate_cert
@@ -251,6 +263,7 @@ class OutpostPortalSpawner(Spawner):
             retries=self.retries,
             backoff=self.retry_backoff,
         )
+        return settings.single_attempt(self.quick_request_timeout) if quick else settings
 
     async def request(
         self,
@@ -260,6 +273,8 @@ class OutpostPortalSpawner(Spawner):
         *,
         body: Any = None,
         execution_async: bool = False,
+        quick: bool = False,
+        give_up: asyncio.Event | None = None,
     ) -> Answer:
         try:
             authorization = outpost.authorization()
@@ -270,8 +285,9 @@ class OutpostPortalSpawner(Spawner):
             url=url,
             headers=make_headers(authorization=authorization, execution_async=execution_async),
             body=body,
-            settings=self.request_settings(outpost),
+            settings=self.request_settings(outpost, quick=quick),
             log=self.log,
+            give_up=give_up,
         )
 
     # --- spawn form ------------------------------------------------------------------------
@@ -292,7 +308,7 @@ class OutpostPortalSpawner(Spawner):
         async def offer_of(outpost: OutpostConfig) -> OutpostOffer:
             try:
                 answer = await self.request(
-                    outpost, "POST", userflavors_url(outpost.url), body=authentication
+                    outpost, "POST", userflavors_url(outpost.url), body=authentication, quick=True
                 )
                 if answer.code != 200:
                     raise OutpostError(parse_refusal(answer.body, code=answer.code))
@@ -326,7 +342,8 @@ class OutpostPortalSpawner(Spawner):
         """Check the form's choices against what the portal offered before anything is sent.
 
         The offers are those the form was rendered with; after a Hub restart they are asked
-        for again.
+        for again. A method, so it shadows JupyterHub's ``Spawner.options_from_form`` option:
+        configuring that option has no effect on this spawner.
         """
         offers = self._offers or await self.fetch_offers()
         projects = self._projects or await self.fetch_projects()
@@ -339,9 +356,7 @@ class OutpostPortalSpawner(Spawner):
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         if self.start_id:
-            state.update(
-                make_state(outpost=self.outpost_name, start_id=self.start_id, address=self.address)
-            )
+            state.update(make_state(outpost=self.outpost_name, start_id=self.start_id))
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -355,13 +370,27 @@ class OutpostPortalSpawner(Spawner):
             return
         self.outpost_name = str(state.get("outpost", ""))
         self.start_id = str(state["start_id"])
-        self.address = str(state.get("address", ""))
 
     def clear_state(self) -> None:
         super().clear_state()
         self.outpost_name = ""
         self.start_id = ""
-        self.address = ""
+        # JupyterHub clears the state when a new spawn begins (User.spawn) and after a stop
+        # (User.stop, with _stop_pending set). Only the first forgets earlier stops: one that
+        # came in during a stop still cancels a start() that had not sent its request yet.
+        if not self._stop_pending:
+            self._stop_requested.clear()
+
+    def _save_state(self) -> None:
+        """Write the state to the Hub's database now, as batchspawner and KubeSpawner do.
+
+        JupyterHub saves it only once start() returns: a start still queued at the portal
+        would otherwise be unknown after a Hub restart (poll() would say "stopped" while the
+        remote start goes on).
+        """
+        if self.orm_spawner is not None:
+            self.orm_spawner.state = self.get_state()
+            self.db.commit()
 
     # --- start -----------------------------------------------------------------------------
 
@@ -389,30 +418,41 @@ class OutpostPortalSpawner(Spawner):
 
     async def start(self) -> str:
         """Ask the portal for the server, follow its progress, return its URL once it runs."""
-        options = dict(self.user_options or {})
-        options.setdefault("outpost", self.default_outpost_name())
+        options = check_outpost_user_options(self, dict(self.user_options or {}))
         self.user_options = options
-        outpost_names = [config.name for config in self.outpost_configs()]
-        check_user_options(
-            options, outpost_names=outpost_names, project_pattern=self.project_pattern
-        )
         outpost = self.outpost_config(options["outpost"])
 
         self.outpost_name = outpost.name
         self.start_id = uuid.uuid4().hex
-        self.address = ""
-        self._stop_requested = asyncio.Event()
         await self._reset_progress()
         try:
             body = await self.make_start_request_body()
+            if self._stop_requested.is_set():
+                # stop() came before anything was sent: there is nothing to cancel remotely.
+                raise StartCancelled("The start was cancelled before it was sent.")
             # A task of its own, so that a stop() during the request can wait for its answer:
-            # a DELETE must not overtake the start it cancels.
-            self._start_post = asyncio.ensure_future(
+            # a DELETE must not overtake the start it cancels. Once a stop is requested, the
+            # request is not repeated (give_up).
+            post = asyncio.ensure_future(
                 self.request(
-                    outpost, "POST", services_url(outpost.url), body=body, execution_async=True
+                    outpost,
+                    "POST",
+                    services_url(outpost.url),
+                    body=body,
+                    execution_async=True,
+                    give_up=self._stop_requested,
                 )
             )
-            answer = await asyncio.shield(self._start_post)
+            # Whoever awaits it (start, stop) may be cancelled first: retrieve its outcome
+            # always, so that asyncio never reports "Task exception was never retrieved".
+            post.add_done_callback(_retrieve_outcome)
+            self._start_post = post
+            try:
+                answer = await asyncio.shield(post)
+            except OutpostError:
+                if self._stop_requested.is_set():
+                    raise StartCancelled("The start was cancelled.") from None
+                raise
             if answer.code >= 300:
                 raise StartRefused(parse_refusal(answer.body, code=answer.code))
             self.log.info(
@@ -421,11 +461,15 @@ class OutpostPortalSpawner(Spawner):
                 self._log_name,
                 self.start_id,
             )
+            self._save_state()
             address = await self._follow_start(outpost, answer)
         finally:
             await self._finish_progress()
-        self.address = address
-        return service_address_to_url(address, https=bool(self.internal_ssl))
+        try:
+            return service_address_to_url(address, https=bool(self.internal_ssl))
+        except ValueError as error:
+            # JupyterHub's clean-up then polls and stops the server at the portal.
+            raise StartRefused(f"The server cannot be reached: {error}") from None
 
     async def _follow_start(self, outpost: OutpostConfig, answer: Answer) -> str:
         """Poll the start's events until it runs (its address), fails or is stopped."""
@@ -449,13 +493,13 @@ class OutpostPortalSpawner(Spawner):
                     raise StartCancelled("The server was stopped before it was ready.")
                 if page.ready_address:
                     return page.ready_address
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), self.events_poll_interval)
+            await wait_at_most(self.events_poll_interval, self._stop_requested.wait())
 
     async def _fetch_events(self, outpost: OutpostConfig, after: int) -> EventsPage | None:
         url = events_url(outpost.url, self.name, self.start_id, after)
         try:
-            answer = await self.request(outpost, "GET", url)
+            # One attempt: this loop is the retry, and it must notice a stop soon.
+            answer = await self.request(outpost, "GET", url, quick=True)
         except OutpostError as error:
             # The portal may be restarting: keep waiting, start_timeout bounds the wait.
             self.log.warning("Progress of %s unavailable: %s", self._log_name, error)
@@ -546,9 +590,7 @@ class OutpostPortalSpawner(Spawner):
 
     async def _wait_for_progress(self, timeout: float = 1.0) -> None:
         """Wait (holding the condition) until progress changes, at most ``timeout`` s."""
-        with suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._progress_changed.wait()
+        await wait_at_most(timeout, self._progress_changed.wait())
 
     # --- poll and stop ---------------------------------------------------------------------
 
@@ -560,8 +602,10 @@ class OutpostPortalSpawner(Spawner):
             return None  # the start request is still on its way
         try:
             outpost = self.outpost_config(self.outpost_name)
+            # One short attempt: JupyterHub polls again, and a poll it waits on (a stop, the
+            # Hub's start-up) must not hang for all retries.
             answer = await self.request(
-                outpost, "GET", service_url(outpost.url, self.name, self.start_id)
+                outpost, "GET", service_url(outpost.url, self.name, self.start_id), quick=True
             )
         except OutpostError as error:
             # Ending a server because its portal is briefly down would lose the user's work.
@@ -586,26 +630,42 @@ class OutpostPortalSpawner(Spawner):
     async def stop(self, now: bool = False) -> None:
         """Stop the server at the portal; also cancels a start that is still pending.
 
-        The pending start() sees the stop and ends; the portal cancels the remote start.
+        The pending start() sees the stop and ends; the portal cancels the remote start. A
+        start request still on its way is not repeated any more and is waited for (its own
+        timeout bounds the wait), so that the DELETE reaches the portal after it.
         """
         self._stop_requested.set()
         if not self.start_id:
             return
         post = self._start_post
         if post is not None and not post.done():
-            # Wait (bounded) for the start request's answer, so the DELETE reaches the portal
-            # after the server it deletes.
-            with suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.shield(post), self.request_timeout + self.connect_timeout
+            bound = self.request_timeout + self.connect_timeout
+            if not await wait_at_most(bound, asyncio.wait([post])):
+                self.log.warning(
+                    "The start request of %s did not end within %.0f s; deleting anyway",
+                    self._log_name,
+                    bound,
                 )
+        # No answer to the start request: the portal may have taken it all the same and
+        # still be creating the server, so a 404 now does not prove it will stay gone.
+        outcome_unknown = post is not None and not _answered(post)
         outpost = self.outpost_config(self.outpost_name)
-        answer = await self.request(
-            outpost,
-            "DELETE",
-            service_url(outpost.url, self.name, self.start_id),
-            execution_async=True,
-        )
+        delays = backoff_delays(self.retries, self.retry_backoff) if outcome_unknown else []
+        while True:
+            answer = await self.request(
+                outpost,
+                "DELETE",
+                service_url(outpost.url, self.name, self.start_id),
+                execution_async=True,
+            )
+            if answer.code != 404 or not delays:
+                break
+            self.log.info(
+                "%s not (yet) at Outpost %s while its start request may still land; deleting again",
+                self._log_name,
+                outpost.name,
+            )
+            await asyncio.sleep(delays.pop(0))
         if answer.code == 404:
             self.log.info("%s was already gone at Outpost %s", self._log_name, outpost.name)
         elif answer.code >= 300:
@@ -613,3 +673,16 @@ class OutpostPortalSpawner(Spawner):
                 f"The Outpost did not stop the server: "
                 f"{parse_refusal(answer.body, code=answer.code)}"
             )
+
+
+def _answered(task: asyncio.Future[Any]) -> bool:
+    """Whether a request task ended with the portal's answer (or without sending anything)."""
+    if not task.done() or task.cancelled():
+        return False
+    error = task.exception()
+    return error is None or (isinstance(error, OutpostUnreachable) and error.answered)
+
+
+def _retrieve_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

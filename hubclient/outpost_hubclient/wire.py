@@ -18,6 +18,11 @@ from urllib.parse import quote, urlsplit
 #: The only state version this package writes; load_state ignores others with a warning.
 STATE_VERSION = 1
 
+#: The only user_options keys a start may carry: what the spawn form asks. Anything else
+#: (``cmd``, ``runtime``, ``partition``, ...) would reach the remote spawner, and batch
+#: spawners merge user_options into job scripts.
+USER_OPTION_KEYS = ("outpost", "flavor", "project")
+
 #: Server statuses in which a start can no longer become ready.
 ENDED_STATUSES = frozenset({"stopping", "stopped", "failed"})
 
@@ -137,9 +142,14 @@ def make_start_body(
     """The JSON body of ``POST <base>services`` (api-contract.md §3.1).
 
     ``user_options`` carries ``start_id`` (the portal's key for this start) next to what the
-    user chose (``outpost``, ``flavor``, ``project``); empty choices are left out.
+    user chose (``outpost``, ``flavor``, ``project``); empty choices and every other key are
+    left out (start() has refused other keys already; this is the last line).
     """
-    options = {key: value for key, value in user_options.items() if value not in (None, "")}
+    options = {
+        key: user_options[key]
+        for key in USER_OPTION_KEYS
+        if user_options.get(key) not in (None, "")
+    }
     options["start_id"] = start_id
     body: dict[str, Any] = {
         "name": name,
@@ -154,12 +164,13 @@ def make_start_body(
     return body
 
 
-def make_state(*, outpost: str, start_id: str, address: str = "") -> dict[str, Any]:
-    """The spawner state JupyterHub stores in its database (small, versioned)."""
-    state: dict[str, Any] = {"version": STATE_VERSION, "outpost": outpost, "start_id": start_id}
-    if address:
-        state["address"] = address
-    return state
+def make_state(*, outpost: str, start_id: str) -> dict[str, Any]:
+    """The spawner state JupyterHub stores in its database (small, versioned).
+
+    No address: JupyterHub keeps the server's URL itself (its server row) and rebuilds the
+    proxy's routes from it after a restart; the portal answers polls and stops by start_id.
+    """
+    return {"version": STATE_VERSION, "outpost": outpost, "start_id": start_id}
 
 
 # --- Answers ---------------------------------------------------------------------------------

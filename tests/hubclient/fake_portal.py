@@ -79,7 +79,9 @@ class FakePortal:
         self.servers: dict[tuple[str, str], FakeServer] = {}
         self.plan: list[Step] = list(READY_PLAN)
         self.start_answer: tuple[int, Any] = (202, {"service": ""})
+        # A slow portal: seconds before it creates the started server and answers.
         self.start_delay = 0.0
+        self.userflavors_delay = 0.0
         self.userflavors_answer: Any = contract("userflavors")["response"]["body"]
         self.failures: list[int] = []  # status codes answered before behaving normally
         self.port = 0
@@ -197,7 +199,9 @@ class EventsHandler(_Handler):
 
 
 class UserFlavorsHandler(_Handler):
-    def post(self) -> None:
+    async def post(self) -> None:
+        if self.portal.userflavors_delay:
+            await asyncio.sleep(self.portal.userflavors_delay)
         self.answer(200, copy.deepcopy(self.portal.userflavors_answer))
 
 

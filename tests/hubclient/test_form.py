@@ -160,6 +160,23 @@ def test_user_options_from_the_rest_api_are_checked_for_form():
         check_user_options({"outpost": "local", "project": 5}, outpost_names=["local"])
 
 
+@pytest.mark.parametrize("flavor", ["small\n", "small\nrm -rf /", " small"])
+def test_a_flavor_name_is_checked_whole(flavor):
+    with pytest.raises(InvalidOptions, match="not a valid flavor"):
+        check_user_options({"outpost": "local", "flavor": flavor}, outpost_names=["local"])
+
+
+def test_only_system_flavor_and_project_are_accepted():
+    check_user_options(
+        {"outpost": "local", "flavor": "small", "project": "hpc-01"}, outpost_names=["local"]
+    )
+
+    with pytest.raises(InvalidOptions, match="Unknown options cmd, partition"):
+        check_user_options(
+            {"outpost": "local", "partition": "gpu", "cmd": ["sh"]}, outpost_names=["local"]
+        )
+
+
 # --- the spawner's form, against the fake portal ---------------------------------------------
 
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import socket
-from contextlib import aclosing
+import ssl
+import subprocess
+from collections.abc import Iterator
+from contextlib import aclosing, contextmanager, suppress
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from jupyterhub.utils import iterate_until
@@ -20,6 +27,7 @@ from outpost_hubclient import (
     StartCancelled,
     StartRefused,
 )
+from tornado import httpserver, netutil, web
 
 from tests.hubclient.fake_portal import HUB_NAME, HUB_SECRET, contract
 
@@ -167,6 +175,32 @@ async def test_unknown_outpost_is_refused_before_any_request(portal, make_spawne
     assert portal.requests == []
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"cmd": "/bin/sh"}, {"runtime": 100000}, {"partition": "gpu"}, {"start_id": "mine"}],
+)
+async def test_options_beyond_system_flavor_and_project_are_refused_before_any_request(
+    portal, make_spawner, extra
+):
+    # given REST API user_options with a key the spawn form never sends (batch spawners
+    # merge user_options into job scripts)
+    spawner = make_spawner(user_options={"flavor": "small", **extra})
+
+    # when JupyterHub applies them, or start() runs on a JupyterHub without that hook
+    with pytest.raises(InvalidOptions) as applied:
+        await spawner._run_apply_user_options(spawner.user_options)
+    with pytest.raises(InvalidOptions):
+        await spawner.start()
+
+    # then the caller gets 400 naming the key, and nothing reached the portal
+    (key,) = extra
+    assert applied.value.status_code == 400
+    assert f"Unknown options {key}. Accepted options: outpost, flavor, project." in str(
+        applied.value
+    )
+    assert portal.requests == []
+
+
 async def test_api_key_credential_is_sent_as_token(portal, make_spawner, monkeypatch):
     monkeypatch.setenv("FAKE_PORTAL_KEY", "op_fake-portal-key")
     spawner = make_spawner()
@@ -272,9 +306,10 @@ async def test_progress_read_before_the_start_shows_only_this_spawns_events(port
     portal.plan = [("Second start queued.", 40, False, "running", "127.0.0.1:8889")]
     spawner._spawn_pending = True
 
-    # when the progress stream is opened before start() runs
+    # when the progress stream is opened before start() runs, and has waited a whole
+    # progress wait (1 s) without a start: it must neither end nor replay the old events
     progress = asyncio.ensure_future(collect(spawner))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(1.2)
     assert not progress.done()
     await spawn_as_jupyterhub(spawner, wait_up=0)
     events = await asyncio.wait_for(progress, 5)
@@ -311,9 +346,40 @@ async def test_poll_keeps_the_server_when_the_portal_cannot_be_reached(portal, m
     assert await spawner.poll() is None
 
 
+async def test_poll_makes_one_attempt_when_the_portal_fails(portal, make_spawner):
+    # given a spawner configured with retries, and a portal failing for a while
+    spawner = make_spawner(retries=3)
+    await spawner.start()
+    portal.failures = [503, 503, 503]
+
+    # when JupyterHub polls (also while it waits to stop the server)
+    status = await spawner.poll()
+
+    # then it keeps the server after a single request; JupyterHub polls again later
+    assert status is None
+    assert len(portal.requests_of("GET", f"/lab/{spawner.start_id}")) == 1
+
+
 async def test_poll_without_a_start_is_stopped(portal, make_spawner):
     assert await make_spawner().poll() == 0
     assert portal.requests == []
+
+
+async def test_a_stop_before_start_sent_anything_cancels_the_start(portal, make_spawner):
+    # given a spawn JupyterHub prepares (it clears the state first)
+    spawner = make_spawner()
+    spawner.clear_state()
+
+    # when a stop arrives before start() runs
+    await spawner.stop()
+
+    # then start() sends nothing and says it was cancelled
+    with pytest.raises(StartCancelled, match="cancelled before it was sent"):
+        await spawner.start()
+    assert portal.requests == []
+    # and the next spawn (JupyterHub clears the state again) starts normally
+    spawner.clear_state()
+    assert await spawner.start() == "http://127.0.0.1:8888"
 
 
 async def test_stop_deletes_in_the_background(portal, make_spawner):
@@ -398,6 +464,120 @@ async def test_cancel_during_the_start_request_deletes_after_it_lands(portal, ma
     assert portal.servers == {}
 
 
+@contextmanager
+def unretrieved_task_errors() -> Iterator[list[dict[str, Any]]]:
+    """What asyncio would log as "Task exception was never retrieved" meanwhile."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        yield reported
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def test_cancel_during_a_slow_retried_start_leaves_nothing_at_the_portal(
+    portal, make_spawner
+):
+    # given a portal that takes the start but answers only after the Hub's request timeout,
+    # and a spawner that would retry the start three times
+    portal.start_delay = 0.8
+    spawner = make_spawner(request_timeout=0.5, retries=3, retry_backoff=0.2)
+    with unretrieved_task_errors() as reported:
+        start = asyncio.ensure_future(spawner.start())
+        await wait_until(lambda: len(portal.requests_of("POST", "/services")) == 1)
+
+        # when JupyterHub cancels the pending spawn, then stops it as User.stop does
+        start.cancel()
+        with suppress(asyncio.CancelledError):
+            await start
+        assert await spawner.poll() is None  # the start may still land: not "stopped"
+        await spawner.stop()
+        # past the portal's delay: a start request still on its way would have landed now
+        await asyncio.sleep(1.0)
+        del start
+        gc.collect()
+
+    # then the start was never repeated, the DELETE came after it, and nothing is left
+    methods = [request.method for request in portal.requests]
+    assert methods.count("POST") == 1, methods
+    assert methods[0] == "POST" and methods[-1] == "DELETE", methods
+    assert portal.servers == {}
+    assert reported == []
+
+
+async def test_start_cancelled_while_its_request_is_retried_ends_without_more_attempts(
+    portal, make_spawner
+):
+    # given a portal that fails the start once (5xx) and a spawner with a long back-off
+    portal.failures = [503]
+    spawner = make_spawner(retries=5, retry_backoff=30)
+    start = asyncio.ensure_future(spawner.start())
+    await wait_until(lambda: len(portal.requests_of("POST", "/services")) == 1)
+
+    # when JupyterHub stops it during the back-off pause
+    await asyncio.wait_for(spawner.stop(), 5)
+
+    # then start() ends as cancelled at once, having sent the start only once
+    with pytest.raises(StartCancelled):
+        await asyncio.wait_for(start, 5)
+    assert len(portal.requests_of("POST", "/services")) == 1
+
+
+# --- form ------------------------------------------------------------------------------------
+
+
+async def test_a_hung_outpost_is_asked_once_and_shown_unavailable(portal, make_spawner):
+    # given an Outpost whose flavor list does not answer in time, and retries configured
+    portal.userflavors_delay = 1.0
+    spawner = make_spawner(retries=3, quick_request_timeout=0.3)
+
+    # when the spawn form is rendered
+    form = await spawner.render_options_form()
+
+    # then the Outpost was asked once, and the form says it is unavailable
+    assert len(portal.requests_of("POST", "/userflavors")) == 1
+    assert "Local (unavailable)" in form
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def untrusted_tls_portal(tmp_path: Path) -> Any:
+    """An https server with a self-signed certificate the Hub does not trust."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    sockets = netutil.bind_sockets(0, "127.0.0.1")
+    server = httpserver.HTTPServer(web.Application([]), ssl_options=context)
+    server.add_sockets(sockets)
+    yield SimpleNamespace(port=sockets[0].getsockname()[1])
+    server.stop()
+
+
+async def test_a_certificate_error_is_not_retried(untrusted_tls_portal, make_spawner):
+    # given an Outpost whose certificate does not verify, and retries configured
+    spawner = make_spawner(retries=3, retry_backoff=5)
+    spawner.outposts = {
+        "local": {
+            "url": f"https://127.0.0.1:{untrusted_tls_portal.port}/outposts/local/",
+            "secret_env": "FAKE_PORTAL_SECRET",
+        }
+    }
+
+    # when a start is sent: then it fails at once (no 5 s back-off) saying why
+    with pytest.raises(OutpostUnreachable, match="TLS connection failed .*CERTIFICATE_VERIFY"):
+        await asyncio.wait_for(spawner.start(), 3)
+
+
 # --- state -----------------------------------------------------------------------------------
 
 
@@ -406,12 +586,7 @@ async def test_state_survives_a_hub_restart(portal, make_spawner):
     spawner = make_spawner()
     await spawner.start()
     state = spawner.get_state()
-    assert state == {
-        "version": 1,
-        "outpost": "local",
-        "start_id": spawner.start_id,
-        "address": "127.0.0.1:8888",
-    }
+    assert state == {"version": 1, "outpost": "local", "start_id": spawner.start_id}
 
     # when a new Hub process loads it into a fresh spawner
     restored = make_spawner()
@@ -421,6 +596,51 @@ async def test_state_survives_a_hub_restart(portal, make_spawner):
     assert await restored.poll() is None
     await restored.stop()
     assert portal.requests_of("DELETE")[0].path.endswith(f"/lab/{spawner.start_id}")
+
+
+class StandInDatabase:
+    """The Hub's database session as a spawner uses it: commit() saves the ORM rows."""
+
+    def __init__(self, orm_spawner: SimpleNamespace) -> None:
+        self.orm_spawner = orm_spawner
+        self.saved: list[dict[str, Any]] = []
+
+    def commit(self) -> None:
+        self.saved.append(dict(self.orm_spawner.state or {}))
+
+
+async def test_a_queued_start_is_saved_once_accepted_and_found_after_a_hub_restart(
+    portal, make_spawner
+):
+    # given a start that stays queued at the portal, in a Hub with a database
+    portal.plan = [("Batch job queued.", 30, False, "pending", None)]
+    spawner = make_spawner()
+    orm_spawner = SimpleNamespace(state=None, server=None, name="lab")
+    spawner.orm_spawner = orm_spawner
+    spawner.db = StandInDatabase(orm_spawner)
+    start = asyncio.ensure_future(spawner.start())
+
+    # when the portal has accepted it (JupyterHub saves state only once start() returns)
+    await wait_until(lambda: len(portal.requests_of("GET", "/events")) >= 2)
+
+    # then its state is already in the Hub's database
+    assert spawner.db.saved[-1] == {"version": 1, "outpost": "local", "start_id": spawner.start_id}
+    # and a Hub restarted now finds the start still running and can stop it
+    restored = make_spawner()
+    restored.load_state(orm_spawner.state)
+    assert await restored.poll() is None
+    await restored.stop()
+    assert portal.servers == {}
+    with pytest.raises(StartCancelled):
+        await asyncio.wait_for(start, 5)
+
+
+async def test_an_unusable_address_fails_the_start_with_a_clear_message(portal, make_spawner):
+    portal.plan = [("Server is running.", 90, False, "running", "not an address")]
+    spawner = make_spawner()
+
+    with pytest.raises(StartRefused, match="cannot be reached: .*neither host:port nor URL"):
+        await spawner.start()
 
 
 async def test_cleared_state_forgets_the_server(portal, make_spawner):
@@ -439,3 +659,12 @@ async def test_state_of_an_unknown_version_is_ignored(make_spawner):
     spawner.load_state({"version": 99, "outpost": "local", "start_id": "x"})
 
     assert spawner.start_id == ""
+
+
+async def test_state_written_with_an_address_still_loads(portal, make_spawner):
+    # earlier versions stored the address too; it is not needed (JupyterHub keeps the URL)
+    spawner = make_spawner()
+
+    spawner.load_state({"version": 1, "outpost": "local", "start_id": "x", "address": "h:1"})
+
+    assert spawner.get_state() == {"version": 1, "outpost": "local", "start_id": "x"}

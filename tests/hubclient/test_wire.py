@@ -192,6 +192,28 @@ def test_make_start_body_leaves_empty_choices_out():
     assert body["certs"] == {} and "authentication" not in body
 
 
+def test_make_start_body_copies_only_system_flavor_and_project():
+    body = make_start_body(
+        name="",
+        start_id="1",
+        env={},
+        user_options={
+            "outpost": "local",
+            "flavor": "small",
+            "project": "p1",
+            "cmd": "/bin/sh",
+            "start_id": "not-this-one",
+        },
+    )
+
+    assert body["user_options"] == {
+        "outpost": "local",
+        "flavor": "small",
+        "project": "p1",
+        "start_id": "1",
+    }
+
+
 def test_forwarded_env_keeps_only_jupyterhub_keys_as_strings():
     env = make_forwarded_env(
         {"PATH": "/hub/bin", "JUPYTERHUB_USER": "alice", "JUPYTER_X": 1, "LANG": "C"}, user_id=7
@@ -219,7 +241,6 @@ def test_state_is_small_and_versioned():
         "outpost": "local",
         "start_id": "abc",
     }
-    assert make_state(outpost="l", start_id="a", address="h:1")["address"] == "h:1"
 
 
 # --- answers ---------------------------------------------------------------------------------
