@@ -50,9 +50,42 @@ c.SimpleLocalProcessSpawner.home_dir_template = HARNESS_DIR + "/home/{{username}
 
 def free_port() -> int:
     """A loopback port free right now (another process could still take it: rare)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now.
+
+    All sockets are bound before any is closed: ports asked for one by one may repeat.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    details: Callable[[], str] = lambda: "",
+    every: float = 0.2,
+) -> Any:
+    """The first truthy value of ``condition()``; fails naming ``what`` with ``details()``
+    (a log tail, say) after ``timeout`` seconds. The one wait loop of these tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout} s waiting for {what}\n{details()}")
+        time.sleep(every)
 
 
 def _children_by_parent() -> dict[int, list[int]]:
@@ -165,16 +198,15 @@ class RunningHub:
         self, condition: Callable[[], Any], *, timeout: float = 60, what: str = "condition"
     ) -> Any:
         """Poll ``condition`` until it returns something truthy; fails with the Hub's log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                self.remember_processes()
-                return result
+
+        def hub_condition() -> Any:
             if self.process.poll() is not None:
                 pytest.fail(f"JupyterHub exited while waiting for {what}:\n{self.log_tail()}")
-            time.sleep(0.2)
-        pytest.fail(f"Timed out after {timeout} s waiting for {what}:\n{self.log_tail()}")
+            return condition()
+
+        result = wait_until(hub_condition, timeout=timeout, what=what, details=self.log_tail)
+        self.remember_processes()
+        return result
 
     def wait_for_server(self, user: str, server: str = "", *, timeout: float = 120) -> dict:
         """Wait until the user's server is ready; returns the Hub's model of it."""
@@ -187,6 +219,15 @@ class RunningHub:
             return server_model if server_model and server_model.get("ready") else None
 
         return self.wait_for(ready, timeout=timeout, what=f"server {user!r}/{server!r}")
+
+    def wait_gone(self, user: str, server: str = "", *, timeout: float = 60) -> None:
+        """Wait until the Hub no longer lists the user's server (stopped or cancelled)."""
+
+        def gone() -> bool:
+            status, model = self.api("GET", f"/users/{user}")
+            return status == 200 and server not in model["servers"]
+
+        self.wait_for(gone, timeout=timeout, what=f"{user}'s server {server!r} to be gone")
 
 
 def _write_config(
@@ -276,7 +317,7 @@ def start_jupyterhub(
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "home").mkdir(exist_ok=True)
-    ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
+    ports = dict(zip(("public", "hub", "proxy_api"), free_ports(3), strict=True))
     if hub_port is not None:
         ports["hub"] = hub_port
     token = secrets.token_hex(24)

@@ -20,7 +20,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ import requests
 
 from outposts.management.commands.runportal import web_command, worker_command
 from tests.e2e.support import _child_env, _stop_group
-from tests.hubclient.jupyterhub_harness import alive, descendants, free_port
+from tests.hubclient.jupyterhub_harness import alive, descendants, free_port, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,15 +133,6 @@ class LivePortal:
         return self.server_pids
 
 
-def _wait(condition: Callable[[], Any], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @contextmanager
 def running_portal(
     directory: Path,
@@ -184,83 +174,74 @@ def running_portal(
     env["PORTAL_RECONCILE_INTERVAL"] = str(RECONCILE_INTERVAL)
     Path(env["PORTAL_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
     queues = ["celery", *(f"outpost.{outpost['slug']}" for outpost in outposts)]
-    worker_log = (directory / "worker.log").open("wb")
-    web_log = (directory / "web.log").open("wb")
-    beat_log = (directory / "beat.log").open("wb")
-    worker = subprocess.Popen(
-        [
+    port = free_port()
+    commands = {
+        "worker": [
             *worker_command(queues),
             "--without-heartbeat",
             "--purge",
             "--hostname",
             f"hubclient-e2e-{uuid.uuid4().hex[:8]}@%h",
         ],
-        cwd=ROOT,
-        env=env,
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    port = free_port()
-    # The web server as runportal (the demo) runs it: the admin with its static files.
-    web = subprocess.Popen(
-        [*web_command("127.0.0.1", port, serve_static=True), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    beat = subprocess.Popen(
-        [str(VENV_BIN / "celery"), "-A", "portal", "beat", "--loglevel", "INFO"],
-        cwd=ROOT,
-        env=env,
-        stdout=beat_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    @contextmanager
-    def db_access() -> Iterator[None]:
-        with django_db_blocker.unblock():
-            yield
-
-    portal = LivePortal(
-        url=f"http://127.0.0.1:{port}",
-        hub_secret=hub_secret,
-        directory=directory,
-        db_access=db_access,
-        worker=worker,
-        web=web,
-        beat=beat,
-        hub_name=hub_name,
-        hub_api_port=hub_api_port,
-    )
-
-    def web_up() -> bool:
-        assert web.poll() is None, f"uvicorn exited\n{portal.logs()}"
-        try:
-            return requests.get(f"{portal.url}/outposts/x/ping", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def worker_up() -> bool:
-        assert worker.poll() is None, f"the Celery worker exited\n{portal.logs()}"
-        return "ready." in (directory / "worker.log").read_text(errors="replace")
-
+        # The web server as runportal (the demo) runs it: the admin with its static files.
+        "web": [*web_command("127.0.0.1", port, serve_static=True), "--log-level", "warning"],
+        "beat": [str(VENV_BIN / "celery"), "-A", "portal", "beat", "--loglevel", "INFO"],
+    }
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    server_pids: set[int] = set()
+    # Everything from the first process on is inside the try: a failure while starting the
+    # others (or waiting for them) must not leak the ones already running.
     try:
-        _wait(web_up, timeout=30, what="the portal's web server")
-        _wait(worker_up, timeout=60, what="the portal's Celery worker")
+        for name, command in commands.items():
+            with (directory / f"{name}.log").open("wb") as log:
+                started[name] = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+        @contextmanager
+        def db_access() -> Iterator[None]:
+            with django_db_blocker.unblock():
+                yield
+
+        portal = LivePortal(
+            url=f"http://127.0.0.1:{port}",
+            hub_secret=hub_secret,
+            directory=directory,
+            db_access=db_access,
+            worker=started["worker"],
+            web=started["web"],
+            beat=started["beat"],
+            hub_name=hub_name,
+            hub_api_port=hub_api_port,
+            server_pids=server_pids,
+        )
+
+        def web_up() -> bool:
+            assert portal.web.poll() is None, f"uvicorn exited\n{portal.logs()}"
+            try:
+                return requests.get(f"{portal.url}/outposts/x/ping", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        def worker_up() -> bool:
+            assert portal.worker.poll() is None, f"the Celery worker exited\n{portal.logs()}"
+            return "ready." in (directory / "worker.log").read_text(errors="replace")
+
+        wait_until(web_up, timeout=30, what="the portal's web server", details=portal.logs)
+        wait_until(worker_up, timeout=60, what="the portal's Celery worker", details=portal.logs)
         yield portal
     finally:
-        portal.remember_server_processes()
-        _stop_group(beat)
-        _stop_group(web)
-        _stop_group(worker)
-        for log in (worker_log, web_log, beat_log):
-            log.close()
-        left = {pid for pid in portal.server_pids if alive(pid)}
+        if "worker" in started:
+            server_pids |= descendants(started["worker"].pid)
+        for name in ("beat", "web", "worker"):
+            if name in started:
+                _stop_group(started[name])
+        left = {pid for pid in server_pids if alive(pid)}
         for pid in left:
             os.kill(pid, 9)
         with django_db_blocker.unblock():

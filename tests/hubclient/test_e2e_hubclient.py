@@ -96,14 +96,6 @@ def start_server(hub, user: str, options: dict, server: str = "") -> int:
     return status
 
 
-def wait_gone(hub, user: str, server: str = "") -> None:
-    def gone() -> bool:
-        status, model = hub.api("GET", f"/users/{user}")
-        return status == 200 and server not in model["servers"]
-
-    hub.wait_for(gone, timeout=60, what=f"{user}'s server to be gone from the Hub")
-
-
 def test_a_server_starts_shows_progress_answers_through_the_proxy_and_stops(hub, portal):
     # when alice's server is started through the Hub's REST API
     assert start_server(hub, "alice", {"outpost": "local", "flavor": "small"}) == 202
@@ -133,7 +125,7 @@ def test_a_server_starts_shows_progress_answers_through_the_proxy_and_stops(hub,
     # when the user's server is stopped through the Hub
     status, _ = hub.api("DELETE", "/users/alice/server")
     assert status in (202, 204)
-    wait_gone(hub, "alice")
+    hub.wait_gone("alice")
 
     # then the process is gone, the portal records the stop, and the proxy has no route
     hub.wait_for(lambda: not alive(pid), timeout=30, what="the server process to exit")
@@ -156,7 +148,7 @@ def test_a_refused_flavor_reaches_the_user_as_a_failed_spawn_with_the_portals_me
     assert events[-1]["failed"] is True, events
     message = events[-1]["message"]
     assert "Start with closed for e2e-hub not allowed. Maximum (0) already reached." in message
-    wait_gone(hub, "bob")
+    hub.wait_gone("bob")
     # and no server was admitted at the portal
     assert portal.servers("bob") == []
 
@@ -201,7 +193,7 @@ def test_cancel_during_a_pending_start_leaves_no_process(hub, portal):
     assert status in (202, 204)
 
     # then the Hub forgets it, the process is gone and the portal records the stop
-    wait_gone(hub, "carol")
+    hub.wait_gone("carol")
     hub.wait_for(lambda: not alive(pid), timeout=30, what="the cancelled start's process to end")
     hub.wait_for(
         lambda: portal.server("carol")["status"] == "stopped",
@@ -232,5 +224,5 @@ def test_after_a_hub_restart_the_server_is_still_reachable(hub, portal):
     # and it can still be stopped through the Hub
     status, _ = hub.api("DELETE", "/users/dave/servers/lab")
     assert status in (202, 204)
-    wait_gone(hub, "dave", "lab")
+    hub.wait_gone("dave", "lab")
     hub.wait_for(lambda: not alive(pid), timeout=30, what="dave's server process to exit")

@@ -72,14 +72,6 @@ def user_url(hub, user: str, server: str) -> str:
     return f"{hub.url}/user/{user}/{server + '/' if server else ''}api/status"
 
 
-def wait_gone(hub, user: str, server: str) -> None:
-    def gone() -> bool:
-        status, model = hub.api("GET", f"/users/{user}")
-        return status == 200 and server not in model["servers"]
-
-    hub.wait_for(gone, timeout=60, what=f"{user}'s server {server!r} to be gone from the Hub")
-
-
 @pytest.mark.parametrize("server", ["", "lab"], ids=["default-server", "named-server"])
 def test_start_poll_and_stop_through_the_stock_spawner(hub, portal, server):
     user = f"sam-{server or 'default'}"
@@ -112,7 +104,7 @@ def test_start_poll_and_stop_through_the_stock_spawner(hub, portal, server):
     assert status in (202, 204)
 
     # then it is gone everywhere: Hub, proxy, process, portal
-    wait_gone(hub, user, server)
+    hub.wait_gone(user, server)
     hub.wait_for(lambda: not alive(pid), timeout=30, what="the server process to exit")
     hub.wait_for(
         lambda: portal.server(user, server)["status"] == "stopped",
@@ -140,4 +132,4 @@ def test_a_server_that_exits_is_noticed_by_the_hubs_poll(hub, portal):
         timeout=30,
         what="the portal to notice the exit",
     )
-    wait_gone(hub, "tess", "")
+    hub.wait_gone("tess", "")
