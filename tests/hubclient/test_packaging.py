@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import entry_points
+from pathlib import Path
+
+HUBCLIENT = Path(__file__).resolve().parents[2] / "hubclient"
 
 
 def test_importing_the_hubclient_loads_no_django():
@@ -49,3 +55,40 @@ def test_every_option_is_configurable_and_documented():
     } <= own
     for name in own:
         assert len(OutpostPortalSpawner.class_traits()[name].help) > 40, name
+
+
+def test_the_built_wheel_declares_only_hub_dependencies_and_imports_without_django(tmp_path):
+    # given the wheel `pip install ./hubclient` builds (from a copy: the tree stays clean)
+    source = tmp_path / "hubclient"
+    shutil.copytree(HUBCLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + [str(source), "-w", str(tmp_path / "dist")],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("outpost_hubclient-*.whl")
+
+    # then its metadata asks for what a JupyterHub already has, and nothing of the portal
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata_name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(metadata_name))
+        assert "outpost_hubclient/py.typed" in archive.namelist()
+    assert sorted(metadata.get_all("Requires-Dist")) == [
+        "jupyterhub>=5",
+        "tornado>=6.1",
+        "traitlets>=5",
+    ]
+    assert metadata["License-Expression"] == "BSD-3-Clause"
+
+    # and the package imports from the wheel alone with Django made unimportable
+    code = (
+        "import sys; sys.modules['django'] = None; sys.path.insert(0, sys.argv[1]);"
+        "import outpost_hubclient, outpost_hubclient.spawner;"
+        "assert outpost_hubclient.__file__.startswith(sys.argv[1]), outpost_hubclient.__file__;"
+        "print(outpost_hubclient.OutpostPortalSpawner.__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(wheel)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "OutpostPortalSpawner"
