@@ -9,29 +9,49 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.hubclient.jupyterhub_harness import alive, descendants, free_port
+from tests.hubclient.jupyterhub_harness import alive, descendants, free_ports, wait_until
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+PORT_NAMES = ("DEMO_PORT", "DEMO_HUB_PORT", "DEMO_HUB_API_PORT", "DEMO_PROXY_API_PORT")
 
 
-def wait_for(condition, *, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.3)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
+def demo_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """scripts/demo's environment as `make demo` gives it, on free ports and a scratch folder,
+    with the venv running these tests (the one the hubclient is installed in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update({name: str(port) for name, port in zip(PORT_NAMES, free_ports(4), strict=True)})
+    env["VENV"] = str(Path(sys.executable).parent.parent)
+    env["DEMO_DATA_DIR"] = str(tmp_path / "var")
+    env.update(overrides)
+    return env
+
+
+def run_demo(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(ROOT / "scripts" / "demo")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, like a terminal's foreground job
+        )
+
+
+def log_tail(log: Path) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-60:])
 
 
 def answers(url: str) -> bool:
@@ -42,37 +62,19 @@ def answers(url: str) -> bool:
 
 
 def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
-    ports = {
-        "DEMO_PORT": free_port(),
-        "DEMO_HUB_PORT": free_port(),
-        "DEMO_HUB_API_PORT": free_port(),
-        "DEMO_PROXY_API_PORT": free_port(),
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update({key: str(value) for key, value in ports.items()})
-    env["DEMO_DATA_DIR"] = str(tmp_path / "var")
+    env = demo_env(tmp_path)
     log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [str(ROOT / "scripts" / "demo")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, like a terminal's foreground job
-        )
+    demo = run_demo(env, log)
     processes: set[int] = set()
-    hub = f"http://127.0.0.1:{ports['DEMO_HUB_PORT']}"
-    portal = f"http://127.0.0.1:{ports['DEMO_PORT']}"
+    hub = f"http://127.0.0.1:{env['DEMO_HUB_PORT']}"
+    portal = f"http://127.0.0.1:{env['DEMO_PORT']}"
     try:
         # when the demo is up, it says where the Hub and the admin are, with credentials
-        wait_for(
+        wait_until(
             lambda: "Ctrl-C stops everything" in log.read_text(),
             timeout=90,
             what="the demo",
-            log=log,
+            details=lambda: log_tail(log),
         )
         text = log.read_text()
         assert f"JupyterHub:    {hub}/" in text
@@ -99,7 +101,9 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         def server_process() -> list[int]:
             return [pid for pid in descendants(demo.pid) if "jupyterhub-singleuser" in _args(pid)]
 
-        servers = wait_for(server_process, timeout=60, what="zoe's server process", log=log)
+        servers = wait_until(
+            server_process, timeout=60, what="zoe's server process", details=lambda: log_tail(log)
+        )
         processes |= descendants(demo.pid) | {demo.pid}
 
         # when Ctrl-C is pressed
@@ -118,6 +122,65 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         for pid in processes | descendants(demo.pid):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_demo_refuses_a_port_in_use_and_says_which(tmp_path):
+    # given something already listening on the port the Hub's API would use
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = demo_env(tmp_path, DEMO_HUB_API_PORT=str(taken.getsockname()[1]))
+        log = tmp_path / "demo.log"
+
+        # when the demo starts
+        demo = run_demo(env, log)
+        try:
+            status = demo.wait(timeout=60)
+        finally:
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+
+    # then it refuses, naming the port, and started nothing
+    assert status != 0
+    text = log.read_text()
+    assert (
+        f"port {env['DEMO_HUB_API_PORT']}, DEMO_HUB_API_PORT (the Hub's API), is already in use"
+        in text
+    )
+    assert "demo: stopping" not in text
+
+
+def test_a_failing_stage_stops_what_the_demo_started(tmp_path):
+    # given a proxy API URL JupyterHub cannot use: the Hub fails after the portal is up
+    env = demo_env(tmp_path, DEMO_PROXY_API_PORT="not-a-port")
+    log = tmp_path / "demo.log"
+
+    # when the demo runs
+    demo = run_demo(env, log)
+    processes: set[int] = set()
+    try:
+        wait_until(
+            lambda: demo.poll() is not None or processes.update(descendants(demo.pid)),
+            timeout=120,
+            what="the demo to give up",
+            details=lambda: log_tail(log),
+            every=0.1,
+        )
+        left = {pid for pid in processes if alive(pid)}
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+        for pid in processes:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    # then it fails, having stopped the portal it had started: no process is left
+    text = log.read_text()
+    assert demo.returncode != 0, text
+    assert "demo: JupyterHub exited" in text, text
+    assert "demo: stopped" in text, text
+    assert processes, "the portal never started"
+    assert left == set(), {pid: _args(pid) for pid in left}
 
 
 def _args(pid: int) -> str:
