@@ -135,20 +135,26 @@ def test_stop_before_the_start_ran_means_it_never_runs(db, home):
     assert "Starting the server." not in messages(server)
 
 
-def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_db, home):
-    # given a spawner that has started a process but not returned yet
-    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+def slow_start_in_a_worker_thread(server: Server, home) -> tuple[threading.Thread, int]:
+    """Run a SlowSpawner server's start task as another worker thread would, until its
+    spawner has made the process (whose pid is returned) and keeps start() pending."""
 
-    def start_in_another_worker_thread() -> None:
+    def start() -> None:
         try:
             tasks.server_start_task(server.pk)
         finally:
             connection.close()
 
-    thread = threading.Thread(target=start_in_another_worker_thread)
+    thread = threading.Thread(target=start)
     thread.start()
     pid_file = home / "olga" / "spawned.pid"
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    return thread, int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+
+
+def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_db, home):
+    # given a spawner that has started a process but not returned yet
+    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+    thread, pid = slow_start_in_a_worker_thread(server, home)
     assert pid_alive(pid)
     # when the Hub deletes the server (server_stop's write; its task finds the start pending)
     Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
@@ -287,17 +293,7 @@ def test_an_attempt_that_stalled_past_its_lease_leaves_the_server_to_the_new_own
     # lease every second (instead of every 30 s) so the attempt checks its ownership often
     monkeypatch.setattr(services, "START_LEASE_RENEW_EVERY", timedelta(0))
     server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
-
-    def start_in_another_worker_thread() -> None:
-        try:
-            tasks.server_start_task(server.pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=start_in_another_worker_thread)
-    thread.start()
-    pid_file = home / "olga" / "spawned.pid"
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    thread, pid = slow_start_in_a_worker_thread(server, home)
     killer.append(pid)
     # when another attempt takes the server over (this one looked dead: its lease ran out)
     new_owner = {"lease": timezone.now() + timedelta(minutes=5), "state": {"pid": 1}}
