@@ -6,6 +6,7 @@ the user's server included, and no process is left.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -82,6 +83,24 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         password = re.search(r"any user name, password (\S+)", text).group(1)
         assert answers(f"{hub}/hub/login")
         assert answers(f"{portal}/admin/login/")
+
+        # and the API example it prints works as printed: start, poll, stop
+        start_body = json.loads(re.search(r"-d '(\{.*?\})'", text, re.DOTALL).group(1))
+        services = f"{portal}/outposts/local/services"
+        assert f"       {services}\n" in text
+        assert f"-X DELETE {services}//try1" in text
+        secret = dict(
+            line.split("=", 1)
+            for line in Path(env["DEMO_DATA_DIR"], "demo.env").read_text().split()
+        )["DEMO_HUB_SECRET"]
+        auth = ("demo-hub", secret)
+        started = requests.post(services, json=start_body, auth=auth, timeout=90)
+        assert started.status_code == 200, started.text
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", started.json()["service"]), started.text
+        poll = requests.get(f"{services}//try1", auth=auth, timeout=10)
+        assert poll.json() == {"status": None, "logs": []}
+        stopped = requests.delete(f"{services}//try1", auth=auth, timeout=90)
+        assert stopped.json() == {"logs": []}
 
         # and a user starts a server from the Hub's spawn form
         session = requests.Session()
