@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,15 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_in_session(sid: int) -> list[str]:

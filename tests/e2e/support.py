@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ import pytest
 import requests
 
 from outposts.management.commands.runportal import worker_command
+from tests.processes import free_port, stop_group, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,37 +96,6 @@ def singleuser_config(home: Path, **extra: Any) -> dict[str, Any]:
         "kill_timeout": 5,
         **extra,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, every: float = 0.2) -> Any:
-    """The first truthy value of ``predicate()``, or AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def json_if_up(url: str) -> Any:
@@ -252,7 +219,7 @@ def fake_hub() -> Iterator[FakeHub]:
     hub.close()
 
 
-def _child_env(tmp_path: Path) -> dict[str, str]:
+def portal_process_env(tmp_path: Path) -> dict[str, str]:
     """Env of a subprocess on the same test database and broker as this test."""
     from django.conf import settings
     from django.db import connection
@@ -273,21 +240,6 @@ def _child_env(tmp_path: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """SIGTERM the process group, then SIGKILL; returns when none of it is left."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -325,7 +277,7 @@ def celery_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
             proc = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
-                env=_child_env(tmp_path),
+                env=portal_process_env(tmp_path),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -333,7 +285,7 @@ def celery_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
         worker = Worker(proc=proc, log_path=log_path, queues=["celery", *queues])
         workers.append(worker)
         try:
-            wait_for(lambda: "ready." in worker.log() or proc.poll() is not None, timeout=60)
+            wait_until(lambda: "ready." in worker.log() or proc.poll() is not None, timeout=60)
         except AssertionError:
             raise AssertionError(f"worker did not start:\n{worker.log()}") from None
         assert proc.poll() is None, f"worker exited:\n{worker.log()}"
@@ -341,7 +293,7 @@ def celery_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
 
     yield start
     for worker in workers:
-        _stop_group(worker.proc)
+        stop_group(worker.proc)
         assert worker.proc.poll() is not None
         with pytest.raises(ProcessLookupError):
             os.killpg(worker.proc.pid, 0)
@@ -365,7 +317,7 @@ def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
                 "warning",
             ],
             cwd=ROOT,
-            env=_child_env(tmp_path),
+            env=portal_process_env(tmp_path),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -380,9 +332,9 @@ def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
         except requests.ConnectionError:
             return False
 
-    wait_for(up, timeout=30)
+    wait_until(up, timeout=30)
     yield base
-    _stop_group(proc)
+    stop_group(proc)
 
 
 # Spawner classes for tests, importable by dotted path (workers load them too).

@@ -12,8 +12,9 @@ import pytest
 import requests
 
 from outposts.models import Server
-from tests.e2e.support import free_port, pid_alive, serve_config, singleuser_config, wait_for
+from tests.e2e.support import json_if_up, serve_config, singleuser_config
 from tests.factories import HUB_SECRET, HubFactory, OutpostFactory
+from tests.processes import alive, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +49,7 @@ def site(celery_worker, portal_web, tmp_path, settings):
     }
     for state in Server.objects.exclude(spawner_state=None).values_list("spawner_state", flat=True):
         pid = (state or {}).get("pid")
-        if pid and pid_alive(pid):
+        if pid and alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -77,7 +78,7 @@ def test_start_use_and_stop_a_jupyter_server_through_the_api(site, fake_hub, mod
     if mode == "async":
         assert (answer.status_code, answer.json()) == (202, {"service": ""})
         # the Hub learns the address from the set-up-tunnel call once the server runs
-        call = wait_for(lambda: fake_hub.posts("/users/setuptunnel/olga/lab"), timeout=60)[0]
+        call = wait_until(lambda: fake_hub.posts("/users/setuptunnel/olga/lab"), timeout=60)[0]
         assert call.authorization == "token server-token"
         address = call.body["service"]
     else:
@@ -94,17 +95,17 @@ def test_start_use_and_stop_a_jupyter_server_through_the_api(site, fake_hub, mod
     assert [(s["name"], s["start_id"]) for s in listed] == [("lab", "abc123")]
     # the real jupyterhub-singleuser answers under the server's prefix (once it is up: the
     # Hub waits for that too, after it got the address)
-    status = wait_for(lambda: _get(f"http://{address}/user/olga/lab/api"), timeout=60)
+    status = wait_until(lambda: json_if_up(f"http://{address}/user/olga/lab/api"), timeout=60)
     assert "version" in status
     # and the Hub saw progress up to ready, and a flavor update
-    events = wait_for(lambda: fake_hub.posts("/users/progress/events/olga/lab"))
-    wait_for(
+    events = wait_until(lambda: fake_hub.posts("/users/progress/events/olga/lab"))
+    wait_until(
         lambda: any(
             e.body["progress"] == 100 for e in fake_hub.calls if e.body and "progress" in e.body
         )
     )
     assert all(e.authorization == "token server-token" for e in events)
-    wait_for(lambda: fake_hub.posts("/outpostflavors/"))
+    wait_until(lambda: fake_hub.posts("/outpostflavors/"))
     pid = server.spawner_state["pid"]
 
     # when the Hub deletes the server
@@ -114,8 +115,8 @@ def test_start_use_and_stop_a_jupyter_server_through_the_api(site, fake_hub, mod
         assert stop.status_code == 202
     else:
         assert stop.status_code == 200, stop.text
-    wait_for(lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED, timeout=60)
-    wait_for(lambda: not pid_alive(pid), timeout=30)
+    wait_until(lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED, timeout=60)
+    wait_until(lambda: not alive(pid), timeout=30)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://{address}/user/olga/lab/api", timeout=5)
     gone = requests.get(f"{site['base']}/lab/abc123", headers=site["headers"], timeout=10)
@@ -143,14 +144,6 @@ def test_a_hub_that_is_down_does_not_fail_a_start(site, tmp_path):
     # then
     assert answer.status_code == 200, answer.text
     address = answer.json()["service"]
-    assert wait_for(lambda: _get(f"http://{address}/user/olga/lab/"))["user"] == "olga"
+    assert wait_until(lambda: json_if_up(f"http://{address}/user/olga/lab/"))["user"] == "olga"
     stop = requests.delete(f"{site['base']}/lab/abc123", headers=site["headers"], timeout=90)
     assert stop.status_code == 200
-
-
-def _get(url: str):
-    try:
-        response = requests.get(url, timeout=5)
-    except requests.ConnectionError:
-        return None
-    return response.json() if response.status_code == 200 else None

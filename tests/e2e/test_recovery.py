@@ -14,8 +14,9 @@ from django.utils import timezone
 from outposts import services, tasks
 from outposts.models import Server
 from outposts.services import StartRequest
-from tests.e2e.support import pid_alive, serve_config, wait_for
+from tests.e2e.support import serve_config
 from tests.factories import HubFactory, OutpostFactory
+from tests.processes import alive, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -38,19 +39,19 @@ def dead_start(celery_worker, fake_hub, tmp_path, settings):
     pid_file = home / "olga" / "spawned.pid"
     pids: list[int] = []
     try:
-        pids.append(int(wait_for(lambda: pid_file.exists() and pid_file.read_text())))
+        pids.append(int(wait_until(lambda: pid_file.exists() and pid_file.read_text())))
         # the start's heartbeat saved the spawner's state while start() is still under way
-        saved = wait_for(lambda: Server.objects.get(pk=server.pk).spawner_state, timeout=10)
+        saved = wait_until(lambda: Server.objects.get(pk=server.pk).spawner_state, timeout=10)
         assert saved == {"pid": pids[0]}
         os.killpg(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait(timeout=10)
         server.refresh_from_db()
         assert server.status == Server.Status.PENDING
-        assert pid_alive(pids[0])  # in its own session: the worker's death left it running
+        assert alive(pids[0])  # in its own session: the worker's death left it running
         yield server, pids, pid_file, celery_worker
     finally:
         for pid in pids:
-            if pid_alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -72,7 +73,7 @@ def test_the_reconciler_stops_what_a_dead_start_left_after_the_start_timeout(dea
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
     assert "did not start within 10 minutes" in server.error
-    assert not pid_alive(pid)
+    assert not alive(pid)
 
 
 def test_a_redelivered_start_stops_what_the_dead_attempt_left_and_starts_again(dead_start):
@@ -84,12 +85,12 @@ def test_a_redelivered_start_stops_what_the_dead_attempt_left_and_starts_again(d
     pid_file.unlink()
     tasks.server_start_task.apply_async(args=[server.pk], queue=server.outpost.celery_queue)
     # then what the dead attempt made is stopped, and a new server process is started
-    pids.append(int(wait_for(lambda: pid_file.exists() and pid_file.read_text())))
+    pids.append(int(wait_until(lambda: pid_file.exists() and pid_file.read_text())))
     assert pids[1] != pids[0]
-    wait_for(lambda: not pid_alive(pids[0]), timeout=10)
-    assert pid_alive(pids[1])
+    wait_until(lambda: not alive(pids[0]), timeout=10)
+    assert alive(pids[1])
     # and a stop now cancels the new start without leaving anything behind
     services.server_stop(server=server)
-    wait_for(lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED)
-    wait_for(lambda: not pid_alive(pids[1]), timeout=10)
+    wait_until(lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED)
+    wait_until(lambda: not alive(pids[1]), timeout=10)
     assert "Traceback" not in worker.log()

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.processes import alive, descendants, free_ports, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 JUPYTERHUB = VENV_BIN / "jupyterhub"
@@ -46,82 +47,6 @@ c.Spawner.cmd = [{str(SINGLEUSER)!r}]
 c.Spawner.args = ["--allow-root"]
 c.SimpleLocalProcessSpawner.home_dir_template = HARNESS_DIR + "/home/{{username}}"
 """
-
-
-def free_port() -> int:
-    """A loopback port free right now (another process could still take it: rare)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports free right now.
-
-    All sockets are bound before any is closed: ports asked for one by one may repeat.
-    """
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def wait_until(
-    condition: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    details: Callable[[], str] = lambda: "",
-    every: float = 0.2,
-) -> Any:
-    """The first truthy value of ``condition()``; fails naming ``what`` with ``details()``
-    (a log tail, say) after ``timeout`` seconds. The one wait loop of these tests."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {timeout} s waiting for {what}\n{details()}")
-        time.sleep(every)
-
-
-def _children_by_parent() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name in parentheses may contain spaces: split after its last ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (servers run in their own sessions, so not by group)."""
-    children = _children_by_parent()
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @dataclass

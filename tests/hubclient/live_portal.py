@@ -4,7 +4,7 @@ worker as subprocesses on the pytest-django test database and the test broker.
 It lives for a whole test module (a JupyterHub is configured with the portal's URL, and
 starting both per test would make the suite slow), so it cannot use the function-scoped
 ``portal_web`` / ``celery_worker`` fixtures of tests/e2e/support.py; it starts the same
-commands with the same environment (``_child_env``). The module's Outposts, flavors and Hub
+commands with the same environment (``portal_process_env``). The module's Outposts, flavors and Hub
 are written with ``config_apply``, as ``make demo`` does, and the database is flushed when the
 module ends, as pytest-django does after a transactional test.
 
@@ -30,8 +30,8 @@ from typing import Any
 import requests
 
 from outposts.management.commands.runportal import web_command, worker_command
-from tests.e2e.support import _child_env, _stop_group
-from tests.hubclient.jupyterhub_harness import alive, descendants, free_port, wait_until
+from tests.e2e.support import portal_process_env
+from tests.processes import alive, descendants, free_port, stop_group, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def running_portal(
                 ],
             }
         )
-        env = _child_env(directory)
+        env = portal_process_env(directory)
     # Beat runs the reconciler this often: a server that exits is noticed within seconds.
     env["PORTAL_RECONCILE_INTERVAL"] = str(RECONCILE_INTERVAL)
     Path(env["PORTAL_DATA_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -240,7 +240,7 @@ def running_portal(
             server_pids |= descendants(started["worker"].pid)
         for name in ("beat", "web", "worker"):
             if name in started:
-                _stop_group(started[name])
+                stop_group(started[name])
         left = {pid for pid in server_pids if alive(pid)}
         for pid in left:
             os.kill(pid, 9)

@@ -10,10 +10,10 @@ import pytest
 
 from tests.hubclient.jupyterhub_harness import (
     SIMPLE_LOCAL_SPAWNER_CONFIG,
-    alive,
     running_jupyterhub,
     stop_jupyterhub,
 )
+from tests.processes import alive
 
 pytestmark = pytest.mark.e2e
 

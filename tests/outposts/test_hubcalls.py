@@ -6,8 +6,9 @@ import pytest
 
 from outposts import hubcalls, tasks
 from outposts.models import Server
-from tests.e2e.support import fake_hub, free_port  # noqa: F401 - fixture
+from tests.e2e.support import fake_hub  # noqa: F401 - fixture
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
+from tests.processes import free_port
 
 
 def test_event_body_escapes_html():

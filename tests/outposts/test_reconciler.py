@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from outposts import tasks
 from outposts.models import Outpost, Server
-from tests.e2e.support import FakeHub, json_if_up, pid_alive, serve_config, wait_for
+from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import ServerFactory
+from tests.processes import alive, wait_until
 
 BASE = "/outposts/local/services"
 
@@ -69,8 +70,8 @@ def poll_due(server: Server) -> None:
 def test_a_server_whose_process_exits_is_reported_with_its_exit_status(running, hub_client):
     # given
     server = running()
-    wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/lab/exit-7"))
-    wait_for(lambda: not pid_alive(server.spawner_state["pid"]))
+    wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/lab/exit-7"))
+    wait_until(lambda: not alive(server.spawner_state["pid"]))
     poll_due(server)
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] is None
     # when
@@ -132,7 +133,7 @@ def test_a_server_past_its_runtime_is_stopped(running, hub_client, queued_stops)
     # then
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
-    assert not pid_alive(pid)
+    assert not alive(pid)
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] == 0
 
 
@@ -263,4 +264,4 @@ def test_a_stop_whose_task_was_lost_is_queued_again_once(running, queued_stops):
     tasks.server_stop_task(*first[0][0])
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
-    assert not pid_alive(pid)
+    assert not alive(pid)

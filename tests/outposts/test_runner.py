@@ -23,8 +23,9 @@ from outposts.runner import (
 )
 from outposts.services import StartRequest
 from portal.crypto import encrypt_text
-from tests.e2e.support import FakeHub, json_if_up, pid_alive, serve_config, wait_for
+from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
+from tests.processes import alive, wait_until
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def started():
     yield runners
     for runner in runners:
         pid = runner.spawner.get_state().get("pid")
-        if pid and pid_alive(pid):
+        if pid and alive(pid):
             asyncio.run(runner.stop(now=True))
 
 
@@ -86,7 +87,7 @@ def test_started_server_listens_where_its_address_and_env_say(db, tmp_path, star
     # then
     host, port = address.split(":")
     assert host == "127.0.0.1"
-    seen = wait_for(lambda: json_if_up(f"http://{address}/user/olga/lab/"))
+    seen = wait_until(lambda: json_if_up(f"http://{address}/user/olga/lab/"))
     assert seen["user"] == "olga"
     assert seen["env"]["JUPYTERHUB_SERVICE_URL"] == f"http://127.0.0.1:{port}/user/olga/lab/"
     # the request env wins over what the spawner computes (here: the Hub's token)
@@ -110,7 +111,7 @@ def test_traits_are_layered_outpost_then_allow_listed_overrides_then_flavor(db, 
     # when
     address = start(runner, started)
     # then
-    env = wait_for(lambda: json_if_up(f"http://{address}/user/olga/"))["env"]
+    env = wait_until(lambda: json_if_up(f"http://{address}/user/olga/"))["env"]
     assert env["MEM_LIMIT"] == str(2 * 1024**3)  # the flavor's: a Hub cannot lift it
     assert env["CPU_LIMIT"] == "3.0"  # allow-listed override of the Outpost's config
     assert env["CPU_GUARANTEE"] == "0.5"  # not allow-listed: the Outpost's
@@ -188,9 +189,9 @@ def test_a_rebuilt_runner_polls_the_real_exit_status(db, tmp_path, started):
     again = SpawnerRunner.for_server(server)
     assert asyncio.run(again.poll()) is None
     # when the server exits on its own with status 3
-    wait_for(lambda: json_if_up(f"http://{address}/user/olga/exit-3"))
+    wait_until(lambda: json_if_up(f"http://{address}/user/olga/exit-3"))
     # then a runner rebuilt from the saved state (another task) sees the status
-    status = wait_for(lambda: asyncio.run(SpawnerRunner.for_server(server).poll()) or None)
+    status = wait_until(lambda: asyncio.run(SpawnerRunner.for_server(server).poll()) or None)
     assert status == 3
 
 
@@ -198,7 +199,7 @@ def test_a_zombie_that_is_not_ours_counts_as_exited(db, tmp_path):
     # given a child of this process that exited and was not reaped (a zombie), which
     # LocalProcessSpawner's pid check alone reports as running
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    wait_for(
+    wait_until(
         lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
     )
     server = make_server(tmp_path, spawner_state={"pid": proc.pid})
@@ -221,7 +222,7 @@ def test_stop_from_saved_state_ends_the_process(db, tmp_path, started):
     # when
     asyncio.run(SpawnerRunner.for_server(server).stop())
     # then
-    assert not pid_alive(pid)
+    assert not alive(pid)
 
 
 @pytest.mark.parametrize(
@@ -263,7 +264,7 @@ def test_certs_go_to_a_private_folder_named_by_server_id_and_leave_with_the_stop
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "server.key").stat().st_mode) == 0o600
     assert (folder / "server.key").read_text() == "KEY"
-    env = wait_for(lambda: json_if_up(f"http://{address}/user/olga/secure/"))["env"]
+    env = wait_until(lambda: json_if_up(f"http://{address}/user/olga/secure/"))["env"]
     assert env["JUPYTERHUB_SSL_CERTFILE"] == str(folder / "server.crt")
     assert env["JUPYTERHUB_SERVICE_URL"].startswith("https://127.0.0.1:")
     # when

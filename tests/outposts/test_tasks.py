@@ -22,8 +22,9 @@ from outposts import services, tasks
 from outposts.models import Server
 from outposts.runner import SpawnerRunner
 from outposts.services import StartRequest
-from tests.e2e.support import FakeHub, fake_hub, json_if_up, pid_alive, serve_config, wait_for  # noqa: F401
+from tests.e2e.support import FakeHub, fake_hub, json_if_up, serve_config  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
+from tests.processes import alive, wait_until
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_start_runs_the_server_and_records_running_with_its_end_time(db, home, s
     assert server.status == Server.Status.RUNNING
     assert server.end_at == server.ready_at + timedelta(hours=2)
     assert server.spawner_state["pid"]
-    seen = wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))
+    seen = wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/"))
     assert seen["user"] == "olga"
     assert messages(server)[0] == "Starting the server."
     last = server.events.last()
@@ -116,7 +117,7 @@ def test_stop_ends_the_process_and_records_the_stop(db, home):
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
     assert server.stopped_at is not None
     assert server.spawner_state is None
-    assert not pid_alive(pid)
+    assert not alive(pid)
     # and a second stop (redelivered) changes nothing
     tasks.server_stop_task(server.pk)
     assert Server.objects.get(pk=server.pk).stopped_at == server.stopped_at
@@ -148,14 +149,14 @@ def slow_start_in_a_worker_thread(server: Server, home) -> tuple[threading.Threa
     thread = threading.Thread(target=start)
     thread.start()
     pid_file = home / "olga" / "spawned.pid"
-    return thread, int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    return thread, int(wait_until(lambda: pid_file.exists() and pid_file.read_text()))
 
 
 def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_db, home):
     # given a spawner that has started a process but not returned yet
     server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
     thread, pid = slow_start_in_a_worker_thread(server, home)
-    assert pid_alive(pid)
+    assert alive(pid)
     # when the Hub deletes the server (server_stop's write; its task finds the start pending)
     Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
     tasks.server_stop_task(server.pk)
@@ -163,7 +164,7 @@ def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
-    assert not pid_alive(pid)
+    assert not alive(pid)
 
 
 def test_a_start_that_never_returns_fails_after_the_start_timeout(db, home):
@@ -238,7 +239,7 @@ def test_a_name_that_is_no_local_account_starts(db, home, stopper):
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
-    assert wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
+    assert wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
 def leftover_of_a_dead_attempt(home, **kwargs) -> tuple[Server, int]:
@@ -263,7 +264,7 @@ def killer():
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if pid_alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -303,7 +304,7 @@ def test_an_attempt_that_stalled_past_its_lease_leaves_the_server_to_the_new_own
     thread.join(timeout=30)
     # then the stalled attempt stopped what it made and left the new owner's record alone
     assert not thread.is_alive()
-    assert not pid_alive(pid)
+    assert not alive(pid)
     server.refresh_from_db()
     assert server.status == Server.Status.PENDING
     assert (server.start_lease_until, server.spawner_state) == (
@@ -324,10 +325,10 @@ def test_a_redelivered_start_after_the_lease_ran_out_stops_the_leftover_and_star
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
-    assert not pid_alive(old_pid)
+    assert not alive(old_pid)
     assert server.spawner_state["pid"] != old_pid
     assert server.start_lease_until is None
-    assert wait_for(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
+    assert wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
 
 
 def test_a_dead_start_with_a_stop_asked_for_is_stopped_not_started_again(db, home, killer):
@@ -340,7 +341,7 @@ def test_a_dead_start_with_a_stop_asked_for_is_stopped_not_started_again(db, hom
     # then what the dead attempt made is stopped, and no new start was made
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
-    assert not pid_alive(old_pid)
+    assert not alive(old_pid)
     assert "Starting the server." not in messages(server)
 
 
@@ -382,7 +383,7 @@ def test_a_start_that_must_not_stay_and_cannot_be_stopped_goes_to_the_stop_task(
     server.refresh_from_db()
     killer.append(server.spawner_state["pid"])
     assert server.status == Server.Status.STOPPING
-    assert pid_alive(server.spawner_state["pid"])
+    assert alive(server.spawner_state["pid"])
     assert sent == [((server.pk,), server.outpost.celery_queue)]
 
 
