@@ -46,10 +46,6 @@ class OutpostConfig:
     validate_cert: bool | None = None
     ca_file: str = ""
 
-    @property
-    def has_inline_credential(self) -> bool:
-        return bool(self.secret or self.api_key)
-
     def authorization(self, environ: Mapping[str, str] | None = None) -> str:
         """The Authorization header, read afresh so rotated secrets apply without a restart."""
         environ = os.environ if environ is None else environ

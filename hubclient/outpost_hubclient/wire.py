@@ -23,9 +23,6 @@ STATE_VERSION = 1
 #: spawners merge user_options into job scripts.
 USER_OPTION_KEYS = ("outpost", "flavor", "project")
 
-#: Server statuses in which a start can no longer become ready.
-ENDED_STATUSES = frozenset({"stopping", "stopped", "failed"})
-
 # The stock spawner forwards only these: the Hub's own PATH, PYTHONPATH, ... mean nothing on
 # the remote system and would break the server there.
 _FORWARDED_ENV_PREFIXES = ("JUPYTER_", "JUPYTERHUB_")
