@@ -52,7 +52,8 @@ def portal_env(tmp_path):
     return env
 
 
-def test_runportal_serves_and_stops_every_process_on_sigterm(portal_env):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_env, stop_signal):
     # given runportal started in a session of its own, as a terminal would
     port = free_port()
     portal = subprocess.Popen(
@@ -90,8 +91,8 @@ def test_runportal_serves_and_stops_every_process_on_sigterm(portal_env):
         assert any("uvicorn" in cmd for cmd in running)
         assert any("worker" in cmd for cmd in running)
         assert any("beat" in cmd for cmd in running)
-        # and runportal is sent SIGTERM
-        portal.send_signal(signal.SIGTERM)
+        # and runportal is sent Ctrl-C (SIGINT) or SIGTERM
+        portal.send_signal(stop_signal)
         portal.wait(timeout=60)
         reader.join(timeout=10)
     finally:

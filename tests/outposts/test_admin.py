@@ -159,6 +159,37 @@ def test_server_list_filters_and_search(client, site_admin, two_outposts):
     assert b"alice" in by_search.content and b"bob" not in by_search.content
 
 
+def test_server_list_filters_by_outpost_hub_and_flavor_and_searches_server_names(
+    client, superuser, two_outposts
+):
+    # given servers on two Outposts, of two Hubs and two flavors
+    mine, theirs = two_outposts
+    small, large = (
+        FlavorFactory(outpost=mine, name="small"),
+        FlavorFactory(outpost=mine, name="large"),
+    )
+    hub1, hub2 = HubFactory(name="hub1"), HubFactory(name="hub2")
+    ServerFactory(outpost=mine, hub=hub1, flavor=small, user_name="alice", name="lab")
+    ServerFactory(outpost=mine, hub=hub2, flavor=large, user_name="bob", name="gpu-run")
+    ServerFactory(outpost=theirs, hub=hub1, user_name="carol", name="notebook")
+    url = reverse("admin:outposts_server_changelist")
+
+    def users(**query) -> set[str]:
+        content = client.get(url, query).content
+        return {name for name in ("alice", "bob", "carol") if name.encode() in content}
+
+    # when they open the list, then its sidebar offers a filter by each
+    sidebar = client.get(url).content.decode()
+    for lookup, pk in (("outpost__id__exact", mine.pk), ("hub__id__exact", hub1.pk)):
+        assert f"?{lookup}={pk}" in sidebar, lookup
+    assert f"?flavor__id__exact={large.pk}" in sidebar
+    # and when they filter and search, the lists show the matching servers only
+    assert users(outpost__id__exact=mine.pk) == {"alice", "bob"}
+    assert users(hub__id__exact=hub1.pk) == {"alice", "carol"}
+    assert users(flavor__id__exact=large.pk) == {"bob"}
+    assert users(q="gpu-run") == {"bob"}
+
+
 def test_stop_action_stops_only_allowed_servers(client, site_admin, two_outposts):
     # given a running server on each Outpost
     mine, theirs = two_outposts
