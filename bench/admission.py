@@ -45,8 +45,8 @@ def parse_args() -> argparse.Namespace:
 
 def populate(secret: str, flavor_max: int) -> None:
     from flavors.models import Flavor
+    from outposts.hubs import hub_create
     from outposts.models import Outpost
-    from outposts.services import hub_create
 
     outpost = Outpost.objects.create(slug=SLUG, name="Bench Outpost")
     hub_create(name=HUB_NAME, secret=secret, outposts=[outpost])

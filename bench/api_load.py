@@ -61,8 +61,8 @@ def populate(servers: int, secret: str, *, seed: int) -> list[tuple[str, str]]:
     from django.utils import timezone
 
     from flavors.models import Flavor
+    from outposts.hubs import hub_create
     from outposts.models import Outpost, Server
-    from outposts.services import hub_create
 
     outpost = Outpost.objects.create(slug=SLUG, name="Bench Outpost")
     hub = hub_create(name=HUB_NAME, secret=secret, outposts=[outpost])

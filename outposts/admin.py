@@ -24,7 +24,7 @@ from django.utils import timezone
 from guardian.admin import ReinforcedGuardedModelAdminMixin
 
 from flavors.models import Flavor
-from outposts import services
+from outposts import hubs, services
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from outposts.selectors import outposts_administered_by
 
@@ -316,7 +316,7 @@ class HubAdmin(SuperuserOnlyAdmin):
         Never through messages: those are kept in the session or a cookie until shown.
         """
         name = f"created in the admin by {request.user.get_username()} on {timezone.now():%Y-%m-%d}"
-        created = [(hub, services.hub_api_key_create(hub=hub, name=name)[1]) for hub in queryset]
+        created = [(hub, hubs.hub_api_key_create(hub=hub, name=name)[1]) for hub in queryset]
         self.message_user(request, f"Created {len(created)} API key(s).", messages.SUCCESS)
         context = {
             **self.admin_site.each_context(request),

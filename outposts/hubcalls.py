@@ -67,7 +67,7 @@ def hub_post(*, url: str, token: str, body: Mapping[str, Any]) -> None:
 
     Raises HubUnreachable on connection errors, timeouts and 5xx; HubRefused on other
     non-2xx answers, redirects included (they are never followed). Callers check the URL
-    first (services.hub_callback_url).
+    first (callbacks.hub_callback_url).
     """
     try:
         response = requests.post(

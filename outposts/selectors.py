@@ -1,6 +1,9 @@
-"""Reads of Hubs, Outposts and servers, always scoped to the calling Hub."""
+"""Reads of Hubs, Outposts and servers: the API's, always scoped to the calling Hub, and the
+worker side's (locked rows, starts past their timeout, lost stops)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
@@ -112,5 +115,64 @@ def servers_due_for_poll(*, outpost: Outpost, limit: int) -> QuerySet[Server]:
             outpost=outpost, status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN]
         )
         .filter(Q(last_poll_at__isnull=True) | Q(last_poll_at__lt=cutoff))
+        .select_related("outpost", "flavor")
         .order_by(F("last_poll_at").asc(nulls_first=True))[:limit]
+    )
+
+
+# Reads of the worker side (lifecycle and reconciler).
+
+
+def server_for_update(*, server_id: int) -> Server | None:
+    """The server row, locked until the transaction ends, with what the lifecycle reads of
+    it; None if it is gone. Only the server row is locked, not its Outpost, Hub or flavor."""
+    return (
+        Server.objects.select_for_update(of=("self",))
+        .select_related("outpost", "flavor", "hub")
+        .filter(pk=server_id)
+        .first()
+    )
+
+
+def outpost_for_update(*, outpost: Outpost) -> Outpost:
+    """The Outpost row, locked until the transaction ends: admissions on it queue up here,
+    so the servers they count cannot change under them."""
+    return Outpost.objects.select_for_update().get(pk=outpost.pk)
+
+
+def starts_past_timeout(*, outpost: Outpost, grace: timedelta, limit: int) -> list[int]:
+    """Ids of starts older than the Outpost's start timeout plus ``grace`` whose start lease
+    ran out: their task is gone (a live one enforces the timeout itself)."""
+    now = timezone.now()
+    cutoff = now - outpost.start_timeout - grace
+    return list(
+        Server.objects.filter(
+            outpost=outpost, status__in=[Server.Status.REQUESTED, Server.Status.PENDING]
+        )
+        .filter(Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff))
+        .filter(Q(start_lease_until__isnull=True) | Q(start_lease_until__lt=now))
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def stops_lost(*, outpost: Outpost, lost_after: timedelta, limit: int) -> list[Server]:
+    """Servers still stopping ``lost_after`` after their stop was asked for: longer than every
+    retry of a stop task together, so that task was lost (a broker without redelivery, a
+    purged queue). Oldest first."""
+    cutoff = timezone.now() - lost_after
+    return list(
+        Server.objects.filter(
+            outpost=outpost, status=Server.Status.STOPPING, stop_requested_at__lt=cutoff
+        ).order_by("stop_requested_at")[:limit]
+    )
+
+
+def servers_past_runtime(*, outpost: Outpost, limit: int) -> list[Server]:
+    """Running or unknown servers whose runtime has ended."""
+    return list(
+        Server.objects.filter(
+            outpost=outpost,
+            status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN],
+            end_at__lte=timezone.now(),
+        ).select_related("outpost")[:limit]
     )

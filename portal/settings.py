@@ -236,7 +236,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 RECONCILE_INTERVAL = float(os.environ.get("PORTAL_RECONCILE_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE = {
     "servers-reconcile": {
-        "task": "outposts.tasks.servers_reconcile",
+        "task": "outposts.tasks.outposts_reconcile_task",
         "schedule": RECONCILE_INTERVAL,
         "options": {"queue": CELERY_TASK_DEFAULT_QUEUE, "expires": RECONCILE_INTERVAL},
     }

@@ -11,7 +11,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from outposts import selectors, services
+from outposts import hubs, selectors
 from outposts.models import Hub
 
 # The same message for every failure: which part was wrong is nobody's business.
@@ -72,7 +72,7 @@ class HubAuthentication(BaseAuthentication):
         api_key = selectors.hub_api_key_by_key(key=self._text(credentials))
         if api_key is None:
             return None
-        services.hub_api_key_record_use(api_key=api_key)
+        hubs.hub_api_key_record_use(api_key=api_key)
         return api_key.hub
 
     @staticmethod

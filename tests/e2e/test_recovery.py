@@ -68,7 +68,7 @@ def test_the_reconciler_stops_what_a_dead_start_left_after_the_start_timeout(dea
     server, (pid,), _, _ = dead_start
     lease_runs_out(server, started_ago=server.outpost.start_timeout + timedelta(minutes=5))
     # when
-    tasks.outpost_reconcile(server.outpost_id)
+    tasks.outpost_reconcile_task(server.outpost_id)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -83,7 +83,7 @@ def test_a_redelivered_start_stops_what_the_dead_attempt_left_and_starts_again(d
     worker = celery_worker(server.outpost.celery_queue)
     # when the broker delivers the start task again to a new worker
     pid_file.unlink()
-    tasks.server_start_task.apply_async(args=[server.pk], queue=server.outpost.celery_queue)
+    tasks.server_start_run_task.apply_async(args=[server.pk], queue=server.outpost.celery_queue)
     # then what the dead attempt made is stopped, and a new server process is started
     pids.append(int(wait_until(lambda: pid_file.exists() and pid_file.read_text())))
     assert pids[1] != pids[0]

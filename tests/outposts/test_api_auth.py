@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from outposts.services import hub_api_key_create
+from outposts.hubs import hub_api_key_create
 from tests.conftest import basic_auth
 from tests.factories import HubFactory, OutpostFactory
 

@@ -76,7 +76,7 @@ def test_progress_event_reaches_the_hub(server, fake_hub):  # noqa: F811
     # given
     event = SpawnEventFactory(server=server, progress=40, message="Image <pulled>")
     # when
-    tasks.hub_forward_event(event.pk)
+    tasks.hub_event_send_task(event.pk)
     # then
     (call,) = fake_hub.posts("/users/progress/events/olga/lab")
     assert call.authorization == "token server-token"
@@ -90,7 +90,7 @@ def test_progress_event_reaches_the_hub(server, fake_hub):  # noqa: F811
 
 def test_flavor_update_carries_current_counts(server, fake_hub):  # noqa: F811
     # when
-    tasks.hub_flavor_update(server.pk)
+    tasks.hub_flavors_send_task(server.pk)
     # then
     (call,) = fake_hub.posts("/outpostflavors/local")
     assert call.authorization == "token flavors-token"
@@ -105,7 +105,7 @@ def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub,
     del env["JUPYTERHUB_FLAVORS_UPDATE_TOKEN"]
     Server.objects.filter(pk=server.pk).update(env=env)
     # when
-    tasks.hub_flavor_update(server.pk)
+    tasks.hub_flavors_send_task(server.pk)
     # then
     (call,) = fake_hub.posts("/outpostflavors/local")
     assert call.authorization == "token hub-wide-token"
@@ -113,7 +113,7 @@ def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub,
 
 def test_setup_tunnel_sends_the_running_servers_address(server, fake_hub):  # noqa: F811
     # when
-    tasks.hub_setup_tunnel(server.pk)
+    tasks.hub_address_send_task(server.pk)
     # then
     (call,) = fake_hub.posts("/users/setuptunnel/olga/lab")
     assert call.authorization == "token server-token"
@@ -124,7 +124,7 @@ def test_setup_tunnel_is_not_sent_for_a_server_that_is_not_running(server, fake_
     # given
     Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
     # when
-    tasks.hub_setup_tunnel(server.pk)
+    tasks.hub_address_send_task(server.pk)
     # then
     assert fake_hub.calls == []
 
@@ -133,7 +133,7 @@ def test_a_hub_that_refuses_is_logged_not_retried(server, fake_hub, caplog):  # 
     # given
     fake_hub.status_for = {"/hub/api/users/setuptunnel": 400}
     # when
-    tasks.hub_setup_tunnel(server.pk)
+    tasks.hub_address_send_task(server.pk)
     # then
     assert "refused the address" in caplog.text
 
@@ -145,8 +145,8 @@ def test_a_hub_that_is_down_is_retried(server):
     event = SpawnEventFactory(server=server)
     # when / then: the task raises for Celery to retry it with back-off
     with pytest.raises(hubcalls.HubUnreachable):
-        tasks.hub_forward_event(event.pk)
-    assert tasks.hub_forward_event.max_retries >= 3
+        tasks.hub_event_send_task(event.pk)
+    assert tasks.hub_event_send_task.max_retries >= 3
 
 
 def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub, hub, caplog):  # noqa: F811
@@ -162,9 +162,9 @@ def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub
     )
     Server.objects.filter(pk=server.pk).update(env=env)
     # when
-    tasks.hub_forward_event(SpawnEventFactory(server=server).pk)
-    tasks.hub_setup_tunnel(server.pk)
-    tasks.hub_flavor_update(server.pk)
+    tasks.hub_event_send_task(SpawnEventFactory(server=server).pk)
+    tasks.hub_address_send_task(server.pk)
+    tasks.hub_flavors_send_task(server.pk)
     # then
     assert fake_hub.calls == []
     assert "not under Hub hub1's callback prefixes" in caplog.text
@@ -175,7 +175,7 @@ def test_a_callback_url_under_the_hubs_prefixes_is_called(server, fake_hub, hub)
     hub.callback_url_prefixes = [f"{fake_hub.url}/hub/api/"]
     hub.save()
     # when
-    tasks.hub_setup_tunnel(server.pk)
+    tasks.hub_address_send_task(server.pk)
     # then
     assert len(fake_hub.posts("/hub/api/users/setuptunnel/olga/lab")) == 1
 
@@ -184,7 +184,7 @@ def test_a_hub_redirect_is_not_followed(server, fake_hub, caplog):  # noqa: F811
     # given a Hub URL that redirects elsewhere
     fake_hub.redirect_for = {"/hub/api/users/progress": f"{fake_hub.url}/elsewhere"}
     # when
-    tasks.hub_forward_event(SpawnEventFactory(server=server).pk)
+    tasks.hub_event_send_task(SpawnEventFactory(server=server).pk)
     # then
     assert [call.path for call in fake_hub.calls] == ["/hub/api/users/progress/events/olga/lab"]
     assert fake_hub.posts("/elsewhere") == []

@@ -47,7 +47,7 @@ def running(outpost, hub, home):
             env=hub_env("olga", name),
             **kwargs,
         )
-        tasks.server_start_task(server.pk)
+        tasks.server_start_run_task(server.pk)
         server.refresh_from_db()
         assert server.status == Server.Status.RUNNING
         started.append(server)
@@ -57,7 +57,7 @@ def running(outpost, hub, home):
     for server in started:
         server.refresh_from_db()
         if server.is_active:
-            tasks.server_stop_task(server.pk)
+            tasks.server_stop_run_task(server.pk)
 
 
 def poll_due(server: Server) -> None:
@@ -75,7 +75,7 @@ def test_a_server_whose_process_exits_is_reported_with_its_exit_status(running, 
     poll_due(server)
     assert hub_client.get(f"{BASE}/lab/s1").json()["status"] is None
     # when
-    tasks.outpost_reconcile(server.outpost_id)
+    tasks.outpost_reconcile_task(server.outpost_id)
     # then
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 7)
@@ -88,7 +88,7 @@ def test_a_running_server_stays_running_and_its_poll_time_moves(running):
     poll_due(server)
     before = Server.objects.get(pk=server.pk).last_poll_at
     # when
-    tasks.outpost_reconcile(server.outpost_id)
+    tasks.outpost_reconcile_task(server.outpost_id)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
@@ -102,7 +102,7 @@ def queued_stops(monkeypatch, django_capture_on_commit_callbacks):
     A test's transaction never commits, so the on-commit callbacks are run by hand and the
     broker send is recorded instead; the test then runs the task itself.
     """
-    task = tasks.server_stop_task._get_current_object()
+    task = tasks.server_stop_run_task._get_current_object()
 
     def run(round_: Callable[[], None]) -> list[tuple[tuple, str]]:
         sent: list[tuple[tuple, str]] = []
@@ -122,14 +122,14 @@ def test_a_server_past_its_runtime_is_stopped(running, hub_client, queued_stops)
     pid = server.spawner_state["pid"]
     Server.objects.filter(pk=server.pk).update(end_at=timezone.now() - timedelta(seconds=1))
     # when
-    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    sent = queued_stops(lambda: tasks.outpost_reconcile_task(server.outpost_id))
     # then the round asked for the stop and queued it on the Outpost's queue
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPING
     assert server.stop_requested_at is not None
     assert sent == [((server.pk,), server.outpost.celery_queue)]
     # and when the stop task runs
-    tasks.server_stop_task(*sent[0][0])
+    tasks.server_stop_run_task(*sent[0][0])
     # then
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
@@ -145,7 +145,7 @@ def test_a_round_does_nothing_while_another_round_of_the_outpost_runs(running, q
         reconcile_lease_until=timezone.now() + timedelta(minutes=1)
     )
     # when
-    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    sent = queued_stops(lambda: tasks.outpost_reconcile_task(server.outpost_id))
     # then
     assert sent == []
     assert Server.objects.get(pk=server.pk).status == Server.Status.RUNNING
@@ -153,7 +153,7 @@ def test_a_round_does_nothing_while_another_round_of_the_outpost_runs(running, q
     Outpost.objects.filter(pk=server.outpost_id).update(
         reconcile_lease_until=timezone.now() - timedelta(seconds=1)
     )
-    sent = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    sent = queued_stops(lambda: tasks.outpost_reconcile_task(server.outpost_id))
     assert sent == [((server.pk,), server.outpost.celery_queue)]
     assert Outpost.objects.get(pk=server.outpost_id).reconcile_lease_until is None
 
@@ -170,7 +170,7 @@ def test_a_start_past_its_timeout_whose_task_is_alive_is_left_to_it(outpost, hub
         start_lease_until=timezone.now() + timedelta(minutes=1),
     )
     # when
-    tasks.outpost_reconcile(outpost.pk)
+    tasks.outpost_reconcile_task(outpost.pk)
     # then
     assert Server.objects.get(pk=server.pk).status == Server.Status.PENDING
 
@@ -180,7 +180,7 @@ def test_a_request_no_worker_ever_took_fails_after_the_start_timeout(outpost, hu
     server = ServerFactory(hub=hub, outpost=outpost, status=Server.Status.REQUESTED)
     Server.objects.filter(pk=server.pk).update(created_at=timezone.now() - timedelta(hours=1))
     # when
-    tasks.outpost_reconcile(outpost.pk)
+    tasks.outpost_reconcile_task(outpost.pk)
     # then
     assert Server.objects.get(pk=server.pk).status == Server.Status.FAILED
 
@@ -204,7 +204,7 @@ def unreachable(outpost, hub, home):
 
 def test_a_server_that_cannot_be_asked_is_unknown_not_dead(unreachable, hub_client):
     # when
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     # then
     unreachable.refresh_from_db()
     assert unreachable.status == Server.Status.UNKNOWN
@@ -214,12 +214,12 @@ def test_a_server_that_cannot_be_asked_is_unknown_not_dead(unreachable, hub_clie
 
 def test_an_unknown_server_comes_back_when_its_system_answers(unreachable, home):
     # given
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     (home / "olga").mkdir(parents=True)
     (home / "olga" / "reachable").touch()
     poll_due(unreachable)
     # when
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     # then
     unreachable.refresh_from_db()
     assert (unreachable.status, unreachable.unknown_since) == (Server.Status.RUNNING, None)
@@ -227,19 +227,19 @@ def test_an_unknown_server_comes_back_when_its_system_answers(unreachable, home)
 
 def test_an_unknown_server_ends_only_after_the_grace(unreachable, hub_client):
     # given unknown for a while, but within the grace
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     Server.objects.filter(pk=unreachable.pk).update(
         unknown_since=timezone.now() - timedelta(minutes=14)
     )
     poll_due(unreachable)
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     assert Server.objects.get(pk=unreachable.pk).status == Server.Status.UNKNOWN
     # when the grace has passed
     Server.objects.filter(pk=unreachable.pk).update(
         unknown_since=timezone.now() - timedelta(minutes=16)
     )
     poll_due(unreachable)
-    tasks.outpost_reconcile(unreachable.outpost_id)
+    tasks.outpost_reconcile_task(unreachable.outpost_id)
     # then
     unreachable.refresh_from_db()
     assert unreachable.status == Server.Status.FAILED
@@ -255,13 +255,13 @@ def test_a_stop_whose_task_was_lost_is_queued_again_once(running, queued_stops):
         status=Server.Status.STOPPING, stop_requested_at=timezone.now() - timedelta(hours=1)
     )
     # when two rounds run
-    first = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
-    second = queued_stops(lambda: tasks.outpost_reconcile(server.outpost_id))
+    first = queued_stops(lambda: tasks.outpost_reconcile_task(server.outpost_id))
+    second = queued_stops(lambda: tasks.outpost_reconcile_task(server.outpost_id))
     # then the stop was queued again once, not every round
     assert first == [((server.pk,), server.outpost.celery_queue)]
     assert second == []
     # and when it runs, the process is gone and the server stopped
-    tasks.server_stop_task(*first[0][0])
+    tasks.server_stop_run_task(*first[0][0])
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
     assert not alive(pid)

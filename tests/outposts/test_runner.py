@@ -13,14 +13,9 @@ import pytest
 import requests
 
 from outposts import services
-from outposts.runner import (
-    ServerSpec,
-    SpawnerRunner,
-    TLSMaterial,
-    UnsafeName,
-    rewrite_service_url,
-    server_certs_dir,
-)
+from outposts.runner.checks import UnsafeName
+from outposts.runner.spawner import ServerSpec, SpawnerRunner, rewrite_service_url
+from outposts.runner.tls import TLSMaterial, server_certs_dir
 from outposts.services import StartRequest
 from portal.crypto import encrypt_text
 from tests.e2e.support import FakeHub, json_if_up, serve_config

@@ -19,8 +19,9 @@ from django.utils import timezone
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 
 from outposts import services, tasks
+from outposts.lifecycle import end, start
 from outposts.models import Server
-from outposts.runner import SpawnerRunner
+from outposts.runner.spawner import SpawnerRunner
 from outposts.services import StartRequest
 from tests.e2e.support import FakeHub, fake_hub, json_if_up, serve_config  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
@@ -40,7 +41,7 @@ def stopper():
     for server_id in ids:
         server = Server.objects.filter(pk=server_id).first()
         if server is not None and server.status == Server.Status.RUNNING:
-            tasks.server_stop_task(server_id)
+            tasks.server_stop_run_task(server_id)
 
 
 def new_server(home, *, spawner_class=None, outpost_kwargs=None, **kwargs) -> Server:
@@ -73,7 +74,7 @@ def test_start_runs_the_server_and_records_running_with_its_end_time(db, home, s
     server = new_server(home, flavor=flavor)
     stopper.append(server.pk)
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
@@ -90,10 +91,10 @@ def test_start_twice_starts_one_server(db, home, stopper):
     # given a start task delivered twice (acks_late after a lost acknowledgement)
     server = new_server(home)
     stopper.append(server.pk)
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     first = Server.objects.get(pk=server.pk)
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     again = Server.objects.get(pk=server.pk)
     assert (again.status, again.address, again.spawner_state) == (
@@ -106,12 +107,12 @@ def test_start_twice_starts_one_server(db, home, stopper):
 def test_stop_ends_the_process_and_records_the_stop(db, home):
     # given
     server = new_server(home)
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     server.refresh_from_db()
     pid = server.spawner_state["pid"]
     # when
     services.server_stop(server=server)
-    tasks.server_stop_task(server.pk)
+    tasks.server_stop_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
@@ -119,7 +120,7 @@ def test_stop_ends_the_process_and_records_the_stop(db, home):
     assert server.spawner_state is None
     assert not alive(pid)
     # and a second stop (redelivered) changes nothing
-    tasks.server_stop_task(server.pk)
+    tasks.server_stop_run_task(server.pk)
     assert Server.objects.get(pk=server.pk).stopped_at == server.stopped_at
 
 
@@ -128,8 +129,8 @@ def test_stop_before_the_start_ran_means_it_never_runs(db, home):
     server = new_server(home)
     services.server_stop(server=server)
     # when the stop task runs first, then the start task
-    tasks.server_stop_task(server.pk)
-    tasks.server_start_task(server.pk)
+    tasks.server_stop_run_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
@@ -142,7 +143,7 @@ def slow_start_in_a_worker_thread(server: Server, home) -> tuple[threading.Threa
 
     def start() -> None:
         try:
-            tasks.server_start_task(server.pk)
+            tasks.server_start_run_task(server.pk)
         finally:
             connection.close()
 
@@ -159,7 +160,7 @@ def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_
     assert alive(pid)
     # when the Hub deletes the server (server_stop's write; its task finds the start pending)
     Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
-    tasks.server_stop_task(server.pk)
+    tasks.server_stop_run_task(server.pk)
     thread.join(timeout=30)
     # then
     server.refresh_from_db()
@@ -175,7 +176,7 @@ def test_a_start_that_never_returns_fails_after_the_start_timeout(db, home):
         outpost_kwargs={"start_timeout": timedelta(seconds=2)},
     )
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -189,7 +190,7 @@ def test_a_spawner_error_fails_the_start_with_a_text_safe_for_users(db, home, ca
     server.outpost.spawner_config = serve_config(home, cmd=["/no/such/secret/path/cmd"])
     server.outpost.save()
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -204,7 +205,7 @@ def test_an_unsafe_user_name_fails_the_start(db, home):
     # given
     server = new_server(home, user_name="../x")
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -218,7 +219,7 @@ def test_a_system_account_cannot_start_a_server(db, home, stopper):
     server = new_server(home, user_name="root", outpost_kwargs={"min_system_uid": 1000})
     stopper.append(server.pk)
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -235,7 +236,7 @@ def test_a_name_that_is_no_local_account_starts(db, home, stopper):
     server = new_server(home, user_name="olga", outpost_kwargs={"min_system_uid": 1000})
     stopper.append(server.pk)
     # when
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
@@ -279,7 +280,7 @@ def test_a_redelivered_start_leaves_an_attempt_that_holds_the_lease_alone(db, ho
         start_lease_until=timezone.now() + timedelta(minutes=1),
     )
     # when the redelivered copy runs
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then it started no second spawner
     server.refresh_from_db()
     assert server.status == Server.Status.PENDING
@@ -292,7 +293,7 @@ def test_an_attempt_that_stalled_past_its_lease_leaves_the_server_to_the_new_own
 ):
     # given a start whose spawner made a process and keeps start() pending; beats renew the
     # lease every second (instead of every 30 s) so the attempt checks its ownership often
-    monkeypatch.setattr(services, "START_LEASE_RENEW_EVERY", timedelta(0))
+    monkeypatch.setattr(start, "START_LEASE_RENEW_EVERY", timedelta(0))
     server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
     thread, pid = slow_start_in_a_worker_thread(server, home)
     killer.append(pid)
@@ -321,7 +322,7 @@ def test_a_redelivered_start_after_the_lease_ran_out_stops_the_leftover_and_star
     killer.append(old_pid)
     stopper.append(server.pk)
     # when the redelivered task runs
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.RUNNING
@@ -337,7 +338,7 @@ def test_a_dead_start_with_a_stop_asked_for_is_stopped_not_started_again(db, hom
     killer.append(old_pid)
     Server.objects.filter(pk=server.pk).update(stop_requested_at=timezone.now())
     # when the redelivered task runs
-    tasks.server_start_task(server.pk)
+    tasks.server_start_run_task(server.pk)
     # then what the dead attempt made is stopped, and no new start was made
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.STOPPED, 0)
@@ -371,13 +372,13 @@ def test_a_start_that_must_not_stay_and_cannot_be_stopped_goes_to_the_stop_task(
     )
     sent: list[tuple] = []
     monkeypatch.setattr(
-        tasks.server_stop_task._get_current_object(),
+        tasks.server_stop_run_task._get_current_object(),
         "apply_async",
         lambda args, queue, **kwargs: sent.append((tuple(args), queue)),
     )
     # when (its on-commit sends run by hand: a test's transaction never commits)
     with django_capture_on_commit_callbacks(execute=True):
-        tasks.server_start_task(server.pk)
+        tasks.server_start_run_task(server.pk)
     # then the server is not left pending: it is stopping, with the state to stop it from,
     # and its stop task (which retries, then tells the administrators) is queued
     server.refresh_from_db()
@@ -391,7 +392,7 @@ def test_a_stop_that_never_succeeds_fails_the_server_and_logs_an_error(db, caplo
     # given
     server = ServerFactory(status=Server.Status.STOPPING, stop_requested_at=timezone.now())
     # when every retry of its stop task failed
-    services.server_stop_gave_up(server_id=server.pk)
+    end.server_stop_gave_up(server_id=server.pk)
     # then
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
@@ -403,12 +404,12 @@ def test_a_stop_that_never_succeeds_fails_the_server_and_logs_an_error(db, caplo
 def test_tasks_tolerate_a_deleted_server(db, fake_hub, django_capture_on_commit_callbacks):  # noqa: F811
     # when
     with django_capture_on_commit_callbacks() as callbacks:
-        tasks.server_start_task(987654)
-        tasks.server_stop_task(987654)
-        tasks.hub_forward_event(987654)
-        tasks.hub_setup_tunnel(987654)
-        tasks.hub_flavor_update(987654)
-        tasks.outpost_reconcile(987654)
+        tasks.server_start_run_task(987654)
+        tasks.server_stop_run_task(987654)
+        tasks.hub_event_send_task(987654)
+        tasks.hub_address_send_task(987654)
+        tasks.hub_flavors_send_task(987654)
+        tasks.outpost_reconcile_task(987654)
     # then nothing raised, nothing was queued and no Hub was called
     assert callbacks == []
     assert fake_hub.calls == []
@@ -440,13 +441,13 @@ def test_lifecycle_tasks_go_to_the_outposts_queue_and_hub_calls_to_the_default_o
             request=StartRequest(name="", env={"JUPYTERHUB_USER": "u", "JUPYTERHUB_USER_ID": "1"}),
         )
         services.server_stop(server=server)
-        tasks.servers_reconcile()
+        tasks.outposts_reconcile_task()
         # then
         assert queued(broker, "outpost.routing-test") == [
-            "outposts.tasks.outpost_reconcile",
-            "outposts.tasks.server_stop_task",
-            "outposts.tasks.server_start_task",
+            "outposts.tasks.outpost_reconcile_task",
+            "outposts.tasks.server_stop_run_task",
+            "outposts.tasks.server_start_run_task",
         ]
-        assert queued(broker, "celery") == ["outposts.tasks.hub_forward_event"]
+        assert queued(broker, "celery") == ["outposts.tasks.hub_event_send_task"]
     finally:
         broker.delete("outpost.routing-test", "celery")

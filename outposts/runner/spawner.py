@@ -1,26 +1,8 @@
-"""The spawner runner: an ordinary JupyterHub spawner driven outside JupyterHub.
+"""One server's spawner, built as JupyterHub builds it, outside JupyterHub.
 
 A ``SpawnerRunner`` is built (synchronously, from the database) for one Server row and then
 driven from an event loop: ``start``, ``poll``, ``stop``, ``get_state`` as JupyterHub would.
 It never touches the database itself; callers persist what it returns.
-
-Process design (local-process spawners). LocalProcessSpawner starts the server with Popen
-(in a new session, so worker signals do not reach it), which makes the server a child of the
-worker process. Only that process can reap it and learn its exit status; any other process
-polling the pid with ``os.kill(pid, 0)`` sees an exited-but-unreaped child (a zombie) as
-alive. So:
-
-- the worker runs ONE process with a thread pool (settings.CELERY_WORKER_POOL = "threads"):
-  every start, poll and stop of an Outpost's servers runs in the process that owns them;
-- the Popen handle of every server this process started is kept in ``_CHILDREN`` and given
-  back to the rebuilt spawner on each poll/stop, so ``Popen.poll()`` reaps the child and
-  reports its real exit status (dropping the handle would let Popen's own clean-up reap it
-  behind our back and lose the status);
-- a server this process did not start (the worker restarted; someone runs prefork anyway) is
-  judged by its pid, and a pid that is a zombie counts as exited: polls stay truthful even
-  though the exit status is then unknown (reported as 0, as JupyterHub does).
-
-Batch and Kubernetes spawners keep their servers elsewhere; none of this applies to them.
 """
 
 from __future__ import annotations
@@ -29,147 +11,42 @@ import asyncio
 import inspect
 import json
 import logging
-import os
-import pwd
-import shutil
-import subprocess
-import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from types import MethodType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from django.conf import settings
+from asgiref.sync import async_to_sync
 from django.utils.html import strip_tags
 from django.utils.module_loading import import_string
 from traitlets.config import Config
 
-from portal.crypto import decrypt_text
+from outposts.runner.checks import check_name_safe, check_not_system_account
+from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
+from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
 
 if TYPE_CHECKING:
     from jupyterhub.spawner import Spawner
 
     from outposts.models import Server
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], Awaitable[None]]
-# Gets the spawner's state while a start runs; answers whether this attempt still owns it.
-Heartbeat = Callable[[dict[str, Any]], Awaitable[bool]]
-
-# Popen handles of the servers this process started, by pid (see the module docstring).
-_CHILDREN: dict[int, subprocess.Popen[Any]] = {}
-_CHILDREN_LOCK = threading.Lock()
-
-# The PEM files a start may carry, and the only file names ever written for them.
-CERT_FILES = {"keyfile": "server.key", "certfile": "server.crt", "cafile": "ca.crt"}
-TRUST_BUNDLE_FILES = {
-    "hub-ca": "hub-ca.crt",
-    "proxy-api-ca": "proxy-api-ca.crt",
-    "proxy-client-ca": "proxy-client-ca.crt",
-    "notebooks-ca": "notebooks-ca.crt",
-    "services-ca": "services-ca.crt",
-}
 
 
-SSL_ENV = ("JUPYTERHUB_SSL_KEYFILE", "JUPYTERHUB_SSL_CERTFILE", "JUPYTERHUB_SSL_CLIENT_CA")
+def run_sync(coroutine_function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """Run a runner coroutine from a worker's sync code.
 
-
-class UnsafeName(ValueError):
-    """A user or server name that could escape a folder if a spawner built a path from it."""
-
-
-class SystemAccount(ValueError):
-    """A Hub user name that is a system account (root, a service) on the Outpost's host."""
-
-
-def check_not_system_account(name: str, *, min_uid: int | None) -> None:
-    """Refuse a user name that is a local account below ``min_uid``; None = no check.
-
-    The Hub chooses the user name, and spawners that run servers as the user take the
-    account from it (SlurmSpawner runs ``sudo -u <name> sbatch``, LocalProcessSpawner
-    setuids): a Hub must not choose root. Names that are no local account pass, since
-    spawners such as KubeSpawner and SimpleLocalProcessSpawner do not map names to accounts.
+    async_to_sync runs the loop in its own thread and keeps this thread free for the
+    sync_to_async callbacks, so database writes from progress events use this thread's
+    connection, never one inside the event loop.
     """
-    if min_uid is None:
-        return
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return
-    if uid < min_uid:
-        raise SystemAccount(f"{name} is a system account on this Outpost and cannot start servers.")
-
-
-@dataclass(frozen=True)
-class TLSMaterial:
-    """Internal-SSL PEM contents of one start; never stored in the database."""
-
-    certs: dict[str, str] = field(default_factory=dict, repr=False)
-    internal_trust_bundles: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_token(cls, token: str | None) -> TLSMaterial | None:
-        """Decrypt what server_start carried to the task; None when SSL is off."""
-        if not token:
-            return None
-        data = json.loads(decrypt_text(token))
-        certs = {k: v for k, v in (data.get("certs") or {}).items() if k in CERT_FILES and v}
-        if not certs:
-            return None
-        bundles = {
-            k: v
-            for k, v in (data.get("internal_trust_bundles") or {}).items()
-            if k in TRUST_BUNDLE_FILES and v
-        }
-        return cls(certs=certs, internal_trust_bundles=bundles)
-
-
-def server_certs_dir(server_id: int) -> Path:
-    """The folder of a server's cert files: named from its id, never from a user-given name."""
-    return Path(settings.SERVER_CERTS_DIR) / f"server-{int(server_id)}"
-
-
-def _write_private(path: Path, content: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content)
-
-
-def write_tls_files(server_id: int, tls: TLSMaterial) -> tuple[dict[str, str], dict[str, str]]:
-    """Write the PEM files under the server's folder; returns cert paths and bundle paths."""
-    folder = server_certs_dir(server_id)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cert_paths: dict[str, str] = {}
-    for key, file_name in CERT_FILES.items():
-        if key in tls.certs:
-            _write_private(folder / file_name, tls.certs[key])
-            cert_paths[key] = str(folder / file_name)
-    bundle_paths: dict[str, str] = {}
-    for key, content in tls.internal_trust_bundles.items():
-        _write_private(folder / TRUST_BUNDLE_FILES[key], content)
-        bundle_paths[key] = str(folder / TRUST_BUNDLE_FILES[key])
-    return cert_paths, bundle_paths
-
-
-def remove_tls_files(server_id: int) -> None:
-    shutil.rmtree(server_certs_dir(server_id), ignore_errors=True)
-
-
-def check_name_safe(name: str, *, what: str, allow_empty: bool = False) -> None:
-    """JupyterHub's own rule for user names, applied to user and server names alike.
-
-    Spawners build paths from them (home folders, log files); "/" and names made only of dots
-    could then escape their folder.
-    """
-    if name == "" and allow_empty:
-        return
-    if not name or "/" in name or "\\" in name or "\x00" in name or set(name) == {"."}:
-        raise UnsafeName(f"The {what} {name!r} is not allowed on this Outpost.")
+    return async_to_sync(coroutine_function)(*args, **kwargs)
 
 
 def rewrite_service_url(requested: str, computed: str) -> str:
@@ -191,37 +68,6 @@ def format_address(result: Any) -> str:
             host = f"[{host}]"
         return f"{host}:{int(port)}"
     return str(result)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the command name, which is in parentheses and may hold spaces.
-    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
-
-
-def _remember_child(spawner: Spawner) -> None:
-    proc = getattr(spawner, "proc", None)
-    if isinstance(proc, subprocess.Popen):
-        with _CHILDREN_LOCK:
-            _CHILDREN[proc.pid] = proc
-
-
-def _forget_child(pid: int) -> None:
-    with _CHILDREN_LOCK:
-        _CHILDREN.pop(pid, None)
-
-
-def _adopt_child(spawner: Spawner) -> None:
-    """Give a rebuilt spawner the Popen handle of its server if this process started it."""
-    pid = getattr(spawner, "pid", 0)
-    if pid and getattr(spawner, "proc", None) is None:
-        with _CHILDREN_LOCK:
-            proc = _CHILDREN.get(pid)
-        if proc is not None:
-            spawner.proc = proc
 
 
 class _StandInUser:
@@ -409,15 +255,15 @@ class SpawnerRunner:
             return merged
 
         async def poll(self: Spawner) -> int | None:
-            _adopt_child(self)
+            adopt_child(self)
             pid = getattr(self, "pid", 0)
             status = await original_poll()
-            if status is None and pid and getattr(self, "proc", None) is None and _is_zombie(pid):
+            if status is None and pid and getattr(self, "proc", None) is None and is_zombie(pid):
                 log.warning("Server pid %s exited (zombie of another process); status unknown", pid)
                 self.clear_state()
                 return 0
             if status is not None and pid:
-                _forget_child(pid)
+                forget_child(pid)
             return status
 
         # Bound to the instance so the spawner's own calls (start, stop) see them too.
@@ -454,7 +300,7 @@ class SpawnerRunner:
         finally:
             spawner._spawn_pending = False
             spawner._start_pending = False
-            _remember_child(spawner)
+            remember_child(spawner)
             await self._finish_pump(pump)
         address = format_address(result)
         if isinstance(result, tuple | list) and len(result) == 2:
@@ -499,7 +345,7 @@ class SpawnerRunner:
         """Stop the server and clean up; returns its exit status if the spawner knows it."""
         spawner = self.spawner
         pid = getattr(spawner, "pid", 0)
-        _adopt_child(spawner)
+        adopt_child(spawner)
         try:
             await spawner.stop(now=now)
             status = await spawner.poll()
@@ -510,97 +356,9 @@ class SpawnerRunner:
         if inspect.isawaitable(hook):
             await hook
         if pid:
-            _forget_child(pid)
+            forget_child(pid)
         return status
 
     def get_state(self) -> dict[str, Any]:
         """The spawner's state, JSON-safe, for Server.spawner_state."""
         return json.loads(json.dumps(self.spawner.get_state(), default=str))
-
-
-class StartOutcome(StrEnum):
-    RUNNING = "running"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-    FAILED = "failed"
-    # Another attempt took the server over (this one stalled past its lease).
-    SUPERSEDED = "superseded"
-
-
-@dataclass
-class StartResult:
-    outcome: StartOutcome
-    address: str = ""
-    error: BaseException | None = None
-
-
-async def start_watched(
-    runner: SpawnerRunner,
-    *,
-    tls: TLSMaterial | None,
-    on_progress: ProgressCallback | None,
-    stop_requested: Callable[[], Awaitable[bool]],
-    timeout: float,
-    heartbeat: Heartbeat | None = None,
-    check_every: float = 1.0,
-) -> StartResult:
-    """Start, but give up when a stop is requested or ``timeout`` seconds pass.
-
-    Every ``check_every`` seconds while the spawner starts, ``heartbeat`` gets its current
-    state: a batch job or a process may exist long before start() returns, and whoever
-    recovers from a crash of this worker needs that state to stop it. When the heartbeat says
-    another attempt owns the server now, this one gives up. Whatever the spawner made is
-    stopped again when the start does not end running.
-    """
-    try:
-        runner.check_may_start()
-    except SystemAccount as error:
-        # Refused before the spawner did anything: nothing to clean up (a batch spawner's
-        # clean-up would itself run a command as that account).
-        return StartResult(outcome=StartOutcome.FAILED, error=error)
-    start = asyncio.ensure_future(runner.start(tls=tls, on_progress=on_progress))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(timeout, 0)
-    outcome = None
-    while not start.done():
-        await asyncio.wait({start}, timeout=min(check_every, max(deadline - loop.time(), 0)))
-        if start.done():
-            break
-        if heartbeat is not None and not await _beat(runner, heartbeat):
-            outcome = StartOutcome.SUPERSEDED
-        elif await stop_requested():
-            outcome = StartOutcome.CANCELLED
-        elif loop.time() >= deadline:
-            outcome = StartOutcome.TIMED_OUT
-        if outcome:
-            start.cancel()
-            try:
-                await start
-            except asyncio.CancelledError:
-                log.info("Start of server %s cancelled (%s)", runner.spec.server_id, outcome)
-            except Exception:
-                log.exception("Start of server %s failed while cancelled", runner.spec.server_id)
-            await _cleanup(runner)
-            return StartResult(outcome=outcome)
-    try:
-        address = start.result()
-    except Exception as error:  # noqa: BLE001 - any spawner error fails the start (logged there)
-        await _cleanup(runner)
-        return StartResult(outcome=StartOutcome.FAILED, error=error)
-    return StartResult(outcome=StartOutcome.RUNNING, address=address)
-
-
-async def _beat(runner: SpawnerRunner, heartbeat: Heartbeat) -> bool:
-    try:
-        return await heartbeat(runner.get_state())
-    except Exception:
-        # A database blip must not cancel a start; the next beat tries again.
-        log.exception("Heartbeat of the start of server %s failed", runner.spec.server_id)
-        return True
-
-
-async def _cleanup(runner: SpawnerRunner) -> None:
-    try:
-        await runner.stop(now=True)
-    except Exception:
-        log.exception("Could not stop what spawner %s made", runner.spec.spawner_class)

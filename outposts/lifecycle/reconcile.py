@@ -1,0 +1,155 @@
+"""The reconciler: a periodic round over each Outpost's servers, run on that Outpost's queue.
+
+It fails starts that outlived the start timeout and their task, queues again stops whose task
+was lost, stops servers past their runtime and polls running servers in a batch. A server whose
+system cannot be asked becomes *unknown*, and is ended only after the Outpost's grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from outposts import dispatch, selectors
+from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
+from outposts.lifecycle.start import server_start_time_out
+from outposts.models import Outpost, Server
+from outposts.runner.spawner import SpawnerRunner, run_sync
+from outposts.services import server_stop
+
+log = logging.getLogger(__name__)
+
+# Longer than all retries of a stop task together (outposts.tasks.STOP_MAX_RETRIES).
+STOP_TASK_LOST_AFTER = timedelta(minutes=10)
+# A round polls within SPAWNER_POLL_TIMEOUT and queues its stops; only clean-ups of starts
+# whose task died run inline. A round that dies holds the Outpost this long.
+RECONCILE_LEASE = timedelta(minutes=5)
+
+
+def outposts_reconcile() -> None:
+    """Queue one round per Outpost, each on that Outpost's queue (beat calls this)."""
+    for outpost in Outpost.objects.all():
+        dispatch.queue_outpost_reconcile(outpost=outpost, expires=settings.RECONCILE_INTERVAL)
+
+
+def outpost_reconcile(*, outpost_id: int) -> None:
+    """One reconciler round for an Outpost, unless another round of it is running."""
+    lease = _reconcile_lease_take(outpost_id)
+    if lease is None:
+        log.info("Outpost %s: another reconciler round is running; skipping", outpost_id)
+        return
+    try:
+        outpost = Outpost.objects.get(pk=outpost_id)
+        _reconcile(outpost)
+    finally:
+        # Only our own lease: one that ran out may already be another round's.
+        Outpost.objects.filter(pk=outpost_id, reconcile_lease_until=lease).update(
+            reconcile_lease_until=None
+        )
+
+
+def _reconcile_lease_take(outpost_id: int) -> datetime | None:
+    """Own the Outpost's reconciler round until the returned time; None if another round
+    does. Rounds are queued every RECONCILE_INTERVAL and workers run several tasks at once,
+    so without it two rounds could poll, stop or fail the same servers twice."""
+    now = timezone.now()
+    until = now + RECONCILE_LEASE
+    taken = (
+        Outpost.objects.filter(pk=outpost_id)
+        .filter(Q(reconcile_lease_until__isnull=True) | Q(reconcile_lease_until__lt=now))
+        .update(reconcile_lease_until=until)
+    )
+    return until if taken else None
+
+
+def _reconcile(outpost: Outpost) -> None:
+    batch = settings.RECONCILE_BATCH_SIZE
+    # A live start task enforces the timeout itself; give it one round to do so.
+    grace = timedelta(seconds=settings.RECONCILE_INTERVAL)
+    for server_id in selectors.starts_past_timeout(outpost=outpost, grace=grace, limit=batch):
+        server_start_time_out(server_id=server_id)
+
+    for server in selectors.stops_lost(
+        outpost=outpost, lost_after=STOP_TASK_LOST_AFTER, limit=batch
+    ):
+        _stop_requeue(server)
+
+    for server in selectors.servers_past_runtime(outpost=outpost, limit=batch):
+        log.info("Server %s reached the end of its runtime; stopping it", server.pk)
+        server_stop(server=server)
+
+    runners: dict[int, SpawnerRunner] = {}
+    results: dict[int, Any] = {}
+    for server in selectors.servers_due_for_poll(outpost=outpost, limit=batch):
+        try:
+            runners[server.pk] = SpawnerRunner.for_server(server)
+        except Exception as error:
+            log.exception("Cannot build the spawner of server %s to poll it", server.pk)
+            results[server.pk] = error
+    if runners:
+        results.update(run_sync(_poll_all, runners, settings.SPAWNER_POLL_TIMEOUT))
+    for server_id, result in results.items():
+        _server_polled(server_id=server_id, result=result)
+
+
+def _stop_requeue(server: Server) -> None:
+    """Queue a lost stop again, once: stop_requested_at moves on, so the next rounds wait
+    another STOP_TASK_LOST_AFTER for this stop task before they call it lost."""
+    now = timezone.now()
+    bumped = Server.objects.filter(
+        pk=server.pk, status=Server.Status.STOPPING, stop_requested_at=server.stop_requested_at
+    ).update(stop_requested_at=now, updated_at=now)
+    if bumped:
+        log.warning("The stop of server %s never finished; queueing it again", server.pk)
+        dispatch.queue_server_stop(server=server)
+
+
+async def _poll_all(runners: dict[int, SpawnerRunner], timeout: float) -> dict[int, Any]:
+    """Poll many servers at once, each within ``timeout``; exceptions are returned."""
+
+    async def one(runner: SpawnerRunner) -> int | None:
+        return await asyncio.wait_for(runner.poll(), timeout=timeout)
+
+    ids = list(runners)
+    results = await asyncio.gather(*(one(runners[i]) for i in ids), return_exceptions=True)
+    return dict(zip(ids, results, strict=True))
+
+
+def _server_polled(*, server_id: int, result: Any) -> None:
+    """Record one poll: running, exited (with its status), or unknown."""
+    now = timezone.now()
+    if isinstance(result, BaseException):
+        with transaction.atomic():
+            server = selectors.server_for_update(server_id=server_id)
+            if server is None or server.status not in (
+                Server.Status.RUNNING,
+                Server.Status.UNKNOWN,
+            ):
+                return
+            server.status = Server.Status.UNKNOWN
+            server.unknown_since = server.unknown_since or now
+            server.last_poll_at = now
+            server.save(update_fields=["status", "unknown_since", "last_poll_at", "updated_at"])
+            expired = now - server.unknown_since >= server.outpost.unknown_grace
+        log.warning("Cannot poll server %s: %r", server_id, result)
+        if expired:
+            log.warning("Server %s unknown for longer than its grace; ending it", server_id)
+            server_mark_failed(
+                server_id=server_id,
+                error="The Outpost lost contact with the server's system and ended it.",
+            )
+        return
+    if result is None:
+        Server.objects.filter(
+            pk=server_id, status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN]
+        ).update(status=Server.Status.RUNNING, last_poll_at=now, unknown_since=None, updated_at=now)
+        return
+    log.info("Server %s exited with status %s", server_id, result)
+    server_mark_stopped(server_id=server_id, exit_code=int(result))

@@ -1,0 +1,43 @@
+"""Names a Hub chooses that must never reach a spawner: unsafe paths and system accounts."""
+
+from __future__ import annotations
+
+import pwd
+
+
+class UnsafeName(ValueError):
+    """A user or server name that could escape a folder if a spawner built a path from it."""
+
+
+class SystemAccount(ValueError):
+    """A Hub user name that is a system account (root, a service) on the Outpost's host."""
+
+
+def check_not_system_account(name: str, *, min_uid: int | None) -> None:
+    """Refuse a user name that is a local account below ``min_uid``; None = no check.
+
+    The Hub chooses the user name, and spawners that run servers as the user take the
+    account from it (SlurmSpawner runs ``sudo -u <name> sbatch``, LocalProcessSpawner
+    setuids): a Hub must not choose root. Names that are no local account pass, since
+    spawners such as KubeSpawner and SimpleLocalProcessSpawner do not map names to accounts.
+    """
+    if min_uid is None:
+        return
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    if uid < min_uid:
+        raise SystemAccount(f"{name} is a system account on this Outpost and cannot start servers.")
+
+
+def check_name_safe(name: str, *, what: str, allow_empty: bool = False) -> None:
+    """JupyterHub's own rule for user names, applied to user and server names alike.
+
+    Spawners build paths from them (home folders, log files); "/" and names made only of dots
+    could then escape their folder.
+    """
+    if name == "" and allow_empty:
+        return
+    if not name or "/" in name or "\\" in name or "\x00" in name or set(name) == {"."}:
+        raise UnsafeName(f"The {what} {name!r} is not allowed on this Outpost.")
