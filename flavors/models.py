@@ -8,6 +8,19 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 
+def runtime_as_wire(runtime: timedelta | None) -> dict[str, int] | None:
+    """A runtime as the wire carries it: {"hours": 2}, {"hours": 1, "minutes": 30}."""
+    if runtime is None:
+        return None
+    seconds = int(runtime.total_seconds())
+    parts: dict[str, int] = {}
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts[unit] = count
+    return parts
+
+
 class Flavor(models.Model):
     """A resource size on one Outpost: caps on concurrent servers, a runtime, trait overrides."""
 
@@ -63,16 +76,3 @@ class Flavor(models.Model):
             raise ValidationError({"resources": "Must be a JSON object of trait names to values."})
         if self.runtime is not None and self.runtime <= timedelta(0):
             raise ValidationError({"runtime": "Must be positive, or empty for no limit."})
-
-    @property
-    def runtime_wire(self) -> dict[str, int] | None:
-        """The runtime as the wire carries it: {"hours": 2}, {"hours": 1, "minutes": 30}."""
-        if self.runtime is None:
-            return None
-        seconds = int(self.runtime.total_seconds())
-        parts: dict[str, int] = {}
-        for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)):
-            count, seconds = divmod(seconds, size)
-            if count:
-                parts[unit] = count
-        return parts

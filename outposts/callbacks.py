@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from flavors.api.serializers import flavors_answer
 from flavors.selectors import flavor_list_for_hub
 from outposts import dispatch, hubcalls
 from outposts.models import Server, SpawnEvent
@@ -116,7 +117,7 @@ def hub_flavors_send(*, server_id: int) -> None:
         hubcalls.send_flavor_update(
             url=url,
             token=str(token),
-            flavors=flavor_list_for_hub(hub=server.hub, outpost=server.outpost),
+            flavors=flavors_answer(flavor_list_for_hub(hub=server.hub, outpost=server.outpost)),
         )
     except hubcalls.HubRefused as error:
         log.warning("Hub %s refused a flavor update: %s", server.hub.name, error)

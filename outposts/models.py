@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -260,6 +261,12 @@ class Server(models.Model):
     flavor = models.ForeignKey(
         "flavors.Flavor", on_delete=models.PROTECT, null=True, blank=True, related_name="servers"
     )
+    flavor_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The flavor as admission resolved it for this server (display name, "
+        "description, runtime, resources): later edits of the flavor do not change it.",
+    )
     name = models.CharField(max_length=255, blank=True, help_text="JupyterHub server name.")
     start_id = models.CharField(max_length=255, default="0")
     user_id = models.CharField("Hub user id", max_length=64)
@@ -323,6 +330,17 @@ class Server(models.Model):
     @property
     def stop_pending(self) -> bool:
         return self.stop_requested_at is not None and self.is_active
+
+    @property
+    def runtime(self) -> timedelta | None:
+        """How long the server may run once ready, as admitted; None = no limit."""
+        seconds = (self.flavor_settings or {}).get("runtime_seconds")
+        return None if seconds is None else timedelta(seconds=seconds)
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """The spawner traits of the server's flavor, as admitted."""
+        return dict((self.flavor_settings or {}).get("resources") or {})
 
     @property
     def poll_status(self) -> int | None:

@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from flavors.services import flavor_admit
 from outposts import callbacks, dispatch
-from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
 from portal.crypto import encrypt_text
@@ -54,11 +53,13 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server.
     Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
-    prologue lines past the flavors. Raises StartRefused when the Outpost does not accept
-    starts or admission says no. The start task is queued after commit.
+    prologue lines past the flavors. The flavor as admission resolved it is frozen onto the
+    server. Raises StartRefused when admission says no (flavors/services.py). The start task
+    is queued after commit.
     """
     with transaction.atomic():
-        # Locking the Outpost row serialises admissions on it: counts cannot interleave.
+        # Admission locks the Outpost row too; taking it before the look-up makes a repeated
+        # start that races its twin find the twin, rather than be counted against it.
         outpost = outpost_for_update(outpost=outpost)
         existing = (
             Server.objects.visible()
@@ -67,16 +68,13 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
         )
         if existing is not None:
             return existing, False
-        if not outpost.accepts_starts:
-            raise StartRefused(
-                f"{request.name} - Outpost {outpost.slug} is {outpost.state} and accepts no starts."
-            )
-        flavor = flavor_admit(
+        admission = flavor_admit(
             hub=hub,
             outpost=outpost,
             flavor_name=request.flavor,
             server_name=request.name,
             user_id=request.user_id,
+            authentication=request.authentication,
         )
         allowed = set(outpost.allowed_overrides)
         # flavor and project were admission's inputs; a spawner sees them only if listed.
@@ -84,7 +82,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
         server = Server.objects.create(
             hub=hub,
             outpost=outpost,
-            flavor=flavor,
+            flavor_id=admission.flavor_id,
+            flavor_settings=admission.flavor_settings,
             name=request.name,
             start_id=request.start_id,
             user_id=request.user_id,

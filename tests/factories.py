@@ -4,8 +4,10 @@ from datetime import timedelta
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from flavors.models import Flavor
+from flavors.resolution import EffectiveFlavor
 from outposts.models import Hub, Outpost, Server, SpawnEvent
 
 HUB_SECRET = "a-hub-secret-for-tests"
@@ -60,12 +62,32 @@ class FlavorFactory(factory.django.DjangoModelFactory):
     resources = factory.LazyFunction(dict)
 
 
+# Statuses a start has reached the spawner in, and those in which the server was ready.
+_STARTED = {Server.Status.PENDING, Server.Status.RUNNING, Server.Status.STOPPING}
+_READY = {Server.Status.RUNNING, Server.Status.STOPPING, Server.Status.UNKNOWN}
+
+
+def _frozen_settings(server) -> dict:
+    if server.flavor is None:
+        return {}
+    return EffectiveFlavor.of(server.flavor).frozen_settings()
+
+
 class ServerFactory(factory.django.DjangoModelFactory):
+    """A server as admission and the lifecycle leave it: its Hub was granted its Outpost, it
+    has a flavor of that Outpost with the flavor's settings frozen on it (``flavor=None`` for
+    an Outpost without flavors), and the times its status implies (a running one is ready)."""
+
     class Meta:
         model = Server
+        skip_postgeneration_save = True
 
-    hub = factory.SubFactory(HubFactory)
     outpost = factory.SubFactory(OutpostFactory)
+    hub = factory.SubFactory(HubFactory)
+    flavor = factory.SubFactory(
+        "tests.factories.FlavorFactory", outpost=factory.SelfAttribute("..outpost")
+    )
+    flavor_settings = factory.LazyAttribute(_frozen_settings)
     name = factory.Sequence(lambda n: f"server{n}")
     start_id = factory.Sequence(lambda n: f"start{n}")
     user_id = factory.Sequence(lambda n: str(n + 1))
@@ -73,6 +95,14 @@ class ServerFactory(factory.django.DjangoModelFactory):
     status = Server.Status.RUNNING
     address = "127.0.0.1:8888"
     env = factory.LazyFunction(dict)
+    started_at = factory.LazyAttribute(lambda s: timezone.now() if s.status in _STARTED else None)
+    ready_at = factory.LazyAttribute(lambda s: timezone.now() if s.status in _READY else None)
+
+    @factory.post_generation
+    def grant_outpost(self, create, extracted, **kwargs):
+        # A Hub only ever has servers on the Outposts it was granted.
+        if create:
+            self.hub.outposts.add(self.outpost)
 
 
 class SpawnEventFactory(factory.django.DjangoModelFactory):

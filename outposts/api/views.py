@@ -26,11 +26,13 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from flavors.api.serializers import FlavorSerializer, flavors_answer
 from flavors.selectors import flavor_list_for_hub
 from outposts import selectors, services
 from outposts.api import serializers
@@ -65,6 +67,10 @@ ERRORS = {
     404: serializers.DetailSerializer,
     HTTP_419_REFUSED: serializers.ErrorSerializer,
 }
+
+
+# Keyed by flavor name.
+FLAVORS_ANSWER = drf_serializers.DictField(child=FlavorSerializer())
 
 
 def wants_async(request: Request) -> bool:
@@ -195,22 +201,25 @@ class ServiceEventsView(HubAPIView):
 class FlavorsView(HubAPIView):
     @extend_schema(
         summary="The flavors this Hub may use, with how many of each are active",
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: FLAVORS_ANSWER, **ERRORS},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+        return Response(flavors_answer(flavor_list_for_hub(hub=self.hub, outpost=self.outpost)))
 
 
 class UserFlavorsView(HubAPIView):
     @extend_schema(
         summary="The flavors one user of this Hub may use",
         request=serializers.AuthenticationSerializer,
-        responses={200: OpenApiTypes.OBJECT, **ERRORS},
+        responses={200: FLAVORS_ANSWER, **ERRORS},
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
-        serializers.AuthenticationSerializer(data=request.data).is_valid(raise_exception=True)
-        # Per-user rules do not exist yet: every user of the Hub gets the Hub's flavors.
-        return Response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
+        authentication = serializers.AuthenticationSerializer(data=request.data)
+        authentication.is_valid(raise_exception=True)
+        listing = flavor_list_for_hub(
+            hub=self.hub, outpost=self.outpost, authentication=authentication.validated_data
+        )
+        return Response(flavors_answer(listing))
 
 
 # Waiting for a synchronous start or stop.

@@ -169,8 +169,7 @@ def _start_succeeded(
         server.last_poll_at = now
         server.spawner_state = state
         server.start_lease_until = None
-        runtime = server.flavor.runtime if server.flavor is not None else None
-        server.end_at = now + runtime if runtime else None
+        server.end_at = now + server.runtime if server.runtime else None
         if server.address_via_callback and server.address_sent_at is None:
             server.address_sent_at = now
             dispatch.queue_hub_address_send(server_id=server.pk)

@@ -163,8 +163,7 @@ class ServerSpec:
         # The allow-lists are checked again here: an admin may have narrowed them since
         # admission.
         traits.update({k: v for k, v in (server.overrides or {}).items() if k in allowed})
-        if server.flavor is not None:
-            traits.update(server.flavor.resources or {})
+        traits.update(server.resources)
         allowed_options = set(outpost.allowed_user_options or [])
         user_options = {
             k: v for k, v in (server.user_options or {}).items() if k in allowed_options

@@ -1,7 +1,10 @@
+from datetime import timedelta
+
 import pytest
 
 from outposts.errors import StartRefused
 from outposts.models import Server
+from outposts.runner.spawner import ServerSpec
 from outposts.services import StartRequest, server_start
 from tests.factories import FlavorFactory, HubFactory, ServerFactory
 
@@ -95,3 +98,46 @@ def test_only_allow_listed_user_options_are_kept_for_the_spawner(hub, outpost):
     # then
     assert server.flavor.name == "small"
     assert Server.objects.get(pk=server.pk).user_options == {"image": "lab:1"}
+
+
+def test_a_flavors_max_counts_only_servers_of_that_flavor(hub, outpost):
+    # given a flavor with max 1 and an Outpost full of another flavor's servers
+    FlavorFactory(outpost=outpost, name="small", max=1)
+    large = FlavorFactory(outpost=outpost, name="large")
+    for _ in range(3):
+        ServerFactory(outpost=outpost, hub=hub, flavor=large)
+    # when a user starts the first server of the small flavor
+    server, created = start(hub, outpost, flavor="small")
+    # then it is admitted: the other flavor's servers do not use its slot
+    assert created and server.flavor.name == "small"
+
+
+def test_the_admitted_flavor_is_frozen_onto_the_server(hub, outpost):
+    # given a flavor
+    flavor = FlavorFactory(
+        outpost=outpost,
+        name="small",
+        display_name="Small",
+        description="1 CPU",
+        runtime=timedelta(hours=2),
+        resources={"mem_limit": "2G"},
+    )
+    # when a start is admitted, and an admin then edits the flavor
+    server, _ = start(hub, outpost, flavor="small")
+    flavor.runtime, flavor.resources = timedelta(minutes=5), {"mem_limit": "64G"}
+    flavor.save()
+    server.refresh_from_db()
+    # then the server keeps what it was admitted with
+    assert server.flavor_settings == {
+        "display_name": "Small",
+        "description": "1 CPU",
+        "runtime_seconds": 7200.0,
+        "resources": {"mem_limit": "2G"},
+    }
+    assert server.runtime == timedelta(hours=2)
+    assert ServerSpec.from_server(server).trait_values["mem_limit"] == "2G"
+
+
+def test_a_start_on_an_outpost_without_flavors_has_no_flavor_settings(hub, outpost):
+    server, _ = start(hub, outpost)
+    assert (server.flavor, server.flavor_settings, server.runtime) == (None, {}, None)

@@ -18,8 +18,8 @@ BASE = "/outposts/local/"
 @pytest.fixture(params=[Outpost.State.DRAINING, Outpost.State.DISABLED])
 def winding_down(request, outpost, hub):
     """The granted Outpost with a running server of the Hub, then set draining or disabled."""
-    FlavorFactory(outpost=outpost, name="small")
-    server = ServerFactory(hub=hub, outpost=outpost, name="lab", start_id="s1")
+    flavor = FlavorFactory(outpost=outpost, name="small")
+    server = ServerFactory(hub=hub, outpost=outpost, flavor=flavor, name="lab", start_id="s1")
     outpost.state = request.param
     outpost.save()
     return server

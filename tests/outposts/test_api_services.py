@@ -446,7 +446,7 @@ def test_list_shows_active_servers_with_their_bookkeeping(hub_client, hub, outpo
     )
     running.end_at = running.created_at + timedelta(hours=2)
     running.save()
-    ServerFactory(hub=hub, outpost=outpost, name="b", status="requested")
+    ServerFactory(hub=hub, outpost=outpost, flavor=None, name="b", status="requested")
     ServerFactory(
         hub=hub, outpost=outpost, name="c", status="stopping", stop_requested_at=running.created_at
     )

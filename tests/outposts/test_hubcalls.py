@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from outposts import hubcalls, tasks
+from outposts import hubcalls, services, tasks
 from outposts.models import Server
+from portal.celery import app as celery_app
 from tests.e2e.support import fake_hub  # noqa: F401 - fixture
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
 from tests.processes import free_port
@@ -189,3 +190,40 @@ def test_a_hub_redirect_is_not_followed(server, fake_hub, caplog):  # noqa: F811
     assert [call.path for call in fake_hub.calls] == ["/hub/api/users/progress/events/olga/lab"]
     assert fake_hub.posts("/elsewhere") == []
     assert "answered 307" in caplog.text
+
+
+# --- A synchronous start whose wait ran out --------------------------------------------------
+
+
+@pytest.fixture
+def committed(monkeypatch, django_capture_on_commit_callbacks):
+    """A block whose queued tasks run in the test's process when it ends, as a worker would
+    run them once the transaction commits: what a Hub receives reaches the stand-in Hub."""
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def test_a_start_answered_without_address_that_already_runs_gets_set_up_at_once(
+    server,
+    fake_hub,  # noqa: F811
+    committed,
+):
+    # when the Hub's wait for a running server ran out (answered ""), twice
+    for _ in range(2):
+        with committed():
+            services.server_address_deferred(server=server)
+    # then the Hub gets the address once, without waiting for another start event
+    (call,) = fake_hub.posts("/users/setuptunnel/olga/lab")
+    assert call.body == {"service": "127.0.0.1:40123"}
+
+
+def test_a_start_answered_without_address_waits_until_it_runs(server, fake_hub, committed):  # noqa: F811
+    # given a start still pending
+    Server.objects.filter(pk=server.pk).update(status=Server.Status.PENDING, ready_at=None)
+    # when the Hub's wait ran out
+    with committed():
+        services.server_address_deferred(server=server)
+    # then nothing is sent yet: the start task sends it once the server runs
+    assert fake_hub.posts("/users/setuptunnel") == []
+    server.refresh_from_db()
+    assert (server.address_via_callback, server.address_sent_at) == (True, None)

@@ -99,9 +99,8 @@ def test_traits_are_layered_outpost_then_allow_listed_overrides_then_flavor(db, 
         outpost_config=config,
         allowed_overrides=["cpu_limit", "mem_limit"],
         overrides={"cpu_limit": 3.0, "mem_limit": "30G", "cpu_guarantee": 2.0},
+        flavor__resources={"mem_limit": "2G"},
     )
-    server.flavor = FlavorFactory(outpost=server.outpost, resources={"mem_limit": "2G"})
-    server.save()
     runner = SpawnerRunner.for_server(server)
     # when
     address = start(runner, started)
