@@ -211,7 +211,10 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
 
 
 class HubForm(forms.ModelForm):
-    """Credentials are write-only: a new value replaces the stored digest or token."""
+    """Validates a Hub's fields; HubAdmin writes them through the Hub services.
+
+    Credentials are write-only: a new value replaces the stored digest or token.
+    """
 
     new_secret = forms.CharField(
         required=False,
@@ -237,17 +240,6 @@ class HubForm(forms.ModelForm):
         if not self.instance.pk and not cleaned.get("new_secret"):
             self.add_error("new_secret", "A new Hub needs a secret.")
         return cleaned
-
-    def save(self, commit: bool = True) -> Hub:
-        hub: Hub = super().save(commit=False)
-        if self.cleaned_data.get("new_secret"):
-            hub.set_secret(self.cleaned_data["new_secret"])
-        if self.cleaned_data.get("new_flavors_update_token"):
-            hub.flavors_update_token = self.cleaned_data["new_flavors_update_token"]
-        if commit:
-            hub.save()
-            self.save_m2m()
-        return hub
 
 
 class HubAPIKeyInline(admin.TabularInline):
@@ -307,6 +299,31 @@ class HubAdmin(SuperuserOnlyAdmin):
         "new_secret",
         "new_flavors_update_token",
     ]
+
+    def save_model(self, request: HttpRequest, obj: Hub, form: HubForm, change: bool) -> None:
+        """Write the validated form through hub_create / hub_update, Outposts included."""
+        data = form.cleaned_data
+        values: dict[str, Any] = {
+            # From obj, not cleaned_data: the form keeps model defaults for fields not posted.
+            **{name: getattr(obj, name) for name in hubs.HUB_SETTINGS},
+            "outposts": data["outposts"],
+            "flavors_update_token": data["new_flavors_update_token"] or None,
+        }
+        if change:
+            # obj holds the form's values already: hub_update compares them with the row.
+            obj.refresh_from_db()
+            hubs.hub_update(hub=obj, secret=data["new_secret"] or None, **values)
+        else:
+            # Django goes on with obj (inlines, log entry, redirect): make it the new row.
+            obj.pk = hubs.hub_create(secret=data["new_secret"], **values).pk
+            obj.refresh_from_db()
+
+    def save_related(
+        self, request: HttpRequest, form: HubForm, formsets: list[Any], change: bool
+    ) -> None:
+        # Not form.save_m2m(): save_model has set the Outposts.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     # "change" is superuser-only here (SuperuserOnlyAdmin), so is minting a key.
     @admin.action(description="Create API key", permissions=["change"])

@@ -1,4 +1,4 @@
-"""Writes on Hubs and their API keys: the admin's Hub form and apply_config both call these."""
+"""Writes on Hubs and their API keys: the Hub admin and apply_config both call these."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from portal.crypto import credential_digest, new_credential
 
 API_KEY_USE_PRECISION = timedelta(minutes=1)
 
-# What hub_update may set; credentials are write-only and have their own parameters.
+# What hub_create and hub_update set as given; credentials are write-only and have their own
+# parameters. Values are passed on unchanged, for Hub.full_clean() to judge.
 HUB_SETTINGS = ("name", "is_active", "callback_url_prefixes")
+
+
+def _check_settings(settings: dict[str, object]) -> None:
+    unknown = set(settings) - set(HUB_SETTINGS)
+    if unknown:
+        raise TypeError(f"a Hub service cannot set {', '.join(sorted(unknown))}")
 
 
 def hub_create(
@@ -22,20 +29,17 @@ def hub_create(
     name: str,
     secret: str,
     outposts: Iterable[Outpost] = (),
-    is_active: bool = True,
-    callback_url_prefixes: list[str] | None = None,
     flavors_update_token: str | None = None,
+    **settings: object,
 ) -> Hub:
-    """A new Hub with its secret (only a digest is stored) and the Outposts it may use.
+    """A new Hub with its secret (only a digest is stored), flavor-update token and the
+    Outposts it may use; HUB_SETTINGS not given take the model's defaults.
 
-    Raises ValidationError (Hub.full_clean) naming the field at fault; nothing is written then.
+    Raises ValidationError (Hub.full_clean) naming the field at fault, ValueError for an empty
+    secret; nothing is written then.
     """
-    hub = Hub(
-        name=name,
-        is_active=is_active,
-        callback_url_prefixes=list(callback_url_prefixes or []),
-        flavors_update_token=flavors_update_token or None,
-    )
+    _check_settings(settings)
+    hub = Hub(name=name, flavors_update_token=flavors_update_token or None, **settings)
     hub.set_secret(secret)
     hub.full_clean()
     with transaction.atomic():
@@ -55,22 +59,22 @@ def hub_update(
     """Change what is given of a Hub's HUB_SETTINGS, secret, token and Outposts; returns
     whether anything changed (nothing is saved otherwise).
 
-    A secret or token given replaces the stored one; None keeps it. Raises ValidationError
-    (Hub.full_clean) naming the field at fault; nothing is written then.
+    A secret or token given replaces the stored one; None (or an empty token) keeps it.
+    Raises ValidationError (Hub.full_clean) naming the field at fault, ValueError for an
+    empty secret; nothing is written then.
     """
-    unknown = set(changes) - set(HUB_SETTINGS)
-    if unknown:
-        raise TypeError(f"hub_update cannot set {', '.join(sorted(unknown))}")
-    before = {name: getattr(hub, name) for name in (*HUB_SETTINGS, "secret_digest")}
+    _check_settings(changes)
+    compared = (*HUB_SETTINGS, "secret_digest", "flavors_update_token")
+    before = {name: getattr(hub, name) for name in compared}
     for name, value in changes.items():
         setattr(hub, name, value)
     if secret is not None:
         # Keyed digests are deterministic: the same secret again changes nothing.
         hub.set_secret(secret)
-    changed = before != {name: getattr(hub, name) for name in before}
     if flavors_update_token:
+        # Compared decrypted: the stored ciphertext differs on every save.
         hub.flavors_update_token = flavors_update_token
-        changed = True
+    changed = before != {name: getattr(hub, name) for name in compared}
     hub.full_clean()
     with transaction.atomic():
         if outposts is not None:

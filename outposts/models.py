@@ -199,6 +199,9 @@ class Hub(models.Model):
         return any(url.startswith(prefix) for prefix in self.callback_url_prefixes)
 
     def set_secret(self, secret: str) -> None:
+        if not secret:
+            # The digest of "" is a valid digest: the Hub would accept an empty password.
+            raise ValueError("A Hub's secret cannot be empty.")
         self.secret_digest = credential_digest(secret)
 
     def check_secret(self, secret: str) -> bool:

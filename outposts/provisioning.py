@@ -44,6 +44,7 @@ from django.db.models import Value
 from django.db.models.functions import Cast
 
 from flavors.models import Flavor
+from outposts.hubs import hub_create, hub_update
 from outposts.models import Hub, Outpost
 from portal.crypto import EncryptedJSONField, reencrypt_text
 
@@ -138,26 +139,29 @@ def _snapshot(obj: models.Model, names: list[str]) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in names}
 
 
+def _config_error(where: str, error: ValidationError) -> ConfigError:
+    details = "; ".join(
+        f"field '{name}': {' '.join(messages)}" for name, messages in error.message_dict.items()
+    )
+    return ConfigError(f"{where}: {details}")
+
+
 def _save(
     obj: models.Model,
     where: str,
     names: list[str],
     before: dict[str, Any] | None,
     summary: ConfigSummary,
-    changed_elsewhere: bool = False,
 ) -> None:
     """Validate with the model's own rules, save if anything changed, and record what happened."""
     try:
         obj.full_clean()
     except ValidationError as error:
-        details = "; ".join(
-            f"field '{name}': {' '.join(messages)}" for name, messages in error.message_dict.items()
-        )
-        raise ConfigError(f"{where}: {details}") from None
+        raise _config_error(where, error) from None
     if before is None:
         obj.save()
         summary.created.append(where)
-    elif changed_elsewhere or _snapshot(obj, names) != before:
+    elif _snapshot(obj, names) != before:
         obj.save()
         summary.updated.append(where)
     else:
@@ -262,24 +266,23 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
     if missing:
         raise ConfigError(f"{where}: field 'outposts': no Outpost {', '.join(missing)}")
 
-    hub = Hub.objects.filter(name=entry["name"]).first()
-    names = ["is_active", "secret_digest", "callback_url_prefixes"]
-    before = None if hub is None else _snapshot(hub, names)
-    if hub is None:
-        if secret is None:
-            raise ConfigError(f"{where}: a new Hub needs 'secret' or 'secret_env'")
-        hub = Hub(name=entry["name"])
-    hub.is_active = bool(entry.get("active", True))
-    # Validated by Hub.clean() in _save: http(s) URL prefixes only.
-    hub.callback_url_prefixes = entry.get("callback_url_prefixes", [])
-    if secret is not None:
-        # Keyed digests are deterministic, so re-applying the same secret changes nothing.
-        hub.set_secret(secret)
-    outposts_changed = hub.pk is not None and set(hub.outposts.values_list("pk", flat=True)) != {
-        outpost.pk for outpost in outposts
+    settings = {
+        "is_active": bool(entry.get("active", True)),
+        # Validated by Hub.clean(): http(s) URL prefixes only.
+        "callback_url_prefixes": entry.get("callback_url_prefixes", []),
     }
-    _save(hub, where, names, before, summary, changed_elsewhere=outposts_changed)
-    hub.outposts.set(outposts)
+    hub = Hub.objects.filter(name=entry["name"]).first()
+    try:
+        if hub is not None:
+            changed = hub_update(hub=hub, secret=secret, outposts=outposts, **settings)
+            (summary.updated if changed else summary.unchanged).append(where)
+        elif secret is None:
+            raise ConfigError(f"{where}: a new Hub needs 'secret' or 'secret_env'")
+        else:
+            hub_create(name=entry["name"], secret=secret, outposts=outposts, **settings)
+            summary.created.append(where)
+    except ValidationError as error:
+        raise _config_error(where, error) from None
 
 
 def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummary:

@@ -3,9 +3,11 @@
 import pytest
 from django.urls import reverse
 
+from outposts import hubs
 from outposts.models import Hub, HubAPIKey, Server
 from portal.crypto import credential_digest
 from tests.factories import (
+    HUB_SECRET,
     FlavorFactory,
     HubFactory,
     ServerFactory,
@@ -308,6 +310,98 @@ def test_hub_without_secret_is_refused(client, superuser):
     assert response.status_code == 200
     assert b"A new Hub needs a secret." in response.content
     assert not Hub.objects.filter(name="hub3").exists()
+
+
+def test_hub_added_with_outposts_is_logged(client, superuser, two_outposts):
+    # when a superuser adds a Hub using both Outposts
+    response = client.post(
+        reverse("admin:outposts_hub_add"),
+        {
+            "name": "hub2",
+            "is_active": "on",
+            "outposts": [str(outpost.pk) for outpost in two_outposts],
+            "callback_url_prefixes": "[]",
+            "new_secret": "a-secret",
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+            "api_keys-MIN_NUM_FORMS": "0",
+            "api_keys-MAX_NUM_FORMS": "1000",
+        },
+    )
+    # then they land on the list, the Hub uses both, and its history shows the addition
+    hub = Hub.objects.get(name="hub2")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:outposts_hub_changelist")
+    assert set(hub.outposts.all()) == set(two_outposts)
+    history = client.get(reverse("admin:outposts_hub_history", args=[hub.pk])).content.decode()
+    assert "Added." in history
+
+
+def test_hub_change_sets_outposts_token_and_inline_keys_and_is_logged(
+    client, superuser, two_outposts
+):
+    # given a Hub using "mine", with an API key
+    mine, theirs = two_outposts
+    hub = HubFactory(name="hub1", outposts=[mine])
+    api_key, _ = hubs.hub_api_key_create(hub=hub, name="k1")
+    # when a superuser moves it to "theirs", turns it off, sets a token and revokes the key
+    response = client.post(
+        reverse("admin:outposts_hub_change", args=[hub.pk]),
+        {
+            "name": "hub1",
+            "outposts": [str(theirs.pk)],
+            "callback_url_prefixes": '["http://127.0.0.1:"]',
+            "new_secret": "",
+            "new_flavors_update_token": "a-token",
+            "api_keys-TOTAL_FORMS": "1",
+            "api_keys-INITIAL_FORMS": "1",
+            "api_keys-MIN_NUM_FORMS": "0",
+            "api_keys-MAX_NUM_FORMS": "1000",
+            "api_keys-0-id": str(api_key.pk),
+            "api_keys-0-hub": str(hub.pk),
+            "api_keys-0-revoked": "on",
+        },
+    )
+    # then all of it is stored, the secret kept
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    hub.refresh_from_db()
+    api_key.refresh_from_db()
+    assert list(hub.outposts.all()) == [theirs]
+    assert not hub.is_active
+    assert hub.flavors_update_token == "a-token"
+    assert hub.check_secret(HUB_SECRET)
+    assert api_key.revoked
+    # and the Hub's history names what changed
+    history = client.get(reverse("admin:outposts_hub_history", args=[hub.pk])).content.decode()
+    assert "Changed Is active, Outposts, " in history
+    assert "new_flavors_update_token." in history
+    assert "Changed Revoked for Hub API key “hub1 key k1”." in history
+
+
+def test_hub_change_of_settings_alone_is_saved(client, superuser, two_outposts):
+    # given an active Hub using "mine"
+    mine, _ = two_outposts
+    hub = HubFactory(name="hub1", outposts=[mine])
+    # when a superuser renames it and turns it off, Outposts and credentials left as they are
+    response = client.post(
+        reverse("admin:outposts_hub_change", args=[hub.pk]),
+        {
+            "name": "hub1-renamed",
+            "outposts": [str(mine.pk)],
+            "callback_url_prefixes": '["https://hub.example.org/hub/api/"]',
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+            "api_keys-MIN_NUM_FORMS": "0",
+            "api_keys-MAX_NUM_FORMS": "1000",
+        },
+    )
+    # then the new values are stored
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    hub.refresh_from_db()
+    assert (hub.name, hub.is_active) == ("hub1-renamed", False)
+    assert hub.callback_url_prefixes == ["https://hub.example.org/hub/api/"]
+    assert hub.check_secret(HUB_SECRET)
+    assert list(hub.outposts.all()) == [mine]
 
 
 def test_create_api_key_action_shows_the_key_once(client, superuser):
