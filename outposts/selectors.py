@@ -134,6 +134,13 @@ def server_for_update(*, server_id: int) -> Server | None:
     )
 
 
+def server_unwanted(*, server_id: int) -> bool:
+    """Whether a start under way should give up: a stop was asked for, or the server ended
+    (or is gone) meanwhile."""
+    server = Server.objects.filter(pk=server_id).only("status", "stop_requested_at").first()
+    return server is None or server.stop_requested_at is not None or not server.is_active
+
+
 def outpost_for_update(*, outpost: Outpost) -> Outpost:
     """The Outpost row, locked until the transaction ends: admissions on it queue up here,
     so the servers they count cannot change under them."""

@@ -31,7 +31,7 @@ from outposts.runner.checks import SystemAccount, UnsafeName
 from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
-from outposts.selectors import server_for_update
+from outposts.selectors import server_for_update, server_unwanted
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,6 @@ def _start_succeeded(
     return _Landing.RUNNING
 
 
-def _stop_requested(server_id: int) -> bool:
-    server = Server.objects.filter(pk=server_id).only("status", "stop_requested_at").first()
-    return server is None or server.stop_requested_at is not None or not server.is_active
-
-
 def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
     """Run a start: requested -> pending -> running, or failed, or stopped if cancelled.
 
@@ -229,7 +224,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         runner,
         tls=tls,
         on_progress=sync_to_async(record_progress),
-        stop_requested=sync_to_async(lambda: _stop_requested(server_id)),
+        stop_requested=sync_to_async(lambda: server_unwanted(server_id=server_id)),
         heartbeat=sync_to_async(ownership.beat),
         timeout=timeout,
     )
