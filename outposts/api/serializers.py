@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,14 +10,12 @@ from django.utils.html import escape
 from rest_framework import serializers
 
 from outposts.models import Server
-from outposts.services import StartRequest
+from outposts.services import StartRequest, start_env_problem
 
 _NAME_MAX = Server._meta.get_field("name").max_length
 _START_ID_MAX = Server._meta.get_field("start_id").max_length
 _USER_ID_MAX = Server._meta.get_field("user_id").max_length
 _USER_NAME_MAX = Server._meta.get_field("user_name").max_length
-# JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
-USER_ID = re.compile(r"[0-9]+")
 
 
 class StrictCharField(serializers.CharField):
@@ -73,14 +70,11 @@ class StartSerializer(serializers.Serializer):
         ):
             if len(env.get(key, "")) > limit:
                 raise serializers.ValidationError(f"{key} has more than {limit} characters.")
-        # Per-user limits count servers by (Hub, user id): without an id every such start
-        # would share one count, and a start nobody can be told apart in is not admissible.
-        if not env.get("JUPYTERHUB_USER"):
-            raise serializers.ValidationError("JUPYTERHUB_USER (the Hub user's name) is required.")
-        if not USER_ID.fullmatch(env.get("JUPYTERHUB_USER_ID", "")):
-            raise serializers.ValidationError(
-                "JUPYTERHUB_USER_ID (the Hub user's id) is required and must be a number."
-            )
+        # Naming the Hub user is the start's own rule, which server_start checks for every
+        # caller. Asked here too, so that a body's 400 lists it with the body's other errors.
+        problem = start_env_problem(env)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
         return env
 
     def validate_user_options(self, user_options: dict[str, Any]) -> dict[str, Any]:
