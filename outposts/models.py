@@ -371,15 +371,3 @@ class SpawnEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.progress}% {self.message}"
-
-    def as_wire(self) -> dict[str, object]:
-        """The event as JupyterHub's progress API carries it; html_message is escaped text."""
-        from django.utils.html import escape
-
-        return {
-            "progress": self.progress,
-            "message": self.message,
-            "html_message": escape(self.message),
-            "failed": self.failed,
-            "ready": self.ready,
-        }

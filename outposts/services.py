@@ -7,9 +7,12 @@ transaction commits, through outposts.dispatch.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,6 +21,9 @@ from outposts import callbacks, dispatch
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
 from portal.crypto import encrypt_text
+
+# JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
+USER_ID = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,24 @@ class StartRequest:
     def user_name(self) -> str:
         return self.env.get("JUPYTERHUB_USER", "")
 
+    def validate(self) -> None:
+        """Raises ValidationError({"env": [message]}) when start_env_problem finds one."""
+        problem = start_env_problem(self.env)
+        if problem is not None:
+            raise ValidationError({"env": [problem]})
+
+
+def start_env_problem(env: Mapping[str, str]) -> str | None:
+    """What keeps a start's env from being admissible, or None: it must name the Hub user
+    (JUPYTERHUB_USER) and a numeric user id (JUPYTERHUB_USER_ID)."""
+    # Per-user limits count servers by (Hub, user id): without an id every such start would
+    # share one count, and a start nobody can be told apart in is not admissible.
+    if not env.get("JUPYTERHUB_USER"):
+        return "JUPYTERHUB_USER (the Hub user's name) is required."
+    if not USER_ID.fullmatch(env.get("JUPYTERHUB_USER_ID", "")):
+        return "JUPYTERHUB_USER_ID (the Hub user's id) is required and must be a number."
+    return None
+
 
 def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     """Admit a start and queue it; returns the server and whether it is new.
@@ -54,9 +78,11 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
     prologue lines past the flavors. The flavor as admission resolved it is frozen onto the
-    server. Raises StartRefused when admission says no (flavors/services.py). The start task
-    is queued after commit.
+    server. Raises ValidationError when the request names no Hub user or no numeric user id
+    (StartRequest.validate), StartRefused when admission says no (flavors/services.py). The
+    start task is queued after commit.
     """
+    request.validate()
     with transaction.atomic():
         # Admission locks the Outpost row too; taking it before the look-up makes a repeated
         # start that races its twin find the twin, rather than be counted against it.

@@ -1,7 +1,8 @@
 """Errors in the contract's shapes (api-contract.md §5).
 
 Refusals and spawner failures answer 419 with the body the stock Hub spawner builds its
-message from; malformed input answers 400 with a readable ``detail``; anything unexpected is
+message from; malformed input answers 400 with a readable ``detail``, whether a serializer
+found it or a service (which raises Django's ValidationError); anything unexpected is
 logged here with its traceback and the client gets a safe message, never server internals.
 """
 
@@ -12,9 +13,11 @@ import traceback
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
@@ -67,6 +70,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(portal_error_body(exc), status=HTTP_419_REFUSED)
     if isinstance(exc, Http404 | exceptions.NotFound):
         return Response({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, DjangoValidationError):
+        # A service's rule (services do not depend on DRF): the same 400 as a serializer's.
+        exc = exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, exceptions.ValidationError):
         message = "Invalid request: " + "; ".join(_flatten(exc.detail))
         return Response(

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.utils.html import escape
 from rest_framework import serializers
 
 from outposts.models import Server
-from outposts.services import StartRequest
+from outposts.services import StartRequest, start_env_problem
 
 _NAME_MAX = Server._meta.get_field("name").max_length
 _START_ID_MAX = Server._meta.get_field("start_id").max_length
 _USER_ID_MAX = Server._meta.get_field("user_id").max_length
 _USER_NAME_MAX = Server._meta.get_field("user_name").max_length
-# JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
-USER_ID = re.compile(r"[0-9]+")
 
 
 class StrictCharField(serializers.CharField):
@@ -72,14 +70,11 @@ class StartSerializer(serializers.Serializer):
         ):
             if len(env.get(key, "")) > limit:
                 raise serializers.ValidationError(f"{key} has more than {limit} characters.")
-        # Per-user limits count servers by (Hub, user id): without an id every such start
-        # would share one count, and a start nobody can be told apart in is not admissible.
-        if not env.get("JUPYTERHUB_USER"):
-            raise serializers.ValidationError("JUPYTERHUB_USER (the Hub user's name) is required.")
-        if not USER_ID.fullmatch(env.get("JUPYTERHUB_USER_ID", "")):
-            raise serializers.ValidationError(
-                "JUPYTERHUB_USER_ID (the Hub user's id) is required and must be a number."
-            )
+        # Naming the Hub user is the start's own rule, which server_start checks for every
+        # caller. Asked here too, so that a body's 400 lists it with the body's other errors.
+        problem = start_env_problem(env)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
         return env
 
     def validate_user_options(self, user_options: dict[str, Any]) -> dict[str, Any]:
@@ -143,40 +138,80 @@ class ServerSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
-# Answer shapes, for the OpenAPI schema (the views build these small dicts directly).
+# Answer shapes. The views render every answer through these, so each shape is written once
+# and the OpenAPI schema describes exactly what is sent. Docstrings go into the schema: what
+# each serializer takes as its instance is said in comments. An answer that wraps one value
+# (an address, "pong!") takes that value.
 
 
 class StartAnswerSerializer(serializers.Serializer):
+    """The answer to a start."""
+
+    # Instance: the address the Hub gets.
     service = serializers.CharField(
+        source="*",
         allow_blank=True,
         help_text='"host:port", a URL, or "" when the address is not known yet.',
     )
 
 
+class LogsField(serializers.ListField):
+    """A server's logs as a poll or a stop answers them: the portal collects none, so this is
+    always an empty list, whatever the instance (``collect_logs`` is accepted for
+    compatibility)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=serializers.CharField(), source="*", **kwargs)
+
+    def to_representation(self, data: Any) -> list[str]:
+        return []
+
+
 class PollAnswerSerializer(serializers.Serializer):
+    """The answer to a poll, from the portal's record of the server."""
+
+    # Instance: the Server.
     status = serializers.IntegerField(
-        allow_null=True, help_text="null while active; the exit status once ended."
+        source="poll_status",
+        allow_null=True,
+        help_text="null while active; the exit status once ended.",
     )
-    logs = serializers.ListField(child=serializers.CharField())
+    logs = LogsField()
 
 
 class StopAnswerSerializer(serializers.Serializer):
-    logs = serializers.ListField(child=serializers.CharField(), required=False)
+    """The answer to a synchronous stop."""
+
+    # Instance: anything; the answer carries nothing of the server.
+    logs = LogsField(required=False)
+
+
+class EscapedCharField(serializers.CharField):
+    """Text HTML-escaped: a Hub shows it as HTML, and spawner output must not become markup."""
+
+    def to_representation(self, value: Any) -> str:
+        return escape(super().to_representation(value))
 
 
 class EventSerializer(serializers.Serializer):
+    """A progress step of a start, as JupyterHub's progress API carries it, with its id."""
+
+    # Instance: a SpawnEvent.
     id = serializers.IntegerField(help_text="Pass the last one as ?after= to get newer events.")
     progress = serializers.IntegerField()
     message = serializers.CharField()
-    html_message = serializers.CharField(help_text="The message, HTML-escaped.")
+    html_message = EscapedCharField(source="message", help_text="The message, HTML-escaped.")
     failed = serializers.BooleanField()
     ready = serializers.BooleanField()
 
 
 class EventsAnswerSerializer(serializers.Serializer):
+    """A start's progress events, with the server's status and address."""
+
+    # Instance: {"server": the Server, "events": its SpawnEvents to send}.
     events = EventSerializer(many=True)
-    status = serializers.ChoiceField(choices=Server.Status.choices)
-    service = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(source="server.status", choices=Server.Status.choices)
+    service = serializers.CharField(source="server.address", allow_blank=True)
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -198,4 +233,7 @@ class DetailSerializer(serializers.Serializer):
 
 
 class PingSerializer(serializers.Serializer):
-    ping = serializers.CharField()
+    """The answer to ping."""
+
+    # Instance: the word it answers, "pong!".
+    ping = serializers.CharField(source="*")

@@ -1,9 +1,18 @@
 """URLs of the Outpost API: every Outpost under /outposts/<slug>/, the default one also at /.
 
+One table, ``ROUTES``, names every endpoint once; the URL patterns and the OpenAPI schema's
+paths are both derived from it, so they cannot drift apart.
+
 Regular expressions rather than path converters, because the contract has paths with an empty
 server name (``services//<start_id>``) and accepts each path with and without a trailing
 slash (settings.APPEND_SLASH is off: Hubs do not follow redirects of a POST or DELETE).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.urls import include, path, re_path
 
@@ -12,18 +21,41 @@ from outposts.api import views
 NAME = r"(?P<name>[^/]*)"  # may be empty: the user's default server
 START_ID = r"(?P<start_id>[^/]+)"
 
-# Relative to an Outpost's base URL.
-outpost_api_urlpatterns = [
-    re_path(r"^ping/?$", views.PingView.as_view(), name="ping"),
-    re_path(r"^services/?$", views.services_view, name="services"),
-    re_path(
-        rf"^services/{NAME}/{START_ID}/events/?$",
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint of an Outpost's API, relative to the Outpost's base URL."""
+
+    name: str
+    # What the URL pattern matches, without the optional trailing slash.
+    regex: str
+    # The canonical path the schema lists (no slash variant, every part present).
+    schema_path: str
+    view: Callable[..., Any]
+
+
+ROUTES = (
+    Route("ping", r"ping", "ping", views.PingView.as_view()),
+    Route("services", r"services", "services", views.services_view),
+    Route(
+        "service-events",
+        rf"services/{NAME}/{START_ID}/events",
+        "services/<str:name>/<str:start_id>/events",
         views.ServiceEventsView.as_view(),
-        name="service-events",
     ),
-    re_path(rf"^services/{NAME}(?:/{START_ID})?/?$", views.service_view, name="service"),
-    re_path(r"^flavors/?$", views.FlavorsView.as_view(), name="flavors"),
-    re_path(r"^userflavors/?$", views.UserFlavorsView.as_view(), name="userflavors"),
+    Route(
+        "service",
+        rf"services/{NAME}(?:/{START_ID})?",
+        "services/<str:name>/<str:start_id>",
+        views.service_view,
+    ),
+    Route("flavors", r"flavors", "flavors", views.FlavorsView.as_view()),
+    Route("userflavors", r"userflavors", "userflavors", views.UserFlavorsView.as_view()),
+)
+
+# Relative to an Outpost's base URL; each path also with a trailing slash.
+outpost_api_urlpatterns = [
+    re_path(rf"^{route.regex}/?$", route.view, name=route.name) for route in ROUTES
 ]
 
 urlpatterns = [
@@ -40,11 +72,4 @@ urlpatterns = [
 # The same views under their canonical paths only, for the OpenAPI schema (/api/schema/):
 # the slash variants and the root copies above would list every operation several times.
 _BASE = "outposts/<slug:outpost_slug>/"
-schema_urlpatterns = [
-    path(f"{_BASE}ping", views.PingView.as_view()),
-    path(f"{_BASE}services", views.services_view),
-    path(f"{_BASE}services/<str:name>/<str:start_id>", views.service_view),
-    path(f"{_BASE}services/<str:name>/<str:start_id>/events", views.ServiceEventsView.as_view()),
-    path(f"{_BASE}flavors", views.FlavorsView.as_view()),
-    path(f"{_BASE}userflavors", views.UserFlavorsView.as_view()),
-]
+schema_urlpatterns = [path(_BASE + route.schema_path, route.view) for route in ROUTES]

@@ -114,7 +114,7 @@ class PingView(APIView):
 
     @extend_schema(responses={200: serializers.PingSerializer}, auth=[])
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response({"ping": "pong!"})
+        return Response(serializers.PingSerializer("pong!").data)
 
 
 class ServicesView(HubAPIView):
@@ -146,7 +146,9 @@ class ServicesView(HubAPIView):
             request=serializer.to_start_request(start_async=start_async),
         )
         if start_async:
-            return Response({"service": ""}, status=status.HTTP_202_ACCEPTED)
+            return Response(
+                serializers.StartAnswerSerializer("").data, status=status.HTTP_202_ACCEPTED
+            )
         timeout = min(settings.SYNC_WAIT_TIMEOUT, self.outpost.start_timeout.total_seconds())
         return AwaitOutcome(StartWait(server_id=server.pk, timeout=timeout))
 
@@ -160,7 +162,7 @@ class ServiceView(HubAPIView):
     def get(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
         # Answered from the portal's record, kept fresh by the reconciler: never a spawner call.
         server = self.get_server(name, start_id)
-        return Response({"status": server.poll_status, "logs": []})
+        return Response(serializers.PollAnswerSerializer(server).data)
 
     @extend_schema(
         summary="Stop and delete a server",
@@ -189,13 +191,8 @@ class ServiceEventsView(HubAPIView):
         events = selectors.spawn_events_for_server(
             server=server, after=None if after is None else int(after)
         )
-        return Response(
-            {
-                "events": [{"id": event.pk, **event.as_wire()} for event in events],
-                "status": server.status,
-                "service": server.address,
-            }
-        )
+        answer = serializers.EventsAnswerSerializer({"server": server, "events": events})
+        return Response(answer.data)
 
 
 class FlavorsView(HubAPIView):
@@ -266,10 +263,10 @@ class StartWait:
             # which the portal makes once the server runs (at once if it just got there).
             server = await Server.objects.aget(pk=self.server_id)
             await sync_to_async(services.server_address_deferred)(server=server)
-            return JsonResponse({"service": ""})
+            return JsonResponse(serializers.StartAnswerSerializer("").data)
         server_status, address, error = row
         if server_status == Server.Status.RUNNING:
-            return JsonResponse({"service": address})
+            return JsonResponse(serializers.StartAnswerSerializer(address).data)
         failure = SpawnerFailed(error or "The server ended before it was ready.")
         return JsonResponse(portal_error_body(failure), status=HTTP_419_REFUSED)
 
@@ -286,7 +283,7 @@ class StopWait:
         # 200 even when the bound passed first: the server is already gone for this Hub (polls
         # answer 404) and its stop task goes on, retried, in the background. A failure answer
         # would only make the Hub report a failed stop for a server it can no longer reach.
-        return JsonResponse({"logs": []})
+        return JsonResponse(serializers.StopAnswerSerializer(self).data)
 
 
 class AwaitOutcome(Response):

@@ -275,6 +275,24 @@ def test_a_start_without_a_hub_user_answers_400(hub_client, outpost, env, messag
     assert not Server.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "env", [{"JUPYTERHUB_USER": "ada"}, {"JUPYTERHUB_USER_ID": "1"}, {"JUPYTERHUB_USER_ID": "x"}]
+)
+@pytest.mark.parametrize("headers", [ASYNC, {}], ids=["async", "sync"])
+def test_the_service_refuses_a_start_without_a_hub_user_with_the_same_400(
+    hub_client, outpost, monkeypatch, env, headers
+):
+    # given the answer the Hub gets while the serializer reports the missing user
+    expected = start(hub_client, {"name": "lab", "env": env}, headers=headers)
+    # when only server_start checks it, as it does for every caller that is not the API
+    monkeypatch.setattr("outposts.api.serializers.start_env_problem", lambda env: None)
+    response = start(hub_client, {"name": "lab", "env": env}, headers=headers)
+    # then the service's refusal reaches the Hub as the very same 400
+    assert response.status_code == expected.status_code == 400
+    assert response.json() == expected.json()
+    assert not Server.objects.exists()
+
+
 def test_a_numeric_user_id_may_come_as_a_number(hub_client, outpost):
     # when a Hub sends the user id as a JSON number
     response = start(
