@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

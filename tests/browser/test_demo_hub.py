@@ -20,7 +20,7 @@ import yaml
 
 from tests.hubclient.jupyterhub_harness import running_jupyterhub
 from tests.hubclient.live_portal import running_portal
-from tests.processes import alive, free_port
+from tests.support.processes import alive, free_port
 
 # django_db only makes pytest-django create the test database (see
 # tests/hubclient/test_e2e_hubclient.py); the portal's processes commit on their own.

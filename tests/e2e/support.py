@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from outposts.management.commands.runportal import worker_command
-from tests.processes import free_port, stop_group, wait_until
+from tests.support.processes import free_port, stop_group, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

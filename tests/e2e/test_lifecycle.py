@@ -14,7 +14,7 @@ import requests
 from outposts.models import Server
 from tests.e2e.support import json_if_up, serve_config, singleuser_config
 from tests.factories import HUB_SECRET, HubFactory, OutpostFactory
-from tests.processes import alive, free_port, wait_until
+from tests.support.processes import alive, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,7 @@ from outposts.models import Server
 from outposts.services import StartRequest
 from tests.e2e.support import serve_config
 from tests.factories import HubFactory, OutpostFactory
-from tests.processes import alive, wait_until
+from tests.support.processes import alive, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import alive, descendants, free_ports, wait_until
+from tests.support.processes import alive, descendants, free_ports, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 JUPYTERHUB = VENV_BIN / "jupyterhub"

@@ -31,7 +31,7 @@ import requests
 
 from outposts.management.commands.runportal import web_command, worker_command
 from tests.e2e.support import portal_process_env
-from tests.processes import alive, descendants, free_port, stop_group, wait_until
+from tests.support.processes import alive, descendants, free_port, stop_group, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import alive, descendants, free_ports, wait_until
+from tests.support.processes import alive, descendants, free_ports, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.hubclient.jupyterhub_harness import restart_jupyterhub, running_jupyterhub
 from tests.hubclient.live_portal import LivePortal, local_outpost, running_portal
-from tests.processes import alive, free_port
+from tests.support.processes import alive, free_port
 
 # django_db (not transactional) only makes pytest-django create the test database: the test's
 # own transaction holds nothing, the portal's processes commit on their own connections, and

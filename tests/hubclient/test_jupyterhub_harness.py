@@ -13,7 +13,7 @@ from tests.hubclient.jupyterhub_harness import (
     running_jupyterhub,
     stop_jupyterhub,
 )
-from tests.processes import alive
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from outposts import hubcalls, tasks
 from outposts.models import Server
 from tests.e2e.support import fake_hub  # noqa: F401 - fixture
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 
 def test_event_body_escapes_html():

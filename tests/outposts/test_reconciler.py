@@ -12,7 +12,7 @@ from outposts import tasks
 from outposts.models import Outpost, Server
 from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.processes import alive, wait_until
 
 BASE = "/outposts/local/services"
 

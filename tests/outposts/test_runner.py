@@ -20,7 +20,7 @@ from outposts.services import StartRequest
 from portal.crypto import encrypt_text
 from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.processes import alive, wait_until
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from outposts.runner.spawner import SpawnerRunner
 from outposts.services import StartRequest
 from tests.e2e.support import FakeHub, fake_hub, json_if_up, serve_config  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.processes import alive, wait_until
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Processes, ports and waiting: what every harness of real components needs.
 
-One home for these, used by the end-to-end support (tests/e2e/support.py), the JupyterHub
-harness (tests/hubclient/) and the tests that start processes themselves.
+One home for these, used by the portal's processes (portal.py), the JupyterHub harness
+(jupyterhub.py) and the tests that start processes themselves. No Django here.
 """
 
 from __future__ import annotations
