@@ -21,8 +21,7 @@ from django.db import connections
 from django.test import AsyncClient
 
 from outposts.models import Server
-from tests.conftest import basic_auth
-from tests.outposts.conftest import send, start_body
+from tests.support.api import basic_auth, send, start_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
