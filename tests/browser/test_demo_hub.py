@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hubclient.jupyterhub_harness import running_jupyterhub
-from tests.hubclient.live_portal import running_portal
+from tests.support.jupyterhub import running_jupyterhub
+from tests.support.portal import running_portal
 from tests.support.processes import alive, free_port
 
 # django_db only makes pytest-django create the test database (see

@@ -15,8 +15,8 @@ import signal
 
 import pytest
 
-from tests.hubclient.jupyterhub_harness import running_jupyterhub
-from tests.hubclient.live_portal import LivePortal, local_outpost, running_portal
+from tests.support.jupyterhub import running_jupyterhub
+from tests.support.portal import LivePortal, local_outpost, running_portal
 from tests.support.processes import alive, free_port
 
 # django_db only makes pytest-django create the test database (see test_e2e_hubclient.py).

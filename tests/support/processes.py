@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 
 def free_port() -> int:
@@ -56,6 +57,15 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout} s waiting for {what}\n{details()}")
         time.sleep(every)
+
+
+def json_if_up(url: str) -> Any:
+    """The JSON a server answers at ``url``, or None while it is not (yet) answering 200."""
+    try:
+        response = requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
 def alive(pid: int) -> bool:
