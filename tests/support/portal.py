@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from outposts.management.commands.runportal import beat_command, web_command, worker_command
 from tests.support.processes import (
     alive,
     descendants,
     free_port,
+    response_if_up,
     stop_group,
     wait_until,
 )
@@ -151,10 +151,8 @@ def wait_for_web(
     def up() -> bool:
         if web.proc.poll() is not None:
             pytest.fail(f"uvicorn exited\n{details()}")
-        try:
-            return requests.get(f"{url}/outposts/x/ping", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
+        answer = response_if_up(f"{url}/outposts/x/ping")
+        return answer is not None and answer.status_code == 200
 
     wait_until(up, timeout=timeout, what="the portal's web server", details=details)
 

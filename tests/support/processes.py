@@ -59,13 +59,19 @@ def wait_until(
         time.sleep(every)
 
 
+def response_if_up(url: str, *, timeout: float = 5, **kwargs: Any) -> requests.Response | None:
+    """The answer to a GET of ``url``, or None while nothing answers: refused, or no answer
+    within ``timeout`` (a loaded machine). One attempt: wait with ``wait_until``."""
+    try:
+        return requests.get(url, timeout=timeout, **kwargs)
+    except (requests.ConnectionError, requests.Timeout):
+        return None
+
+
 def json_if_up(url: str) -> Any:
     """The JSON a server answers at ``url``, or None while it is not (yet) answering 200."""
-    try:
-        response = requests.get(url, timeout=2)
-    except requests.ConnectionError:
-        return None
-    return response.json() if response.status_code == 200 else None
+    response = response_if_up(url)
+    return response.json() if response is not None and response.status_code == 200 else None
 
 
 def alive(pid: int) -> bool:
