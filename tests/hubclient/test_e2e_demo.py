@@ -139,9 +139,12 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         assert left == set(), {pid: _args(pid) for pid in left}
         assert not any(alive(pid) for pid in servers)
     finally:
+        # Found before the script is killed: its JupyterHub runs in a session of its own, so
+        # killing the script's group orphans it, and it is no longer a descendant afterwards.
+        processes |= descendants(demo.pid)
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
-        for pid in processes | descendants(demo.pid):
+        for pid in processes:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
