@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import free_port
+from tests.support.processes import free_port, response_if_up
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,11 +75,10 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
         deadline = time.monotonic() + 90
         answer = None
         while time.monotonic() < deadline and portal.poll() is None:
-            try:
-                answer = requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=2)
+            answer = response_if_up(f"http://127.0.0.1:{port}/admin/login/")
+            if answer is not None:
                 break
-            except requests.ConnectionError:
-                time.sleep(0.3)
+            time.sleep(0.3)
         assert answer is not None and answer.status_code == 200
         assert b"Log in" in answer.content
         while time.monotonic() < deadline and not any("ready." in line for line in lines):

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hubclient.jupyterhub_harness import running_jupyterhub
-from tests.hubclient.live_portal import running_portal
-from tests.processes import alive, free_port
+from tests.support.jupyterhub import running_jupyterhub
+from tests.support.portal import running_portal
+from tests.support.processes import alive, free_port
 
 # django_db only makes pytest-django create the test database (see
 # tests/hubclient/test_e2e_hubclient.py); the portal's processes commit on their own.
@@ -164,6 +164,14 @@ def test_a_user_starts_a_server_from_the_spawn_form_and_an_admin_finds_it(
     pid = portal.server("ada")["state"]["pid"]
     portal.remember_server_processes()
     page.goto(f"{hub.url}/hub/home")
+    # The page's script (loaded by require.js after the page) binds Stop: a click before that
+    # does nothing, which a loaded machine makes likely.
+    page.wait_for_function(
+        "() => { const events = window.jQuery"
+        " && jQuery._data(document.querySelector('#stop'), 'events');"
+        " return Boolean(events && events.click); }",
+        timeout=60_000,
+    )
     page.click("#stop")
     hub.wait_for(
         lambda: portal.server("ada")["status"] == "stopped",

@@ -1,3 +1,4 @@
-"""End-to-end fixtures: a real Celery worker, a real uvicorn, a stand-in Hub (see support.py)."""
+"""End-to-end fixtures: a real Celery worker and a real uvicorn (tests/support/portal.py); the
+stand-in Hub ``fake_hub`` comes from tests/conftest.py."""
 
-from tests.e2e.support import celery_worker, fake_hub, portal_web  # noqa: F401 - fixtures
+from tests.support.portal import celery_worker, portal_web  # noqa: F401 - fixtures

@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from outposts.models import Server
-from tests.e2e.support import json_if_up, serve_config, singleuser_config
 from tests.factories import HUB_SECRET, HubFactory, OutpostFactory
-from tests.processes import alive, free_port, wait_until
+from tests.support.processes import alive, free_port, json_if_up, wait_until
+from tests.support.spawners import serve_config, singleuser_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -14,9 +14,9 @@ from django.utils import timezone
 from outposts import services, tasks
 from outposts.models import Server
 from outposts.services import StartRequest
-from tests.e2e.support import serve_config
 from tests.factories import HubFactory, OutpostFactory
-from tests.processes import alive, wait_until
+from tests.support.processes import alive, wait_until
+from tests.support.spawners import serve_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +28,7 @@ def dead_start(celery_worker, fake_hub, tmp_path, settings):
     home = tmp_path / "home"
     outpost = OutpostFactory(
         slug=f"e2e-{uuid.uuid4().hex[:8]}",
-        spawner_class="tests.e2e.support.SlowSpawner",
+        spawner_class="tests.support.spawners.SlowSpawner",
         spawner_config=serve_config(home),
     )
     hub = HubFactory(outposts=[outpost])

@@ -11,7 +11,7 @@ from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost
 from outposts.services import StartRequest, server_start
 from tests.factories import FlavorFactory
-from tests.outposts.conftest import send
+from tests.support.api import send
 
 HUB = Hub(name="hub1")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import alive, descendants, free_ports, wait_until
+from tests.support.processes import alive, descendants, free_ports, response_if_up, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +56,13 @@ def log_tail(log: Path) -> str:
 
 
 def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
+    """Whether ``url`` answers 200 within a deadline: the demo says it is up once its ports
+    are open, and the Hub's proxy may still be setting up its routes."""
+    return wait_until(
+        lambda: (answer := response_if_up(url)) is not None and answer.status_code == 200,
+        timeout=30,
+        what=f"{url} to answer 200",
+    )
 
 
 def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
@@ -136,9 +139,12 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         assert left == set(), {pid: _args(pid) for pid in left}
         assert not any(alive(pid) for pid in servers)
     finally:
+        # Found before the script is killed: its JupyterHub runs in a session of its own, so
+        # killing the script's group orphans it, and it is no longer a descendant afterwards.
+        processes |= descendants(demo.pid)
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
-        for pid in processes | descendants(demo.pid):
+        for pid in processes:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 

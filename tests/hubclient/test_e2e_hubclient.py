@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hubclient.jupyterhub_harness import restart_jupyterhub, running_jupyterhub
-from tests.hubclient.live_portal import LivePortal, local_outpost, running_portal
-from tests.processes import alive, free_port
+from tests.support.jupyterhub import restart_jupyterhub, running_jupyterhub
+from tests.support.portal import LivePortal, local_outpost, running_portal
+from tests.support.processes import alive, free_port
 
 # django_db (not transactional) only makes pytest-django create the test database: the test's
 # own transaction holds nothing, the portal's processes commit on their own connections, and
@@ -40,7 +40,7 @@ def portal(tmp_path_factory, django_db_setup, django_db_blocker):
         local_outpost(
             "queued",
             home,
-            spawner_class="tests.hubclient.spawners.QueuedStartSpawner",
+            spawner_class="tests.support.spawners.QueuedStartSpawner",
             start_delay=QUEUED_START_SECONDS,
         ),
     ]

@@ -15,9 +15,9 @@ import signal
 
 import pytest
 
-from tests.hubclient.jupyterhub_harness import running_jupyterhub
-from tests.hubclient.live_portal import LivePortal, local_outpost, running_portal
-from tests.processes import alive, free_port
+from tests.support.jupyterhub import running_jupyterhub
+from tests.support.portal import LivePortal, local_outpost, running_portal
+from tests.support.processes import alive, free_port
 
 # django_db only makes pytest-django create the test database (see test_e2e_hubclient.py).
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]

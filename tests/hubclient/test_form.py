@@ -14,8 +14,8 @@ from outpost_hubclient.form import (
 )
 from outpost_hubclient.wire import FlavorOffer, parse_flavors
 
-from tests.hubclient.conftest import StandInUser
-from tests.hubclient.fake_portal import contract
+from tests.support.contract import contract
+from tests.support.hubclient import StandInUser
 
 EVIL = '"><script>alert(1)</script>'
 

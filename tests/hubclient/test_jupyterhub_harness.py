@@ -1,6 +1,6 @@
 """The end-to-end harness itself: a real JupyterHub, proxy and single-user server.
 
-Proves tests/hubclient/jupyterhub_harness.py with JupyterHub's own SimpleLocalProcessSpawner,
+Proves tests/support/jupyterhub.py with JupyterHub's own SimpleLocalProcessSpawner,
 before the end-to-end tests use it with the hubclient against the real portal.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hubclient.jupyterhub_harness import (
+from tests.support.jupyterhub import (
     SIMPLE_LOCAL_SPAWNER_CONFIG,
     running_jupyterhub,
     stop_jupyterhub,
 )
-from tests.processes import alive
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.e2e
 

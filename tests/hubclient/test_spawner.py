@@ -1,8 +1,8 @@
 """OutpostPortalSpawner's start, progress, poll, stop, cancel and state over real HTTP.
 
-The portal here is the stand-in of fake_portal.py (real HTTP on 127.0.0.1, answers from
-tests/contract): this is the unit level. The real portal is exercised end-to-end with a real
-JupyterHub in the end-to-end tests.
+The portal here is the stand-in of tests/support/fake_portal.py (real HTTP on 127.0.0.1,
+answers from tests/contract): this is the unit level. The real portal is exercised end-to-end
+with a real JupyterHub in the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from outpost_hubclient import (
 )
 from tornado import httpserver, netutil, web
 
-from tests.hubclient.fake_portal import HUB_NAME, HUB_SECRET, contract
+from tests.support.contract import contract
+from tests.support.fake_portal import HUB_NAME, HUB_SECRET
 
 pytestmark = pytest.mark.anyio
 

@@ -31,7 +31,7 @@ from outpost_hubclient.wire import (
     userflavors_url,
 )
 
-from tests.hubclient.fake_portal import contract
+from tests.support.contract import contract
 
 BASE = "http://portal.example.org/outposts/local/"
 STOCK_EXAMPLE = Path("/work/shared/spec/examples/stock-hub-start-request.json")

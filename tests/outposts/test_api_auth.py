@@ -8,8 +8,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from outposts.hubs import hub_api_key_create
-from tests.conftest import basic_auth
 from tests.factories import HubFactory, OutpostFactory
+from tests.support.api import basic_auth
 
 pytestmark = pytest.mark.django_db
 

@@ -11,12 +11,8 @@ from django.utils import timezone
 
 from outposts.models import Server
 from tests.factories import FlavorFactory, ServerFactory
-from tests.outposts.conftest import (
-    CONTRACT_DIR,
-    assert_same_shape,
-    contract,
-    send_exchange,
-)
+from tests.support.api import send_exchange
+from tests.support.contract import CONTRACT_DIR, assert_same_shape, contract
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,8 @@ import pytest
 import requests
 
 from outposts.models import Server
-from tests.conftest import basic_auth
 from tests.factories import ServerFactory
+from tests.support.api import basic_auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

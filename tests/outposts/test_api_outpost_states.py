@@ -8,7 +8,7 @@ import pytest
 
 from outposts.models import Outpost, Server
 from tests.factories import FlavorFactory, ServerFactory
-from tests.outposts.conftest import ASYNC, send, start_body
+from tests.support.api import ASYNC, send, start_body
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from jupyterhub.spawner import LocalProcessSpawner, Spawner
 
 from outposts.models import Server
 from tests.factories import ServerFactory, SpawnEventFactory
-from tests.outposts.conftest import ASYNC, send, start_body
+from tests.support.api import ASYNC, send, start_body
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,8 @@ import pytest
 from django.db import connection
 
 from outposts.models import Server
-from tests.conftest import basic_auth
 from tests.factories import FlavorFactory, HubFactory, ServerFactory, SpawnEventFactory
-from tests.outposts.conftest import ASYNC, send, start_body
+from tests.support.api import ASYNC, basic_auth, send, start_body
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from django.db import connections
 from django.test import AsyncClient
 
 from outposts.models import Server
-from tests.conftest import basic_auth
-from tests.outposts.conftest import send, start_body
+from tests.support.api import basic_auth, send, start_body
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,9 +190,7 @@ def uvicorn_url(monkeypatch):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: server.started, timeout=30, what="uvicorn to listen", every=0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True

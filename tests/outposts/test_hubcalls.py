@@ -7,9 +7,8 @@ import pytest
 from outposts import hubcalls, services, tasks
 from outposts.models import Server
 from portal.celery import app as celery_app
-from tests.e2e.support import fake_hub  # noqa: F401 - fixture
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 
 def test_event_body_escapes_html():
@@ -36,7 +35,7 @@ def test_setup_tunnel_body_is_host_and_port(address, service):
     assert hubcalls.make_setup_tunnel_body(address=address) == {"service": service}
 
 
-def test_hub_post_sends_the_token_and_json(fake_hub):  # noqa: F811
+def test_hub_post_sends_the_token_and_json(fake_hub):
     # when
     hubcalls.hub_post(url=f"{fake_hub.url}/hub/api/x", token="t0k", body={"a": 1})
     # then
@@ -44,7 +43,7 @@ def test_hub_post_sends_the_token_and_json(fake_hub):  # noqa: F811
     assert (call.path, call.authorization, call.body) == ("/hub/api/x", "token t0k", {"a": 1})
 
 
-def test_hub_post_tells_retryable_from_refused(fake_hub):  # noqa: F811
+def test_hub_post_tells_retryable_from_refused(fake_hub):
     # given
     fake_hub.status_for = {"/down": 503, "/nope": 403}
     # when / then
@@ -61,7 +60,7 @@ def test_hub_calls_verify_tls_by_default(settings):
 
 
 @pytest.fixture
-def server(db, fake_hub, outpost, hub):  # noqa: F811
+def server(db, fake_hub, outpost, hub):
     return ServerFactory(
         hub=hub,
         outpost=outpost,
@@ -73,7 +72,7 @@ def server(db, fake_hub, outpost, hub):  # noqa: F811
     )
 
 
-def test_progress_event_reaches_the_hub(server, fake_hub):  # noqa: F811
+def test_progress_event_reaches_the_hub(server, fake_hub):
     # given
     event = SpawnEventFactory(server=server, progress=40, message="Image <pulled>")
     # when
@@ -89,7 +88,7 @@ def test_progress_event_reaches_the_hub(server, fake_hub):  # noqa: F811
     }
 
 
-def test_flavor_update_carries_current_counts(server, fake_hub):  # noqa: F811
+def test_flavor_update_carries_current_counts(server, fake_hub):
     # when
     tasks.hub_flavors_send_task(server.pk)
     # then
@@ -98,7 +97,7 @@ def test_flavor_update_carries_current_counts(server, fake_hub):  # noqa: F811
     assert call.body["small"]["current"] == 1
 
 
-def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub, hub):  # noqa: F811
+def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub, hub):
     # given
     hub.flavors_update_token = "hub-wide-token"
     hub.save()
@@ -112,7 +111,7 @@ def test_flavor_update_falls_back_to_the_hubs_configured_token(server, fake_hub,
     assert call.authorization == "token hub-wide-token"
 
 
-def test_setup_tunnel_sends_the_running_servers_address(server, fake_hub):  # noqa: F811
+def test_setup_tunnel_sends_the_running_servers_address(server, fake_hub):
     # when
     tasks.hub_address_send_task(server.pk)
     # then
@@ -121,7 +120,7 @@ def test_setup_tunnel_sends_the_running_servers_address(server, fake_hub):  # no
     assert call.body == {"service": "127.0.0.1:40123"}
 
 
-def test_setup_tunnel_is_not_sent_for_a_server_that_is_not_running(server, fake_hub):  # noqa: F811
+def test_setup_tunnel_is_not_sent_for_a_server_that_is_not_running(server, fake_hub):
     # given
     Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
     # when
@@ -130,7 +129,7 @@ def test_setup_tunnel_is_not_sent_for_a_server_that_is_not_running(server, fake_
     assert fake_hub.calls == []
 
 
-def test_a_hub_that_refuses_is_logged_not_retried(server, fake_hub, caplog):  # noqa: F811
+def test_a_hub_that_refuses_is_logged_not_retried(server, fake_hub, caplog):
     # given
     fake_hub.status_for = {"/hub/api/users/setuptunnel": 400}
     # when
@@ -150,7 +149,7 @@ def test_a_hub_that_is_down_is_retried(server):
     assert tasks.hub_event_send_task.max_retries >= 3
 
 
-def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub, hub, caplog):  # noqa: F811
+def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub, hub, caplog):
     # given a Hub whose admin allows calls under its API only, and a request whose env
     # points the portal elsewhere (an internal service, here another path of the same host)
     hub.callback_url_prefixes = [f"{fake_hub.url}/hub/api/"]
@@ -171,7 +170,7 @@ def test_a_callback_url_outside_the_hubs_prefixes_is_not_called(server, fake_hub
     assert "not under Hub hub1's callback prefixes" in caplog.text
 
 
-def test_a_callback_url_under_the_hubs_prefixes_is_called(server, fake_hub, hub):  # noqa: F811
+def test_a_callback_url_under_the_hubs_prefixes_is_called(server, fake_hub, hub):
     # given
     hub.callback_url_prefixes = [f"{fake_hub.url}/hub/api/"]
     hub.save()
@@ -181,7 +180,7 @@ def test_a_callback_url_under_the_hubs_prefixes_is_called(server, fake_hub, hub)
     assert len(fake_hub.posts("/hub/api/users/setuptunnel/olga/lab")) == 1
 
 
-def test_a_hub_redirect_is_not_followed(server, fake_hub, caplog):  # noqa: F811
+def test_a_hub_redirect_is_not_followed(server, fake_hub, caplog):
     # given a Hub URL that redirects elsewhere
     fake_hub.redirect_for = {"/hub/api/users/progress": f"{fake_hub.url}/elsewhere"}
     # when
@@ -205,7 +204,7 @@ def committed(monkeypatch, django_capture_on_commit_callbacks):
 
 def test_a_start_answered_without_address_that_already_runs_gets_set_up_at_once(
     server,
-    fake_hub,  # noqa: F811
+    fake_hub,
     committed,
 ):
     # when the Hub's wait for a running server ran out (answered ""), twice
@@ -217,7 +216,7 @@ def test_a_start_answered_without_address_that_already_runs_gets_set_up_at_once(
     assert call.body == {"service": "127.0.0.1:40123"}
 
 
-def test_a_start_answered_without_address_waits_until_it_runs(server, fake_hub, committed):  # noqa: F811
+def test_a_start_answered_without_address_waits_until_it_runs(server, fake_hub, committed):
     # given a start still pending
     Server.objects.filter(pk=server.pk).update(status=Server.Status.PENDING, ready_at=None)
     # when the Hub's wait ran out

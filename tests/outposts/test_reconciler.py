@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from outposts import tasks
 from outposts.models import Outpost, Server
-from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.hub import FakeHub
+from tests.support.processes import alive, json_if_up, wait_until
+from tests.support.spawners import serve_config
 
 BASE = "/outposts/local/services"
 
@@ -187,7 +188,7 @@ def test_a_request_no_worker_ever_took_fails_after_the_start_timeout(outpost, hu
 
 @pytest.fixture
 def unreachable(outpost, hub, home):
-    outpost.spawner_class = "tests.e2e.support.UnreachableSpawner"
+    outpost.spawner_class = "tests.support.spawners.UnreachableSpawner"
     outpost.spawner_config = serve_config(home)
     outpost.unknown_grace = timedelta(minutes=15)
     outpost.save()

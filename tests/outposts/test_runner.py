@@ -18,9 +18,10 @@ from outposts.runner.spawner import ServerSpec, SpawnerRunner, rewrite_service_u
 from outposts.runner.tls import TLSMaterial, server_certs_dir
 from outposts.services import StartRequest
 from portal.crypto import encrypt_text
-from tests.e2e.support import FakeHub, json_if_up, serve_config
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.hub import FakeHub
+from tests.support.processes import alive, json_if_up, wait_until
+from tests.support.spawners import serve_config
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from outposts.lifecycle import end, start
 from outposts.models import Server
 from outposts.runner.spawner import SpawnerRunner
 from outposts.services import StartRequest
-from tests.e2e.support import FakeHub, fake_hub, json_if_up, serve_config  # noqa: F401
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
-from tests.processes import alive, wait_until
+from tests.support.hub import FakeHub
+from tests.support.processes import alive, json_if_up, wait_until
+from tests.support.spawners import serve_config
 
 
 @pytest.fixture
@@ -155,7 +156,7 @@ def slow_start_in_a_worker_thread(server: Server, home) -> tuple[threading.Threa
 
 def test_a_stop_during_the_start_cancels_it_and_ends_what_it_made(transactional_db, home):
     # given a spawner that has started a process but not returned yet
-    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+    server = new_server(home, spawner_class="tests.support.spawners.SlowSpawner")
     thread, pid = slow_start_in_a_worker_thread(server, home)
     assert alive(pid)
     # when the Hub deletes the server (server_stop's write; its task finds the start pending)
@@ -172,7 +173,7 @@ def test_a_start_that_never_returns_fails_after_the_start_timeout(db, home):
     # given
     server = new_server(
         home,
-        spawner_class="tests.e2e.support.HangingSpawner",
+        spawner_class="tests.support.spawners.HangingSpawner",
         outpost_kwargs={"start_timeout": timedelta(seconds=2)},
     )
     # when
@@ -294,7 +295,7 @@ def test_an_attempt_that_stalled_past_its_lease_leaves_the_server_to_the_new_own
     # given a start whose spawner made a process and keeps start() pending; beats renew the
     # lease every second (instead of every 30 s) so the attempt checks its ownership often
     monkeypatch.setattr(start, "START_LEASE_RENEW_EVERY", timedelta(0))
-    server = new_server(home, spawner_class="tests.e2e.support.SlowSpawner")
+    server = new_server(home, spawner_class="tests.support.spawners.SlowSpawner")
     thread, pid = slow_start_in_a_worker_thread(server, home)
     killer.append(pid)
     # when another attempt takes the server over (this one looked dead: its lease ran out)
@@ -401,7 +402,7 @@ def test_a_stop_that_never_succeeds_fails_the_server_and_logs_an_error(db, caplo
     assert f"Server {server.pk} could not be stopped" in record.getMessage()
 
 
-def test_tasks_tolerate_a_deleted_server(db, fake_hub, django_capture_on_commit_callbacks):  # noqa: F811
+def test_tasks_tolerate_a_deleted_server(db, fake_hub, django_capture_on_commit_callbacks):
     # when
     with django_capture_on_commit_callbacks() as callbacks:
         tasks.server_start_run_task(987654)

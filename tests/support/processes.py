@@ -1,7 +1,7 @@
 """Processes, ports and waiting: what every harness of real components needs.
 
-One home for these, used by the end-to-end support (tests/e2e/support.py), the JupyterHub
-harness (tests/hubclient/) and the tests that start processes themselves.
+One home for these, used by the portal's processes (portal.py), the JupyterHub harness
+(jupyterhub.py) and the tests that start processes themselves. No Django here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 
 def free_port() -> int:
@@ -56,6 +57,21 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout} s waiting for {what}\n{details()}")
         time.sleep(every)
+
+
+def response_if_up(url: str, *, timeout: float = 5, **kwargs: Any) -> requests.Response | None:
+    """The answer to a GET of ``url``, or None while nothing answers: refused, or no answer
+    within ``timeout`` (a loaded machine). One attempt: wait with ``wait_until``."""
+    try:
+        return requests.get(url, timeout=timeout, **kwargs)
+    except (requests.ConnectionError, requests.Timeout):
+        return None
+
+
+def json_if_up(url: str) -> Any:
+    """The JSON a server answers at ``url``, or None while it is not (yet) answering 200."""
+    response = response_if_up(url)
+    return response.json() if response is not None and response.status_code == 200 else None
 
 
 def alive(pid: int) -> bool:

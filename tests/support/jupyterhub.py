@@ -6,10 +6,10 @@ Usage::
         hub.api("POST", "/users/alice")
         ...
 
-or the ``jupyterhub_factory`` fixture. The Hub uses the dummy authenticator, random loopback
-ports and a temporary folder (database, cookie secret, log), and has an admin service whose
-token is ``hub.token``. Stopping it leaves no process behind: the Hub stops its servers and
-its proxy itself; whatever survives (a crashed Hub's children) is killed and reported.
+The Hub uses the dummy authenticator, random loopback ports and a temporary folder
+(database, cookie secret, log), and has an admin service whose token is ``hub.token``.
+Stopping it leaves no process behind: the Hub stops its servers and its proxy itself;
+whatever survives (a crashed Hub's children) is killed and reported. No Django here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import alive, descendants, free_ports, wait_until
+from tests.support.processes import alive, descendants, free_ports, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 JUPYTERHUB = VENV_BIN / "jupyterhub"
@@ -165,7 +165,7 @@ def _write_config(
             "configurable-http-proxy is not installed: npm install -g configurable-http-proxy"
         )
     config.write_text(
-        f"""# Written by tests/hubclient/jupyterhub_harness.py
+        f"""# Written by tests/support/jupyterhub.py
 HARNESS_DIR = {str(directory)!r}
 c = get_config()  # noqa
 c.JupyterHub.ip = "127.0.0.1"
@@ -318,18 +318,3 @@ def running_jupyterhub(
         if survivors:
             # Killed above; still a defect of the Hub or spawner under test.
             print(f"JupyterHub left processes behind, killed: {sorted(survivors)}")  # noqa: T201
-
-
-@pytest.fixture
-def jupyterhub_factory(tmp_path: Path) -> Iterator[Callable[..., RunningHub]]:
-    """Start Hubs with ``jupyterhub_factory(spawner_config=..., env=...)``; stopped at teardown."""
-    hubs: list[RunningHub] = []
-
-    def start(*, spawner_config: str, env: dict[str, str] | None = None) -> RunningHub:
-        hub = start_jupyterhub(tmp_path / f"hub{len(hubs)}", spawner_config=spawner_config, env=env)
-        hubs.append(hub)
-        return hub
-
-    yield start
-    for hub in hubs:
-        stop_jupyterhub(hub)

@@ -2,7 +2,8 @@
 
 It is a stand-in at the unit level only: it speaks the wire contract (answers taken from
 tests/contract/*.json) over real HTTP on 127.0.0.1, but admits everything and runs nothing.
-The real portal is exercised end-to-end by the tests with a real JupyterHub.
+The real portal is exercised end-to-end by the tests with a real JupyterHub (portal.py).
+No Django here: the hubclient's unit tests use it.
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ import copy
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tornado import httpserver, netutil, web
 
-CONTRACT = Path(__file__).resolve().parents[1] / "contract"
+from tests.support.contract import contract
+
 HUB_NAME = "hub1"
 HUB_SECRET = "fake-portal-secret"
 API_KEY = "op_fake-portal-key"
-
-
-def contract(name: str) -> dict[str, Any]:
-    """One shared example of tests/contract, e.g. ``contract("events")``."""
-    return json.loads((CONTRACT / f"{name}.json").read_text())
 
 
 @dataclass
