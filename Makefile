@@ -11,7 +11,7 @@ DEMO_HUB_PORT ?= 8001
 DEMO_HUB_API_PORT ?= 8081
 DEMO_PROXY_API_PORT ?= 8082
 
-.PHONY: venv demo test test-services lint requirements
+.PHONY: venv demo test test-services lint requirements mutants
 
 venv: $(VENV)/.installed
 # The hubclient (Hub side) goes in too: the demo's Hub and the end-to-end tests load it.
@@ -38,6 +38,17 @@ test: venv test-services
 
 test-services:
 	scripts/test-services
+
+# Mutation testing (bench/README.md), not part of CI: mutmut mutates what [tool.mutmut] in
+# pyproject.toml names and runs the fast tests against each mutant (scripts/mutants). On
+# databases of its own, never the test suite's (`portal`, Redis db 15): each of its parallel
+# runs makes a test database test_mutants_<n> and has a Redis db of its own, the n-th of
+# MUTANTS_BROKER_URLS; as many runs as Redis dbs (tests/mutmut_plugin.py).
+MUTANTS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mutants
+MUTANTS_BROKER_URLS ?= redis://127.0.0.1:6379/13 redis://127.0.0.1:6379/14
+mutants: venv test-services
+	DATABASE_URL=$(MUTANTS_DATABASE_URL) CELERY_BROKER_URL=$(firstword $(MUTANTS_BROKER_URLS)) \
+		MUTANTS_BROKER_URLS="$(MUTANTS_BROKER_URLS)" VENV=$(VENV) scripts/mutants
 
 lint: venv
 	$(VENV)/bin/ruff check .
