@@ -43,7 +43,7 @@ test-services:
 # pyproject.toml names and runs the fast tests against each mutant (scripts/mutants). On
 # databases of its own, never the test suite's (`portal`, Redis db 15): each of its parallel
 # runs makes a test database test_mutants_<n> and has a Redis db of its own, the n-th of
-# MUTANTS_BROKER_URLS; as many runs as Redis dbs (tests/mutmut_plugin.py).
+# MUTANTS_BROKER_URLS; as many runs as Redis dbs (tests/support/mutmut_plugin.py).
 MUTANTS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mutants
 MUTANTS_BROKER_URLS ?= redis://127.0.0.1:6379/13 redis://127.0.0.1:6379/14
 mutants: venv test-services
