@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 
+from flavors.services import flavor_admit
 from outposts.errors import StartRefused
 from outposts.models import Server
 from outposts.runner.spawner import ServerSpec
@@ -141,3 +142,60 @@ def test_the_admitted_flavor_is_frozen_onto_the_server(hub, outpost):
 def test_a_start_on_an_outpost_without_flavors_has_no_flavor_settings(hub, outpost):
     server, _ = start(hub, outpost)
     assert (server.flavor, server.flavor_settings, server.runtime) == (None, {}, None)
+
+
+def test_per_user_limits_count_only_that_hub_users_active_servers(hub, outpost):
+    # given limits of one server per user, the user's ended servers, and another Hub's user
+    # with the same user id
+    outpost.max_servers_per_user = 2
+    outpost.save()
+    small = FlavorFactory(outpost=outpost, name="small", max_per_user=1)
+    other_hub = HubFactory(outposts=[outpost])
+    ServerFactory(outpost=outpost, hub=other_hub, flavor=small, user_id="1")
+    ServerFactory(outpost=outpost, hub=other_hub, flavor=small, user_id="1")
+    for status in Server.ENDED:
+        ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="1", status=status)
+    # when the user starts a server of the flavor
+    server, created = start(hub, outpost, user_id="1", flavor="small")
+    # then it is admitted: only this Hub's user's active servers count
+    assert created and server.flavor == small
+
+
+def test_a_flavor_with_max_zero_is_closed(hub, outpost):
+    FlavorFactory(outpost=outpost, name="small", max=0)
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="x")
+    assert refused.value.message == (
+        "x - Start with small for hub1 not allowed. Maximum (0) already reached."
+    )
+
+
+def test_caps_admit_up_to_their_value(hub, outpost):
+    # given a flavor with max 2, per user 2, on an Outpost with 2 servers per user
+    outpost.max_servers_per_user = 2
+    outpost.save()
+    FlavorFactory(outpost=outpost, name="small", max=2, max_per_user=2)
+    # when one user starts two servers
+    starts = [start(hub, outpost, flavor="small", name=name) for name in ("a", "b")]
+    # then both are admitted, and a third is not
+    assert all(created for _, created in starts)
+    with pytest.raises(StartRefused):
+        start(hub, outpost, flavor="small", name="c")
+
+
+@pytest.mark.parametrize("state", ["draining", "disabled"])
+def test_an_outpost_that_winds_down_admits_no_start(hub, outpost, state):
+    FlavorFactory(outpost=outpost, name="small")
+    outpost.state = state
+    outpost.save()
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="x")
+    assert refused.value.message == f"x - Outpost local is {state} and accepts no starts."
+    assert not Server.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admission_needs_the_callers_transaction(hub, outpost):
+    # Its lock must last until the server is inserted, in the same transaction.
+    with pytest.raises(AssertionError, match="needs a transaction"):
+        flavor_admit(hub=hub, outpost=outpost, flavor_name=None, server_name="", user_id="1")
