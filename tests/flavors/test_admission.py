@@ -40,7 +40,8 @@ def test_flavor_max_counts_active_servers_of_every_hub(hub, outpost):
 def test_max_per_user_is_per_hub_user_id(hub, outpost):
     FlavorFactory(outpost=outpost, name="small", max_per_user=1)
     start(hub, outpost, user_id="1", flavor="small", name="a")
-    start(hub, outpost, user_id="2", flavor="small", name="a")
+    _, created = start(hub, outpost, user_id="2", flavor="small", name="a", start_id="s2")
+    assert created
     with pytest.raises(StartRefused) as refused:
         start(hub, outpost, user_id="1", flavor="small", name="b")
     assert refused.value.message == (
@@ -145,14 +146,15 @@ def test_a_start_on_an_outpost_without_flavors_has_no_flavor_settings(hub, outpo
 
 
 def test_per_user_limits_count_only_that_hub_users_active_servers(hub, outpost):
-    # given limits of one server per user, the user's ended servers, and another Hub's user
-    # with the same user id
+    # given limits of one server per user, the user's ended servers, another user's server,
+    # and another Hub's user with the same user id
     outpost.max_servers_per_user = 2
     outpost.save()
     small = FlavorFactory(outpost=outpost, name="small", max_per_user=1)
     other_hub = HubFactory(outposts=[outpost])
     ServerFactory(outpost=outpost, hub=other_hub, flavor=small, user_id="1")
     ServerFactory(outpost=outpost, hub=other_hub, flavor=small, user_id="1")
+    ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="2")
     for status in Server.ENDED:
         ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="1", status=status)
     # when the user starts a server of the flavor
@@ -197,5 +199,5 @@ def test_an_outpost_that_winds_down_admits_no_start(hub, outpost, state):
 @pytest.mark.django_db(transaction=True)
 def test_admission_needs_the_callers_transaction(hub, outpost):
     # Its lock must last until the server is inserted, in the same transaction.
-    with pytest.raises(AssertionError, match="needs a transaction"):
+    with pytest.raises(AssertionError, match=r"^flavor_admit needs a transaction$"):
         flavor_admit(hub=hub, outpost=outpost, flavor_name=None, server_name="", user_id="1")

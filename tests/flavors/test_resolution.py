@@ -120,3 +120,13 @@ def test_listing_userflavors_and_admission_agree_for_the_same_hub(hub_client, hu
     else:
         assert listed == ([] if state == Outpost.State.DISABLED else ["large", "gpu", "small"])
         assert not any(starts.values()) and not default
+
+
+def test_a_flavor_without_runtime_freezes_none():
+    (effective,) = resolve(flavors=[flavor("open", runtime=None)]).flavors
+    assert effective.frozen_settings() == {
+        "display_name": "open",
+        "description": "",
+        "runtime_seconds": None,
+        "resources": {},
+    }
