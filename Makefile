@@ -46,9 +46,11 @@ test-services:
 # MUTANTS_BROKER_URLS; as many runs as Redis dbs (tests/support/mutmut_plugin.py).
 MUTANTS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mutants
 MUTANTS_BROKER_URLS ?= redis://127.0.0.1:6379/13 redis://127.0.0.1:6379/14
+# Optional: only these mutants (names or globs), e.g. make mutants MUTANTS='flavors.*'
+MUTANTS ?=
 mutants: venv test-services
 	DATABASE_URL=$(MUTANTS_DATABASE_URL) CELERY_BROKER_URL=$(firstword $(MUTANTS_BROKER_URLS)) \
-		MUTANTS_BROKER_URLS="$(MUTANTS_BROKER_URLS)" VENV=$(VENV) scripts/mutants
+		MUTANTS_BROKER_URLS="$(MUTANTS_BROKER_URLS)" VENV=$(VENV) MUTANTS="$(MUTANTS)" scripts/mutants
 
 lint: venv
 	$(VENV)/bin/ruff check .
