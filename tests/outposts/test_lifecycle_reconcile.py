@@ -212,6 +212,24 @@ def test_a_round_that_outlived_its_lease_leaves_the_next_rounds_lease_alone(outp
     assert Outpost.objects.get(pk=outpost.pk).reconcile_lease_until == next_rounds_lease
 
 
+def test_a_round_frees_only_its_own_outposts_lease(outpost, monkeypatch):
+    # given a round of another Outpost that took its lease at the very same instant
+    other = OutpostFactory(slug="other")
+    real_reconcile = reconcile._reconcile
+
+    def reconcile_beside_another_round(the_outpost: Outpost) -> None:
+        ours = Outpost.objects.get(pk=the_outpost.pk).reconcile_lease_until
+        Outpost.objects.filter(pk=other.pk).update(reconcile_lease_until=ours)
+        real_reconcile(the_outpost)
+
+    monkeypatch.setattr(reconcile, "_reconcile", reconcile_beside_another_round)
+    # when
+    tasks.outpost_reconcile_task(outpost.pk)
+    # then
+    assert Outpost.objects.get(pk=outpost.pk).reconcile_lease_until is None
+    assert Outpost.objects.get(pk=other.pk).reconcile_lease_until is not None
+
+
 # --- Batches -------------------------------------------------------------------------------
 
 
