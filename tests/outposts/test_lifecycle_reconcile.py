@@ -73,8 +73,8 @@ def sent(monkeypatch, django_capture_on_commit_callbacks):
     ):
         task = getattr(tasks, name)._get_current_object()
 
-        def record(args=(), kwargs=None, queue=None, expires=None, _name=name, **options):
-            records.append((_name, tuple(args), queue, expires))
+        def record(args=None, kwargs=None, queue=None, expires=None, _name=name, **options):
+            records.append((_name, tuple(args or ()), queue, expires))
 
         monkeypatch.setattr(task, "apply_async", record)
 
@@ -82,7 +82,7 @@ def sent(monkeypatch, django_capture_on_commit_callbacks):
         records.clear()
         with django_capture_on_commit_callbacks(execute=True):
             round_()
-        return [r for r in records]
+        return list(records)
 
     return run
 
