@@ -531,16 +531,24 @@ def test_a_redelivered_start_whose_leftover_cannot_be_stopped_hands_it_to_the_st
     assert server.start_lease_until is None
     assert not server.events.exists()
     assert worker.queued == [("server_stop_run_task", (server.pk,), server.outpost.celery_queue)]
+    assert server.error == ""  # nothing failed that the user should read
     assert alive(pid)
     assert f"server {server.pk} left" in caplog.text
 
 
-def test_a_timed_out_start_whose_leftover_cannot_be_stopped_keeps_its_error_to_the_end(
+def test_a_timed_out_start_whose_leftover_cannot_be_stopped_at_once_still_ends_failed(
     db, fake_hub, home, worker, killer
 ):
-    # given a start past its timeout whose attempt died, on a system that refuses stops
+    # given a start past its timeout whose attempt died, on a system that refuses stops; its
+    # Hub got an early answer and waits for call-backs
     server, pid = with_process(
-        new_server(fake_hub, home, spawner_class=REFUSING, status=Server.Status.REQUESTED),
+        new_server(
+            fake_hub,
+            home,
+            spawner_class=REFUSING,
+            status=Server.Status.REQUESTED,
+            address_via_callback=True,
+        ),
         killer,
         status=Server.Status.PENDING,
         started_at=timezone.now() - timedelta(hours=1),
@@ -552,16 +560,19 @@ def test_a_timed_out_start_whose_leftover_cannot_be_stopped_keeps_its_error_to_t
     # then it is handed to the stop task, with the reason for the user
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPING
-    assert "did not start within" in server.error
+    assert server.error == "The server did not start within 10 minutes."
     assert worker.names() == ["server_stop_run_task"]
-    error = server.error
-    # and when the system takes stops again and the stop task runs, the reason stays
+    # and when the system takes stops again and the stop task runs, the start ends failed,
+    # as one whose leftover stopped at once does: the Hub reads 1 and is told why
     (home / "olga" / "refuse-stops").unlink()
     worker.run(lambda: tasks.server_stop_run_task(server.pk))
     server.refresh_from_db()
-    assert server.status == Server.Status.STOPPED
-    assert server.error == error
+    assert (server.status, server.exit_code, server.poll_status) == (Server.Status.FAILED, 1, 1)
+    assert server.error == "The server did not start within 10 minutes."
     assert not alive(pid)
+    assert [(e["message"], e["failed"]) for e in event_posts(fake_hub)] == [
+        ("The server did not start within 10 minutes.", True)
+    ]
 
 
 def test_a_hand_over_of_a_server_that_ended_meanwhile_tells_the_admins(
