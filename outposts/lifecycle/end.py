@@ -87,7 +87,8 @@ def server_stop_hand_over(*, server_id: int, state: dict[str, Any], error: str =
     """A start's spawner made something that must not stay, and stopping it failed.
 
     The server keeps that state and becomes STOPPING; the stop task retries with back-off
-    and, if it gives up, fails the server and logs it for the administrators.
+    and, if it gives up, fails the server and logs it for the administrators. With an
+    ``error`` (a start that failed) the server ends failed with it once the stop succeeds.
     """
     with transaction.atomic():
         server = server_for_update(server_id=server_id)
@@ -139,8 +140,14 @@ def server_stop_run(*, server_id: int) -> None:
     except Exception as error:
         log.exception("Could not stop server %s", server_id)
         raise SpawnerFailed(f"Could not stop server {server_id}") from error
-    # A stop the Hub or the runtime asked for ends normally, whatever signal it took.
-    server_mark_stopped(server_id=server_id, exit_code=0)
+    if server.error:
+        # A start that failed (timed out) and handed its leftover over carries its reason: it
+        # ends failed, as it would have had the leftover stopped at once (a Hub reads 1 and
+        # gets the failed event, api-contract §6).
+        server_mark_failed(server_id=server_id, error=server.error)
+    else:
+        # A stop the Hub or the runtime asked for ends normally, whatever signal it took.
+        server_mark_stopped(server_id=server_id, exit_code=0)
 
 
 def server_stop_gave_up(*, server_id: int) -> None:
