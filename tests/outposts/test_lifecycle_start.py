@@ -26,6 +26,7 @@ from outposts.lifecycle import start
 from outposts.lifecycle.end import server_mark_failed
 from outposts.models import Server
 from outposts.runner.spawner import SpawnerRunner
+from portal.crypto import encrypt_text
 from tests.factories import FlavorFactory, OutpostFactory, ServerFactory
 from tests.support.hub import FakeHub
 from tests.support.processes import alive, json_if_up, wait_until
@@ -743,3 +744,24 @@ def test_a_server_with_a_runtime_ends_that_long_after_it_is_ready(db, home, stop
     server.refresh_from_db()
     assert server.end_at == server.ready_at + timedelta(minutes=30)
     assert wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/"))["user"] == "olga"
+
+
+def test_a_start_that_carries_internal_ssl_certs_gives_them_to_the_server(
+    db, home, stopper, settings, tmp_path
+):
+    # given
+    settings.SERVER_CERTS_DIR = tmp_path / "certs"
+    server = new_server(home)
+    stopper.append(server.pk)
+    token = encrypt_text(
+        json.dumps({"certs": {"keyfile": "KEY", "certfile": "CERT", "cafile": "CA"}})
+    )
+    # when
+    tasks.server_start_run_task(server.pk, token)
+    # then
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING
+    env = wait_until(lambda: json_if_up(f"http://{server.address}/user/olga/"))["env"]
+    certfile = Path(env["JUPYTERHUB_SSL_CERTFILE"])
+    assert certfile.parent == tmp_path / "certs" / f"server-{server.pk}"
+    assert certfile.read_text() == "CERT"
