@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -66,21 +64,6 @@ class RefusingStopSpawner(SimpleLocalProcessSpawner):
 
 
 REFUSING = "tests.outposts.test_lifecycle_end.RefusingStopSpawner"
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def killer():
-    """Pids a test may leave behind; killed at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 class Worker:

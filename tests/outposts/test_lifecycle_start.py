@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -131,21 +129,6 @@ NEW_OWNER = {
 
 
 # --- Helpers and fixtures ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def killer():
-    """Pids a test may leave behind; killed at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

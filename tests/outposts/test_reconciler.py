@@ -18,11 +18,6 @@ from tests.support.spawners import serve_config
 BASE = "/outposts/local/services"
 
 
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
-
-
 def hub_env(user: str, name: str) -> dict:
     hub = FakeHub.__new__(FakeHub)
     hub.url = "http://127.0.0.1:9"  # nothing listens: Hub calls are not under test here

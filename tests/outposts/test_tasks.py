@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pwd
-import signal
 import threading
 from datetime import timedelta
 
@@ -27,11 +25,6 @@ from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFac
 from tests.support.hub import FakeHub
 from tests.support.processes import alive, json_if_up, wait_until
 from tests.support.spawners import serve_config
-
-
-@pytest.fixture
-def home(tmp_path):
-    return tmp_path / "home"
 
 
 @pytest.fixture
@@ -258,16 +251,6 @@ def leftover_of_a_dead_attempt(home, **kwargs) -> tuple[Server, int]:
     )
     server.refresh_from_db()
     return server, server.spawner_state["pid"]
-
-
-@pytest.fixture
-def killer():
-    """Pids a test may leave behind; killed at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_redelivered_start_leaves_an_attempt_that_holds_the_lease_alone(db, home, stopper):

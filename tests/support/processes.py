@@ -124,3 +124,22 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
     except ProcessLookupError:
         pass
+
+
+# Fixtures of tests that run servers as local processes (registered by tests/outposts/conftest.py).
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The folder the test's local servers have their home folders in."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def killer():
+    """Pids a test may leave behind; killed at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
