@@ -20,7 +20,7 @@ from outposts import selectors, services, tasks
 from outposts.lifecycle import reconcile
 from outposts.models import Outpost, Server
 from tests.factories import OutpostFactory, ServerFactory
-from tests.support.hub import FakeHub
+from tests.support.lifecycle import hub_env
 from tests.support.processes import alive
 from tests.support.spawners import serve_config
 
@@ -39,12 +39,6 @@ class SlowPollSpawner(SimpleLocalProcessSpawner):
     async def poll(self):
         await asyncio.sleep(self.poll_delay)
         return None
-
-
-def hub_env(user: str, name: str) -> dict:
-    hub = FakeHub.__new__(FakeHub)
-    hub.url = "http://127.0.0.1:9"  # nothing listens: Hub calls are not under test here
-    return hub.env(user, name)
 
 
 def long_ago() -> datetime:
@@ -85,43 +79,6 @@ def sent(monkeypatch, django_capture_on_commit_callbacks):
 def stops(records) -> list[int]:
     """The servers whose stop task was queued, in order."""
     return [args[0] for name, args, _, _ in records if name == "server_stop_run_task"]
-
-
-@pytest.fixture
-def local(outpost, home):
-    """The ``outpost`` fixture running the stand-in server as a real local process."""
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
-    return outpost
-
-
-@pytest.fixture
-def started(local, hub):
-    """Start a real server on ``local`` through the start task; stopped at teardown."""
-    servers: list[Server] = []
-
-    def start(name: str = "lab") -> Server:
-        server = ServerFactory(
-            hub=hub,
-            outpost=local,
-            name=name,
-            start_id="s1",
-            user_name="olga",
-            status=Server.Status.REQUESTED,
-            address="",
-            env=hub_env("olga", name),
-        )
-        tasks.server_start_run_task(server.pk)
-        server.refresh_from_db()
-        assert server.status == Server.Status.RUNNING
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.refresh_from_db()
-        if server.is_active:
-            tasks.server_stop_run_task(server.pk)
 
 
 def polled_server(outpost: Outpost, hub, name: str = "lab", **kwargs) -> Server:
@@ -307,10 +264,10 @@ def test_a_lost_stop_is_queued_again_after_every_wait_and_the_row_says_when(outp
 
 
 def test_a_lost_stop_whose_task_turns_up_during_the_round_is_not_queued_again(
-    started, monkeypatch, sent
+    running, monkeypatch, sent
 ):
     # given a running server whose stop was asked for long ago, its task late, not lost
-    server = started()
+    server = running()
     pid = server.spawner_state["pid"]
     asked = long_ago()
     Server.objects.filter(pk=server.pk).update(
@@ -368,9 +325,9 @@ def test_two_rounds_overlapping_after_a_lease_ran_out_queue_a_lost_stop_once(
 # --- Polls ---------------------------------------------------------------------------------
 
 
-def test_a_poll_that_finds_the_server_running_records_it_on_that_server_only(started, hub, sent):
+def test_a_poll_that_finds_the_server_running_records_it_on_that_server_only(running, hub, sent):
     # given a running server due for its poll, and an unknown server of another Outpost
-    server = started()
+    server = running()
     poll_due(server)
     Server.objects.filter(pk=server.pk).update(updated_at=long_ago())
     elsewhere = OutpostFactory(slug="elsewhere")
@@ -473,10 +430,10 @@ def test_an_outpost_without_grace_ends_a_server_at_its_first_failed_poll(
 
 @pytest.mark.parametrize("system", ["answers", "does not answer"])
 def test_a_server_stopped_while_its_poll_ran_stays_stopped(
-    system, started, hub_client, monkeypatch
+    system, running, hub_client, monkeypatch
 ):
     # given a running server due for its poll
-    server = started()
+    server = running()
     pid = server.spawner_state["pid"]
     poll_due(server)
     if system == "does not answer":

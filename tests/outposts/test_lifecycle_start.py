@@ -131,17 +131,6 @@ NEW_OWNER = {
 # --- Helpers and fixtures ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def stopper():
-    """Servers a test started; stopped at teardown if a test left one running."""
-    ids: list[int] = []
-    yield ids
-    for server_id in ids:
-        server = Server.objects.filter(pk=server_id).first()
-        if server is not None and server.status == Server.Status.RUNNING:
-            tasks.server_stop_run_task(server_id)
-
-
 def new_server(home, *, spawner="", config=None, outpost_kwargs=None, **kwargs) -> Server:
     """A requested server of "olga" on an Outpost of its own running SERVE_SCRIPT."""
     outpost = OutpostFactory(

@@ -11,49 +11,11 @@ from django.utils import timezone
 from outposts import tasks
 from outposts.models import Outpost, Server
 from tests.factories import ServerFactory
-from tests.support.hub import FakeHub
+from tests.support.lifecycle import hub_env
 from tests.support.processes import alive, json_if_up, wait_until
 from tests.support.spawners import serve_config
 
 BASE = "/outposts/local/services"
-
-
-def hub_env(user: str, name: str) -> dict:
-    hub = FakeHub.__new__(FakeHub)
-    hub.url = "http://127.0.0.1:9"  # nothing listens: Hub calls are not under test here
-    return hub.env(user, name)
-
-
-@pytest.fixture
-def running(outpost, hub, home):
-    """Start a real server of ``hub`` on ``outpost`` (slug "local") through the start task."""
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
-    started: list[Server] = []
-
-    def start(name: str = "lab", **kwargs) -> Server:
-        server = ServerFactory(
-            hub=hub,
-            outpost=outpost,
-            name=name,
-            start_id="s1",
-            user_name="olga",
-            status=Server.Status.REQUESTED,
-            address="",
-            env=hub_env("olga", name),
-            **kwargs,
-        )
-        tasks.server_start_run_task(server.pk)
-        server.refresh_from_db()
-        assert server.status == Server.Status.RUNNING
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.refresh_from_db()
-        if server.is_active:
-            tasks.server_stop_run_task(server.pk)
 
 
 def poll_due(server: Server) -> None:

@@ -27,17 +27,6 @@ from tests.support.processes import alive, json_if_up, wait_until
 from tests.support.spawners import serve_config
 
 
-@pytest.fixture
-def stopper():
-    """Servers a test started; stopped at teardown if a test left one running."""
-    ids: list[int] = []
-    yield ids
-    for server_id in ids:
-        server = Server.objects.filter(pk=server_id).first()
-        if server is not None and server.status == Server.Status.RUNNING:
-            tasks.server_stop_run_task(server_id)
-
-
 def new_server(home, *, spawner_class=None, outpost_kwargs=None, **kwargs) -> Server:
     outpost = OutpostFactory(
         spawner_config=serve_config(home),
