@@ -1,25 +1,33 @@
 """Which flavors, with which settings, a Hub and one of its users may use on an Outpost.
 
-The one place that decides flavor access. It is pure: it decides from the rows it is given
-and never reads the database, so the flavor list, ``userflavors`` (and with it the spawn
-form) and admission, which all call ``flavors_resolve``, cannot disagree. Admission then
-counts servers against the caps of what this returns (flavors/services.py).
+The one place that decides flavor access. It is pure: it decides from the rows and terms it
+is given and never reads the database, so the flavor list, ``userflavors`` (and with it the
+spawn form), the admin's "who can use what" preview and admission, which all call
+``flavors_resolve``, cannot disagree. Admission then counts servers against the caps of what
+this returns (flavors/services.py).
 
-Layers, each applied to what the one before left (architecture.md §Flavors):
+Layers, each applied to what the one before left (architecture.md §Flavors, docs/flavors.md):
 
 1. The Outpost: its state, and its flavors as the starting set. A disabled Outpost offers
    none; a draining one still lists them while its servers wind down, but admits no start.
-2. The Hub's policy, then the best-matching user rule, then project grants, plug in here in
-   this order; until they exist every Hub granted the Outpost gets its flavors as they are.
+   An Outpost without any flavor admits a start whatever flavor it names.
+2. The Hub's policy, a tenant boundary: once the Hub has policies on the Outpost, only the
+   flavors a policy allows, with that policy's overrides and the Hub's own cap.
+3. The best-matching user rule (highest weight; on a tie the later rule): forbidden (no
+   flavors), a filter of the Hub's flavors, overrides on top of the Hub's. It can only take
+   away from what the Hub may use. No authentication, or no matching rule: the Hub's answer.
+4. Project grants plug in after the user rule (issue "HPC projects").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from flavors.matching import Pattern, attributes_match
+from flavors.models import runtime_from_wire
 from outposts.models import Outpost
 
 if TYPE_CHECKING:
@@ -29,7 +37,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EffectiveFlavor:
-    """A flavor as one Hub's user gets it: the flavor row with every layer's overrides."""
+    """A flavor as one Hub's user gets it: the flavor row with every layer's overrides, the
+    Hub's own cap, and which policy and rule shaped it (``decided_by``)."""
 
     flavor_id: int
     name: str
@@ -40,6 +49,8 @@ class EffectiveFlavor:
     max_per_user: int | None
     runtime: timedelta | None
     resources: Mapping[str, Any] = field(default_factory=dict)
+    hub_cap: int | None = None
+    decided_by: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, flavor: Flavor) -> EffectiveFlavor:
@@ -55,6 +66,19 @@ class EffectiveFlavor:
             resources=dict(flavor.resources or {}),
         )
 
+    def overridden(self, overrides: Mapping[str, Any], *, by: str) -> EffectiveFlavor:
+        """This flavor with ``overrides`` (flavors.models.OVERRIDABLE fields) applied."""
+        changes: dict[str, Any] = {
+            key: overrides[key]
+            for key in ("display_name", "description", "weight", "max_per_user")
+            if key in overrides
+        }
+        if "runtime" in overrides:
+            changes["runtime"] = runtime_from_wire(overrides["runtime"])
+        if "resources" in overrides:
+            changes["resources"] = dict(overrides["resources"])
+        return replace(self, **changes, decided_by=(*self.decided_by, by))
+
     def frozen_settings(self) -> dict[str, Any]:
         """What a server keeps of its flavor when admitted (Server.flavor_settings): later
         edits of the flavor, or of a policy, do not change a server already admitted."""
@@ -67,12 +91,57 @@ class EffectiveFlavor:
 
 
 @dataclass(frozen=True)
+class PolicyTerms:
+    """A HubPolicy row as resolution reads it (flavors/selectors.py builds these)."""
+
+    flavor_id: int
+    allowed: bool = True
+    cap: int | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleTerms:
+    """A UserRule row as resolution reads it. Empty ``hub_ids``: every Hub; empty
+    ``flavor_ids``: every flavor the Hub may use."""
+
+    name: str
+    attributes: Mapping[str, Pattern]
+    negate: bool = False
+    weight: int = 0
+    forbidden: bool = False
+    hub_ids: frozenset[int] = frozenset()
+    flavor_ids: frozenset[int] = frozenset()
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def applies(self, *, hub: Hub, authentication: Mapping[str, Any]) -> bool:
+        if self.hub_ids and hub.pk not in self.hub_ids:
+            return False
+        return attributes_match(self.attributes, authentication) != self.negate
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The Hub's policies on one Outpost and the Outpost's user rules, in list order."""
+
+    policies: tuple[PolicyTerms, ...] = ()
+    rules: tuple[RuleTerms, ...] = ()
+
+
+@dataclass(frozen=True)
 class Resolution:
     """The flavors a Hub's user may use on an Outpost, highest weight first, and whether the
-    Outpost admits starts at all (``refusal`` says why not)."""
+    Outpost admits starts at all (``refusal`` says why not).
+
+    ``rule`` names the user rule that decided, ``left_out`` each flavor of the Outpost not
+    offered, with why. ``unrestricted``: the Outpost has no flavors, so a start may name any.
+    """
 
     flavors: tuple[EffectiveFlavor, ...]
     refusal: str | None = None
+    rule: str | None = None
+    left_out: tuple[tuple[str, str], ...] = ()
+    unrestricted: bool = False
 
     def named(self, name: str) -> EffectiveFlavor | None:
         return next((flavor for flavor in self.flavors if flavor.name == name), None)
@@ -87,25 +156,85 @@ class Resolution:
         return self.flavors[0] if self.flavors else None
 
 
+def best_rule(
+    rules: Iterable[RuleTerms], *, hub: Hub, authentication: Mapping[str, Any] | None
+) -> RuleTerms | None:
+    """The rule that decides for this user: of those that apply, the highest weight, and on
+    a tie the later one. None without authentication: the user gets the Hub's answer."""
+    if not authentication:
+        return None
+    best = None
+    for rule in rules:
+        if rule.applies(hub=hub, authentication=authentication) and (
+            best is None or rule.weight >= best.weight
+        ):
+            best = rule
+    return best
+
+
+def _by_hub_policy(
+    flavors: list[EffectiveFlavor], policies: tuple[PolicyTerms, ...], hub: Hub
+) -> tuple[list[EffectiveFlavor], list[tuple[str, str]]]:
+    if not policies:
+        return flavors, []
+    by_flavor = {policy.flavor_id: policy for policy in policies}
+    kept, left_out = [], []
+    for flavor in flavors:
+        policy = by_flavor.get(flavor.flavor_id)
+        if policy is None or not policy.allowed:
+            why = "no policy allows it" if policy is None else "its policy does not allow it"
+            left_out.append((flavor.name, f"Hub {hub.name}: {why}"))
+            continue
+        shaped = flavor.overridden(policy.overrides, by=f"policy of Hub {hub.name}")
+        kept.append(replace(shaped, hub_cap=policy.cap))
+    return kept, left_out
+
+
+def _by_user_rule(
+    flavors: list[EffectiveFlavor], rule: RuleTerms
+) -> tuple[list[EffectiveFlavor], list[tuple[str, str]]]:
+    if rule.forbidden:
+        return [], [(flavor.name, f"rule {rule.name} forbids all flavors") for flavor in flavors]
+    kept, left_out = [], []
+    for flavor in flavors:
+        if rule.flavor_ids and flavor.flavor_id not in rule.flavor_ids:
+            left_out.append((flavor.name, f"rule {rule.name} does not list it"))
+            continue
+        kept.append(flavor.overridden(rule.overrides.get(flavor.name, {}), by=f"rule {rule.name}"))
+    return kept, left_out
+
+
 def flavors_resolve(
     *,
     outpost: Outpost,
     flavors: Iterable[Flavor],
     hub: Hub,
+    layers: Layers = Layers(),
     authentication: Mapping[str, Any] | None = None,
 ) -> Resolution:
     """The flavors ``hub`` (and its user, by ``authentication``) may use on ``outpost``.
 
-    ``flavors`` are the Outpost's flavor rows. ``hub`` and ``authentication`` select the
-    Hub's and the user's layers (see the module docstring).
+    ``flavors`` are the Outpost's flavor rows, ``layers`` the Hub's policies and the
+    Outpost's user rules (flavors.selectors.flavor_layers). See the module docstring.
     """
     refusal = None
     if not outpost.accepts_starts:
         refusal = f"Outpost {outpost.slug} is {outpost.state} and accepts no starts."
+        if outpost.state_message:
+            refusal = f"{refusal} {outpost.state_message}"
     if outpost.state == Outpost.State.DISABLED:
         return Resolution(flavors=(), refusal=refusal)
-    effective = sorted(
-        (EffectiveFlavor.of(flavor) for flavor in flavors),
-        key=lambda flavor: (-flavor.weight, flavor.name),
+    offered = [EffectiveFlavor.of(flavor) for flavor in flavors]
+    if not offered:
+        return Resolution(flavors=(), refusal=refusal, unrestricted=True)
+    offered, left_out = _by_hub_policy(offered, layers.policies, hub)
+    rule = best_rule(layers.rules, hub=hub, authentication=authentication)
+    if rule is not None:
+        offered, left_by_rule = _by_user_rule(offered, rule)
+        left_out += left_by_rule
+    return Resolution(
+        flavors=tuple(sorted(offered, key=lambda flavor: (-flavor.weight, flavor.name))),
+        refusal=refusal,
+        rule=None if rule is None else rule.name,
+        left_out=tuple(left_out),
     )
-    return Resolution(flavors=tuple(effective), refusal=refusal)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from flavors.models import Flavor
-from flavors.resolution import EffectiveFlavor, flavors_resolve
+from flavors.resolution import EffectiveFlavor
+from flavors.selectors import flavor_resolution
+from outposts import dispatch
 from outposts.errors import StartRefused
 from outposts.models import Server
 from outposts.selectors import outpost_for_update
@@ -44,35 +45,32 @@ def flavor_admit(
     authentication: Mapping[str, Any] | None = None,
 ) -> Admission:
     """Admit a start of ``user_id`` on ``outpost``, or raise StartRefused with the contract's
-    message.
+    message (api-contract.md §4).
 
-    Locks the Outpost row first: admissions on one Outpost run one after another, so
-    concurrent starts can never overbook. The lock lasts until the caller's transaction ends,
-    which must also insert the server (server_start does): call it inside one. Without a
-    flavor name the highest-weighted flavor is used; an Outpost without flavors admits
-    everything up to its per-user limit.
+    The limits: the Outpost's per-user limit, then for the flavor as resolved for this Hub
+    and user its ``max`` over all Hubs, the Hub's own cap and ``max_per_user``. Locks the
+    Outpost row first: admissions on one Outpost run one after another, so concurrent starts
+    can never overbook. The lock lasts until the caller's transaction ends, which must also
+    insert the server (server_start does): call it inside one. Without a flavor name the
+    highest-weighted flavor is used; an Outpost without flavors admits whatever flavor a
+    start names, up to its per-user limit.
     """
     assert transaction.get_connection().in_atomic_block, "flavor_admit needs a transaction"
     outpost = outpost_for_update(outpost=outpost)
-    resolution = flavors_resolve(
-        outpost=outpost,
-        flavors=Flavor.objects.filter(outpost=outpost),
-        hub=hub,
-        authentication=authentication,
-    )
+    resolution = flavor_resolution(hub=hub, outpost=outpost, authentication=authentication)
     if resolution.refusal:
         raise StartRefused(f"{server_name} - {resolution.refusal}")
     active = Server.objects.active().filter(outpost=outpost)
+    of_user = active.filter(hub=hub, user_id=user_id)
 
     if outpost.max_servers_per_user is not None:
-        user_count = active.filter(hub=hub, user_id=user_id).count()
-        if user_count >= outpost.max_servers_per_user:
+        if of_user.count() >= outpost.max_servers_per_user:
             raise StartRefused(
                 f"{server_name} - User with user id {user_id} of {hub.name} has reached the "
                 f"maximum limit of services ({outpost.max_servers_per_user})"
             )
 
-    if not resolution.flavors and not flavor_name:
+    if resolution.unrestricted:
         return Admission(flavor=None)
     flavor = resolution.named(flavor_name) if flavor_name else resolution.default
     if flavor is None:
@@ -82,17 +80,29 @@ def flavor_admit(
         )
 
     of_flavor = active.filter(flavor_id=flavor.flavor_id)
-    if flavor.max is not None and of_flavor.count() >= flavor.max:
-        raise StartRefused(
-            f"{server_name} - Start with {flavor.name} for {hub.name} not allowed. "
-            f"Maximum ({flavor.max}) already reached."
-        )
+    for cap, counted in (
+        (flavor.max, of_flavor),
+        (flavor.hub_cap, of_flavor.filter(hub=hub)),
+    ):
+        if cap is not None and counted.count() >= cap:
+            raise StartRefused(
+                f"{server_name} - Start with {flavor.name} for {hub.name} not allowed. "
+                f"Maximum ({cap}) already reached."
+            )
     if (
         flavor.max_per_user is not None
-        and of_flavor.filter(hub=hub, user_id=user_id).count() >= flavor.max_per_user
+        and of_user.filter(flavor_id=flavor.flavor_id).count() >= flavor.max_per_user
     ):
         raise StartRefused(
             f"{server_name} - Start with flavor {flavor.name} not allowed. "
             f"Each user may only start {flavor.max_per_user} of {flavor.name}"
         )
     return Admission(flavor=flavor)
+
+
+def flavors_changed(*, outpost: Outpost) -> None:
+    """Tell every Hub granted ``outpost`` its new flavor table, once the change commits
+    (api-contract.md §6: coalesced, never blocking the save). Call it after any write to the
+    Outpost's flavors, Hub policies or user rules, and after a change of its state."""
+    for hub_id in outpost.hubs.values_list("pk", flat=True):
+        dispatch.queue_hub_flavor_table_send(hub_id=hub_id, outpost_id=outpost.pk)

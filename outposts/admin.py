@@ -159,7 +159,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     search_fields = ["name", "slug"]
     inlines = [FlavorInline]
     fieldsets = [
-        (None, {"fields": ["slug", "name", "state", "is_default"]}),
+        (None, {"fields": ["slug", "name", "state", "state_message", "is_default"]}),
         (
             "Spawner",
             {

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+from django.core.cache import cache
+
 from flavors.api.serializers import flavors_answer
 from flavors.selectors import flavor_list_for_hub
 from outposts import dispatch, hubcalls
@@ -121,3 +123,19 @@ def hub_flavors_send(*, server_id: int) -> None:
         )
     except hubcalls.HubRefused as error:
         log.warning("Hub %s refused a flavor update: %s", server.hub.name, error)
+
+
+def hub_flavor_table_send(*, hub_id: int, outpost_id: int) -> None:
+    """Send a Hub its flavor table of an Outpost after the Outpost's flavors, policies or
+    rules changed (queued by flavors.services.flavors_changed, coalesced). The Hub named its
+    flavor-update URL in its start requests: its latest server on the Outpost tells it; a
+    Hub that never started a server there is not told."""
+    cache.delete(dispatch.flavor_table_push_key(hub_id=hub_id, outpost_id=outpost_id))
+    latest = (
+        Server.objects.filter(hub_id=hub_id, outpost_id=outpost_id)
+        .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if latest is not None:
+        hub_flavors_send(server_id=latest)

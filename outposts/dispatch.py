@@ -11,7 +11,11 @@ first queued: this is the one lazy import of the portal.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from django.core.cache import cache
+from django.db import transaction
 
 if TYPE_CHECKING:
     from outposts.models import Outpost, Server
@@ -57,3 +61,35 @@ def queue_hub_flavors_send(*, server_id: int) -> None:
     from outposts.tasks import hub_flavors_send_task
 
     hub_flavors_send_task.delay_on_commit(server_id)
+
+
+# Flavor-table pushes after an admin change wait this long, so that one save (an Outpost with
+# its flavor, policy and rule inlines, an import) sends each Hub one update, not one per row.
+FLAVOR_TABLE_PUSH_DELAY = 2.0
+
+log = logging.getLogger(__name__)
+
+
+def flavor_table_push_key(*, hub_id: int, outpost_id: int) -> str:
+    return f"outposts:flavor-table-push:{hub_id}:{outpost_id}"
+
+
+def queue_hub_flavor_table_send(*, hub_id: int, outpost_id: int) -> None:
+    """Push the Hub its flavor table of the Outpost soon after the transaction commits,
+    coalesced: while a push is waiting, further ones are dropped (the waiting one reads the
+    table when it runs). A broker that is down costs the push, never the caller's save."""
+    from outposts.tasks import hub_flavor_table_send_task
+
+    def queue() -> None:
+        key = flavor_table_push_key(hub_id=hub_id, outpost_id=outpost_id)
+        if not cache.add(key, True, timeout=FLAVOR_TABLE_PUSH_DELAY + 60):
+            return
+        try:
+            hub_flavor_table_send_task.apply_async(
+                args=[hub_id, outpost_id], countdown=FLAVOR_TABLE_PUSH_DELAY
+            )
+        except Exception:  # the broker's errors are not one family; the save stands anyway
+            cache.delete(key)
+            log.exception("Could not queue the flavor table push to Hub %s", hub_id)
+
+    transaction.on_commit(queue)

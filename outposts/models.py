@@ -32,6 +32,12 @@ class Outpost(models.Model):
         "default", default=False, help_text="Also serve this Outpost's API at the site root."
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    state_message = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Shown to users while the Outpost is draining or disabled, e.g. "
+        '"Maintenance until Monday 08:00."',
+    )
     spawner_class = models.CharField(
         max_length=255,
         default="jupyterhub.spawner.SimpleLocalProcessSpawner",

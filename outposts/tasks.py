@@ -77,3 +77,8 @@ def hub_address_send_task(server_id: int) -> None:
 @shared_task(**HUB_CALL_RETRY)
 def hub_flavors_send_task(server_id: int) -> None:
     callbacks.hub_flavors_send(server_id=server_id)
+
+
+@shared_task(**HUB_CALL_RETRY)
+def hub_flavor_table_send_task(hub_id: int, outpost_id: int) -> None:
+    callbacks.hub_flavor_table_send(hub_id=hub_id, outpost_id=outpost_id)

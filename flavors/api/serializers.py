@@ -27,19 +27,31 @@ class FlavorSerializer(serializers.Serializer):
     display_name = serializers.CharField(source="flavor.display_name")
     description = serializers.CharField(source="flavor.description")
     weight = serializers.IntegerField(source="flavor.weight")
-    max = UnlimitedAsMinusOne(source="flavor.max", help_text="-1 = unlimited")
+    max = UnlimitedAsMinusOne(
+        help_text="What this Hub may have at once: of the flavor's max and the Hub's own cap, "
+        "the one with least room; -1 = unlimited"
+    )
     maxPerUser = UnlimitedAsMinusOne(source="flavor.max_per_user", help_text="-1 = unlimited")  # noqa: N815 - the wire's name
     runtime = serializers.SerializerMethodField(help_text='e.g. {"hours": 2}; absent = none')
     resources = serializers.DictField(source="flavor.resources")
-    current = serializers.IntegerField(help_text="Active servers of the flavor over all Hubs.")
+    current = serializers.IntegerField(
+        help_text="Active servers counted against max: max - current is what the Hub may "
+        "still start now."
+    )
+    currentPerUser = serializers.IntegerField(  # noqa: N815 - the wire's style
+        source="active_of_user",
+        required=False,
+        help_text="The user's own active servers of the flavor (userflavors?user_id=...).",
+    )
 
     def get_runtime(self, listed: FlavorInUse) -> dict[str, int] | None:
         return runtime_as_wire(listed.flavor.runtime)
 
     def to_representation(self, instance: FlavorInUse) -> dict[str, Any]:
         answer = super().to_representation(instance)
-        if answer["runtime"] is None:
-            del answer["runtime"]
+        for optional in ("runtime", "currentPerUser"):
+            if answer.get(optional) is None:
+                answer.pop(optional, None)
         return answer
 
 

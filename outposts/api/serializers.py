@@ -121,6 +121,12 @@ class AuthenticationSerializer(serializers.Serializer):
         return dict(data)
 
 
+class FlavorUserSerializer(serializers.Serializer):
+    """The query of ``POST userflavors``: the Hub user whose own servers are counted."""
+
+    user_id = serializers.RegexField(r"^[0-9]+\Z", max_length=_USER_ID_MAX, required=False)
+
+
 class ServerSerializer(serializers.Serializer):
     """One entry of ``GET services/``. Reads the annotations of server_list_for_hub."""
 

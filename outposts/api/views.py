@@ -195,28 +195,61 @@ class ServiceEventsView(HubAPIView):
         return Response(answer.data)
 
 
-class FlavorsView(HubAPIView):
+USER_ID = OpenApiParameter(
+    "user_id",
+    str,
+    description="A Hub user id: each flavor then also has currentPerUser, that user's own "
+    "active servers of it (an addition of this portal; stock Hubs do not send it).",
+)
+STATE_HEADERS = {
+    "Outpost-State": OpenApiTypes.STR,
+    "Outpost-State-Message": OpenApiTypes.STR,
+}
+
+
+class FlavorsAnswerMixin:
+    """Flavor answers carry the Outpost's state in headers (the body's keys are flavor
+    names), so a spawn form can show a draining or disabled Outpost before Start is pressed."""
+
+    outpost: Outpost
+
+    def flavors_response(self, listing: list[Any]) -> Response:
+        headers = {"Outpost-State": self.outpost.state}
+        if self.outpost.state_message:
+            # Header values are Latin-1 on the wire: anything else is sent as an escape.
+            message = self.outpost.state_message
+            headers["Outpost-State-Message"] = message.encode("unicode_escape").decode("ascii")
+        return Response(flavors_answer(listing), headers=headers)
+
+
+class FlavorsView(FlavorsAnswerMixin, HubAPIView):
     @extend_schema(
         summary="The flavors this Hub may use, with how many of each are active",
         responses={200: FLAVORS_ANSWER, **ERRORS},
     )
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response(flavors_answer(flavor_list_for_hub(hub=self.hub, outpost=self.outpost)))
+        return self.flavors_response(flavor_list_for_hub(hub=self.hub, outpost=self.outpost))
 
 
-class UserFlavorsView(HubAPIView):
+class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
     @extend_schema(
         summary="The flavors one user of this Hub may use",
         request=serializers.AuthenticationSerializer,
+        parameters=[USER_ID],
         responses={200: FLAVORS_ANSWER, **ERRORS},
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
         authentication = serializers.AuthenticationSerializer(data=request.data)
         authentication.is_valid(raise_exception=True)
+        user = serializers.FlavorUserSerializer(data=request.query_params)
+        user.is_valid(raise_exception=True)
         listing = flavor_list_for_hub(
-            hub=self.hub, outpost=self.outpost, authentication=authentication.validated_data
+            hub=self.hub,
+            outpost=self.outpost,
+            authentication=authentication.validated_data,
+            user_id=user.validated_data.get("user_id"),
         )
-        return Response(flavors_answer(listing))
+        return self.flavors_response(listing)
 
 
 # Waiting for a synchronous start or stop.
