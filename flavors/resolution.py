@@ -204,6 +204,10 @@ def _by_user_rule(
     return kept, left_out
 
 
+def _by_weight(flavors: Iterable[EffectiveFlavor]) -> list[EffectiveFlavor]:
+    return sorted(flavors, key=lambda flavor: (-flavor.weight, flavor.name))
+
+
 def flavors_resolve(
     *,
     outpost: Outpost,
@@ -224,7 +228,7 @@ def flavors_resolve(
             refusal = f"{refusal} {outpost.state_message}"
     if outpost.state == Outpost.State.DISABLED:
         return Resolution(flavors=(), refusal=refusal)
-    offered = [EffectiveFlavor.of(flavor) for flavor in flavors]
+    offered = _by_weight(EffectiveFlavor.of(flavor) for flavor in flavors)
     if not offered:
         return Resolution(flavors=(), refusal=refusal, unrestricted=True)
     offered, left_out = _by_hub_policy(offered, layers.policies, hub)
@@ -233,7 +237,7 @@ def flavors_resolve(
         offered, left_by_rule = _by_user_rule(offered, rule)
         left_out += left_by_rule
     return Resolution(
-        flavors=tuple(sorted(offered, key=lambda flavor: (-flavor.weight, flavor.name))),
+        flavors=tuple(_by_weight(offered)),  # again: overrides may change weights
         refusal=refusal,
         rule=None if rule is None else rule.name,
         left_out=tuple(left_out),

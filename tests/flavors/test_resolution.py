@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from flavors.models import Flavor
-from flavors.resolution import EffectiveFlavor, flavors_resolve
+from flavors.resolution import EffectiveFlavor, Layers, PolicyTerms, RuleTerms, flavors_resolve
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost
 from outposts.services import StartRequest, server_start
@@ -130,3 +130,160 @@ def test_a_flavor_without_runtime_freezes_none():
         "runtime_seconds": None,
         "resources": {},
     }
+
+
+# --- Layers: the Hub's policy, then the best-matching user rule ----------------------------
+
+SMALL, LARGE, GPU = flavor("small", 1), flavor("large", 5, max=10), flavor("gpu", 3, max=4)
+OUTPOST_FLAVORS = [SMALL, LARGE, GPU]
+OTHER_HUB = Hub(pk=2, name="hub2")
+HUB.pk = 1
+
+
+def layered(*, policies=(), rules=(), authentication=None, hub=HUB):
+    return flavors_resolve(
+        outpost=Outpost(slug="hpc"),
+        flavors=OUTPOST_FLAVORS,
+        hub=hub,
+        layers=Layers(policies=tuple(policies), rules=tuple(rules)),
+        authentication=authentication,
+    )
+
+
+def names(resolution) -> list[str]:
+    return [f.name for f in resolution.flavors]
+
+
+def rule(name="r", attributes=None, **fields) -> RuleTerms:
+    return RuleTerms(name=name, attributes=attributes or {"groups": ["staff"]}, **fields)
+
+
+STAFF = {"name": "ada", "groups": ["staff"]}
+STUDENT = {"name": "bob", "groups": ["students"]}
+
+
+def test_a_hub_without_policies_gets_every_flavor_as_it_is():
+    resolution = layered()
+    assert names(resolution) == ["large", "gpu", "small"]
+    assert resolution.left_out == () and resolution.rule is None
+    assert resolution.named("large") == EffectiveFlavor.of(LARGE)
+
+
+def test_a_hubs_policies_are_its_allow_list_with_its_overrides_and_cap():
+    resolution = layered(
+        policies=[
+            PolicyTerms(LARGE.pk, cap=3, overrides={"runtime": {"hours": 4}, "max_per_user": 1}),
+            PolicyTerms(GPU.pk, allowed=False),
+        ]
+    )
+    assert names(resolution) == ["large"]
+    large = resolution.named("large")
+    assert (large.hub_cap, large.max, large.runtime, large.max_per_user) == (
+        3,
+        10,
+        timedelta(hours=4),
+        1,
+    )
+    assert large.decided_by == ("policy of Hub hub1",)
+    assert resolution.left_out == (  # in list order, highest weight first
+        ("gpu", "Hub hub1: its policy does not allow it"),
+        ("small", "Hub hub1: no policy allows it"),
+    )
+
+
+def test_without_authentication_or_a_matching_rule_the_user_gets_the_hubs_answer():
+    rules = [rule(forbidden=True)]
+    assert names(layered(rules=rules)) == names(layered())
+    assert names(layered(rules=rules, authentication={})) == names(layered())
+    assert names(layered(rules=rules, authentication=STUDENT)) == names(layered())
+    assert layered(rules=rules, authentication=STAFF).flavors == ()
+
+
+def test_a_forbidding_rule_leaves_no_flavor_and_says_so():
+    resolution = layered(rules=[rule("banned", forbidden=True)], authentication=STAFF)
+    assert resolution.rule == "banned"
+    assert resolution.left_out == tuple(
+        (name, "rule banned forbids all flavors") for name in ("large", "gpu", "small")
+    )
+
+
+def test_a_rule_filters_and_overrides_on_top_of_the_hubs_overrides():
+    # given a Hub policy overriding large's runtime and description, and a rule on top
+    policies = [
+        PolicyTerms(LARGE.pk, overrides={"runtime": {"hours": 4}, "description": "Course"}),
+        PolicyTerms(SMALL.pk),
+    ]
+    staff = rule(
+        "staff",
+        flavor_ids=frozenset({LARGE.pk}),
+        overrides={"large": {"runtime": {"hours": 8}, "resources": {"mem_limit": "8G"}}},
+    )
+    # when a staff user is resolved
+    resolution = layered(policies=policies, rules=[staff], authentication=STAFF)
+    # then only large is left, with the rule's runtime and the Hub's description
+    assert names(resolution) == ["large"]
+    large = resolution.named("large")
+    assert (large.runtime, large.description, large.resources) == (
+        timedelta(hours=8),
+        "Course",
+        {"mem_limit": "8G"},
+    )
+    assert large.decided_by == ("policy of Hub hub1", "rule staff")
+    assert resolution.left_out == (
+        ("gpu", "Hub hub1: no policy allows it"),
+        ("small", "rule staff does not list it"),
+    )
+
+
+def test_the_hubs_policy_is_a_tenant_boundary_no_rule_can_widen():
+    # given a Hub that may only use small, and a rule that lists gpu for staff
+    policies = [PolicyTerms(SMALL.pk)]
+    staff = rule("staff", flavor_ids=frozenset({GPU.pk, SMALL.pk}))
+    # then staff still get small only
+    assert names(layered(policies=policies, rules=[staff], authentication=STAFF)) == ["small"]
+
+
+def test_a_negated_rule_applies_to_the_users_it_does_not_match():
+    outsiders = rule("outsiders", negate=True, forbidden=True)
+    assert layered(rules=[outsiders], authentication=STUDENT).flavors == ()
+    assert names(layered(rules=[outsiders], authentication=STAFF)) == ["large", "gpu", "small"]
+
+
+def test_the_heaviest_matching_rule_decides_and_on_a_tie_the_later_one():
+    light = rule("light", weight=1, flavor_ids=frozenset({SMALL.pk}))
+    heavy = rule("heavy", weight=5, flavor_ids=frozenset({LARGE.pk}))
+    tie = rule("tie", weight=5, flavor_ids=frozenset({GPU.pk}))
+    assert layered(rules=[heavy, light], authentication=STAFF).rule == "heavy"
+    assert layered(rules=[light, heavy], authentication=STAFF).rule == "heavy"
+    assert layered(rules=[heavy, tie], authentication=STAFF).rule == "tie"
+    assert layered(rules=[tie, heavy], authentication=STAFF).rule == "heavy"
+    # a heavier rule that does not match does not count
+    unmatched = rule("admins", attributes={"groups": ["admins"]}, weight=99)
+    assert layered(rules=[light, unmatched], authentication=STAFF).rule == "light"
+
+
+def test_a_rule_for_some_hubs_does_not_apply_to_others():
+    course_only = rule("course", hub_ids=frozenset({OTHER_HUB.pk}), forbidden=True)
+    assert names(layered(rules=[course_only], authentication=STAFF)) == ["large", "gpu", "small"]
+    assert layered(rules=[course_only], authentication=STAFF, hub=OTHER_HUB).flavors == ()
+
+
+def test_overrides_can_lift_a_per_user_limit_and_reorder_by_weight():
+    policies = [PolicyTerms(f.pk, overrides={"max_per_user": 2}) for f in OUTPOST_FLAVORS]
+    lifted = rule("lifted", overrides={"small": {"max_per_user": None, "weight": 9}})
+    resolution = layered(policies=policies, rules=[lifted], authentication=STAFF)
+    assert names(resolution) == ["small", "large", "gpu"]
+    assert [f.max_per_user for f in resolution.flavors] == [None, 2, 2]
+
+
+def test_an_outpost_without_flavors_is_unrestricted_but_still_refuses_when_draining():
+    assert resolve(flavors=[]).unrestricted
+    draining = resolve(Outpost.State.DRAINING, flavors=[])
+    assert draining.unrestricted and draining.refusal
+    assert not resolve(flavors=[flavor("small")]).unrestricted
+
+
+def test_the_state_message_is_part_of_the_refusal():
+    outpost = Outpost(slug="hpc", state=Outpost.State.DRAINING, state_message="Back at 8:00.")
+    resolution = flavors_resolve(outpost=outpost, flavors=[], hub=HUB)
+    assert resolution.refusal == "Outpost hpc is draining and accepts no starts. Back at 8:00."
