@@ -4,8 +4,9 @@ spawner: they answer from the portal's record (api-contract.md §3.2)."""
 import pytest
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
 
+from flavors.models import HubPolicy, UserRule
 from outposts.models import Server
-from tests.factories import ServerFactory, SpawnEventFactory
+from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
 from tests.support.api import ASYNC, send, start_body
 
 pytestmark = pytest.mark.django_db
@@ -73,3 +74,30 @@ def test_no_endpoint_calls_a_spawner(hub_client, hub, outpost, monkeypatch):
     ]
     # then all of them answer from the database
     assert [answer.status_code for answer in answers] == [202, 200, 200, 200, 200, 202]
+
+
+# Authenticate the Hub, find its Outpost, its flavors with their counts, the Hub's policies,
+# the user rules with their Hubs and flavors.
+FLAVOR_QUERIES = 7
+
+
+@pytest.mark.parametrize("count", [1, 30])
+def test_flavor_answers_cost_the_same_queries_however_many_flavors_and_rules(
+    hub_client, hub, outpost, count, django_assert_num_queries
+):
+    # given flavors, each with a Hub policy and a user rule, and servers of each
+    for n in range(count):
+        flavor = FlavorFactory(outpost=outpost, name=f"f{n}")
+        HubPolicy.objects.create(outpost=outpost, hub=hub, flavor=flavor, cap=5)
+        rule = UserRule.objects.create(outpost=outpost, name=f"r{n}", attributes={"name": "x"})
+        rule.hubs.set([hub])
+        rule.flavors.set([flavor])
+        ServerFactory(hub=hub, outpost=outpost, flavor=flavor, status=Server.Status.RUNNING)
+    # when the Hub lists them, and asks for one user's
+    with django_assert_num_queries(FLAVOR_QUERIES):
+        listed = hub_client.get("/outposts/local/flavors").json()
+    with django_assert_num_queries(FLAVOR_QUERIES):
+        for_user = send(hub_client, "POST", "/outposts/local/userflavors?user_id=1", {"name": "x"})
+    # then every flavor is there with its count
+    assert len(listed) == count and all(item["current"] == 1 for item in listed.values())
+    assert len(for_user.json()) == 1  # the last rule wins the tie and lists one flavor
