@@ -1,11 +1,22 @@
-"""The Django admin for flavors: a site admin sees only the flavors of their Outposts."""
+"""The Django admin for flavors: a site admin sees only the flavors of their Outposts.
+
+Every write here tells the Hubs of the flavor's Outpost their new flavor table
+(flavors_changed: once per save, after it commits). Hub policies and user rules are edited on
+their Outpost's page (outposts/admin.py), where their choices are that Outpost's.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 
 from flavors.models import Flavor
+from flavors.services import flavors_changed
 from outposts.admin import OutpostScopedAdmin
+from outposts.models import Outpost
 
 
 @admin.register(Flavor)
@@ -15,3 +26,24 @@ class FlavorAdmin(OutpostScopedAdmin):
     list_select_related = ["outpost"]
     search_fields = ["name", "display_name"]
     fields = ["outpost", *Flavor.SETTINGS]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        # A flavor's policies, rules and servers are its Outpost's: moving it would leave
+        # them naming a flavor of another Outpost.
+        return ["outpost"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Flavor, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if form.has_changed():
+            flavors_changed(outpost=obj.outpost)
+
+    def delete_model(self, request: HttpRequest, obj: Flavor) -> None:
+        outpost = obj.outpost
+        super().delete_model(request, obj)
+        flavors_changed(outpost=outpost)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Flavor]) -> None:
+        outposts = list(Outpost.objects.filter(flavors__in=queryset).distinct())
+        super().delete_queryset(request, queryset)
+        for outpost in outposts:
+            flavors_changed(outpost=outpost)

@@ -16,14 +16,18 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from guardian.admin import ReinforcedGuardedModelAdminMixin
 
-from flavors.models import Flavor
+from flavors.models import Flavor, HubPolicy, UserRule
+from flavors.preview import flavor_preview
+from flavors.services import flavors_changed
 from outposts import hubs, services
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from outposts.selectors import outposts_administered_by
@@ -93,12 +97,12 @@ class OutpostScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class FlavorInline(admin.TabularInline):
-    model = Flavor
-    extra = 0
-    fields = list(Flavor.SETTINGS)
+class OutpostPartInline(admin.options.InlineModelAdmin):
+    """An inline of rows that belong to the Outpost being edited.
 
-    # The parent Outpost admin already checked the Outpost; these answer for its flavors.
+    The parent Outpost admin already checked the Outpost; these answer for its rows.
+    """
+
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None or administers(request, obj.pk)
 
@@ -110,6 +114,113 @@ class FlavorInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None or administers(request, obj.pk)
+
+
+class FlavorInline(OutpostPartInline, admin.TabularInline):
+    model = Flavor
+    extra = 0
+    fields = list(Flavor.SETTINGS)
+
+
+def hub_choices(*, request: HttpRequest, outpost: Outpost) -> QuerySet[Hub]:
+    """The Hubs a policy or rule of ``outpost`` may name in this user's admin.
+
+    A site admin may name the Hubs granted their Outpost, and those its policies and rules
+    already name (a grant withdrawn later must not make the Outpost's form unsavable), but
+    never learns of the others. A superuser may prepare rules for any Hub.
+    """
+    if request.user.is_superuser:
+        return Hub.objects.order_by("name")
+    return (
+        Hub.objects.filter(
+            Q(outposts=outpost) | Q(policies__outpost=outpost) | Q(user_rules__outpost=outpost)
+        )
+        .distinct()
+        .order_by("name")
+    )
+
+
+class OutpostRuleInline(OutpostPartInline):
+    """A policy or rule inline: its choices are this Outpost's flavors and its Hubs only."""
+
+    # Each formset class is made afresh per request, so narrowing its form's fields here
+    # narrows them for this request only.
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        fields = formset.form.base_fields
+        for name in ("flavor", "flavors"):
+            if name in fields:
+                fields[name].queryset = Flavor.objects.filter(outpost=obj)
+        for name in ("hub", "hubs"):
+            if name in fields:
+                fields[name].queryset = hub_choices(request=request, outpost=obj)
+        return formset
+
+
+class HubPolicyInline(OutpostRuleInline, admin.TabularInline):
+    model = HubPolicy
+    extra = 0
+    fields = ["hub", "flavor", "allowed", "cap", "overrides"]
+    ordering = ["hub__name", "-flavor__weight", "flavor__name"]
+
+
+class UserRuleForm(forms.ModelForm):
+    """A user rule of one Outpost: it may only list that Outpost's flavors.
+
+    The admin offers no others; this refuses them whoever builds the form.
+    """
+
+    class Meta:
+        model = UserRule
+        fields = [
+            "position",
+            "name",
+            "hubs",
+            "attributes",
+            "negate",
+            "weight",
+            "forbidden",
+            "flavors",
+            "overrides",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # {} is a rule's default (it matches nobody, negated everybody); the model field is
+        # not blank=True, which would make a rule saved with it unsavable on its page.
+        self.fields["attributes"].required = False
+
+    def clean_attributes(self) -> Any:
+        value = self.cleaned_data["attributes"]
+        return {} if value is None else value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        foreign = sorted(
+            flavor.name
+            for flavor in cleaned.get("flavors") or ()
+            if flavor.outpost_id != self.instance.outpost_id
+        )
+        if foreign:
+            self.add_error("flavors", f"Choose flavors of this Outpost, not {', '.join(foreign)}.")
+        return cleaned
+
+
+class UserRuleInline(OutpostRuleInline, admin.StackedInline):
+    model = UserRule
+    form = UserRuleForm
+    extra = 0
+    fields = [
+        ("position", "name"),
+        "hubs",
+        "attributes",
+        ("negate", "weight", "forbidden"),
+        "flavors",
+        "overrides",
+    ]
+    # The order that breaks ties between equal weights.
+    ordering = ["position", "pk"]
+    verbose_name_plural = "user rules (of those that match, the heaviest decides)"
 
 
 class OutpostForm(forms.ModelForm):
@@ -136,6 +247,46 @@ class OutpostForm(forms.ModelForm):
         super().add_error(field, error)
 
 
+class PolicyPreviewForm(forms.Form):
+    """A Hub's user to preview: the Hub, the attributes it would authenticate them with and,
+    for their own counts, their Hub user id."""
+
+    hub = forms.ModelChoiceField(
+        queryset=Hub.objects.none(), help_text="Of the Hubs granted this Outpost."
+    )
+    authentication = forms.JSONField(
+        label="User attributes",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        error_messages={
+            "invalid": 'Not valid JSON. Type the attributes as a JSON object, e.g. {"name": '
+            '"alice", "groups": ["staff"]}.'
+        },
+        help_text="What the Hub sends as the user's authentication, as a JSON object, e.g. "
+        '{"name": "alice", "groups": ["staff"]}. Empty: no attributes (the Hub\'s answer).',
+    )
+    user_id = forms.RegexField(
+        label="Hub user id",
+        regex=r"^[0-9]+\Z",
+        max_length=Server._meta.get_field("user_id").max_length,
+        required=False,
+        help_text="Optional: also count this Hub user's own active servers.",
+    )
+
+    def __init__(self, *args: Any, outpost: Outpost, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Only the Hubs that may use the Outpost: any other gets nothing here.
+        self.fields["hub"].queryset = outpost.hubs.order_by("name")
+
+    def clean_authentication(self) -> dict[str, Any] | None:
+        value = self.cleaned_data["authentication"]
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError(
+                f"Must be a JSON object of attribute names to values, not a {type(value).__name__}."
+            )
+        return value
+
+
 LOCAL_PROCESS_WARNING = (
     "SimpleLocalProcessSpawner runs every user's server as the worker's own OS user: user "
     "code can read the worker's environment and files, including the portal's secrets. Use "
@@ -154,10 +305,12 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     """
 
     form = OutpostForm
+    # guardian's change form with a "Who can use what" button next to its own.
+    change_form_template = "admin/outposts/outpost/change_form.html"
     list_display = ["name", "slug", "state", "is_default", "spawner_class", "celery_queue"]
     list_filter = ["state"]
     search_fields = ["name", "slug"]
-    inlines = [FlavorInline]
+    inlines = [FlavorInline, HubPolicyInline, UserRuleInline]
     fieldsets = [
         (None, {"fields": ["slug", "name", "state", "state_message", "is_default"]}),
         (
@@ -208,6 +361,60 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_superuser
+
+    def get_inlines(self, request: HttpRequest, obj: Model | None) -> list[Any]:
+        # Policies and rules name flavors, which a new Outpost has yet to have saved.
+        return list(self.inlines) if obj is not None else [FlavorInline]
+
+    def save_related(
+        self, request: HttpRequest, form: OutpostForm, formsets: list[Any], change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        # One push per save, however many flavors, policies and rules it changed.
+        if {"state", "state_message"} & set(form.changed_data) or any(
+            formset.has_changed() for formset in formsets
+        ):
+            flavors_changed(outpost=form.instance)
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "<path:object_id>/preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="outposts_outpost_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        """The "who can use what" preview: the flavors a Hub's user would get here, and why.
+
+        The attributes are posted, not put in the URL: they describe a person, and URLs end
+        up in access logs and browser histories.
+        """
+        if not administers_any(request):
+            raise PermissionDenied
+        outpost = self.get_object(request, unquote(object_id))
+        if outpost is None:
+            raise Http404("No such Outpost.")
+        form = PolicyPreviewForm(
+            request.POST if request.method == "POST" else None, outpost=outpost
+        )
+        preview = None
+        if form.is_valid():
+            preview = flavor_preview(
+                hub=form.cleaned_data["hub"],
+                outpost=outpost,
+                authentication=form.cleaned_data["authentication"],
+                user_id=form.cleaned_data["user_id"] or None,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Who can use what on {outpost}",
+            "opts": self.opts,
+            "original": outpost,
+            "form": form,
+            "preview": preview,
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/preview.html", context)
 
 
 class HubForm(forms.ModelForm):

@@ -90,6 +90,11 @@ def test_site_admin_changes_their_outpost_and_its_flavors(client, site_admin, tw
         "flavors-INITIAL_FORMS": "1",
         "flavors-MIN_NUM_FORMS": "0",
         "flavors-MAX_NUM_FORMS": "1000",
+        # The Outpost page's Hub policy and user rule inlines, left empty.
+        "hub_policies-TOTAL_FORMS": "0",
+        "hub_policies-INITIAL_FORMS": "0",
+        "user_rules-TOTAL_FORMS": "0",
+        "user_rules-INITIAL_FORMS": "0",
         "flavors-0-id": str(flavor.pk),
         "flavors-0-outpost": str(mine.pk),
         "flavors-0-name": "small",

@@ -30,6 +30,11 @@ def outpost_form(outpost: Outpost, **changes: str) -> dict[str, str]:
         "flavors-INITIAL_FORMS": "0",
         "flavors-MIN_NUM_FORMS": "0",
         "flavors-MAX_NUM_FORMS": "1000",
+        # The Outpost page's Hub policy and user rule inlines, left empty.
+        "hub_policies-TOTAL_FORMS": "0",
+        "hub_policies-INITIAL_FORMS": "0",
+        "user_rules-TOTAL_FORMS": "0",
+        "user_rules-INITIAL_FORMS": "0",
         **changes,
     }
 
