@@ -215,11 +215,12 @@ class UserRule(models.Model):
         help_text="Only for users of these Hubs; none chosen = users of every Hub.",
     )
     attributes = models.JSONField(
+        blank=True,
         default=dict,
         help_text='Authentication attributes to match, e.g. {"groups": ["hpc", "staff"], '
         '"name": "^a.*"}. A text is tried as a regular expression (whole value), then as a '
         "glob, then as equal text; a list matches any value in it. The user's value may be a "
-        "text or a list.",
+        "text or a list. None: the rule matches nobody, or with negate everybody.",
     )
     negate = models.BooleanField(
         default=False, help_text="The rule applies to the users it does not match."

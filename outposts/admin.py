@@ -184,13 +184,9 @@ class UserRuleForm(forms.ModelForm):
             "overrides",
         ]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # {} is a rule's default (it matches nobody, negated everybody); the model field is
-        # not blank=True, which would make a rule saved with it unsavable on its page.
-        self.fields["attributes"].required = False
-
     def clean_attributes(self) -> Any:
+        # An empty field is no attributes (the rule matches nobody, negated everybody), not
+        # the JSON null the column cannot hold.
         value = self.cleaned_data["attributes"]
         return {} if value is None else value
 
