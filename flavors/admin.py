@@ -2,7 +2,7 @@
 
 Every write here tells the Hubs of the flavor's Outpost their new flavor table
 (flavors_changed: once per save, after it commits). Hub policies and user rules are edited on
-their Outpost's page (outposts/admin.py), where their choices are that Outpost's.
+their Outpost's page (outposts/admin/policies.py), where their choices are that Outpost's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.http import HttpRequest
 
 from flavors.models import Flavor
 from flavors.services import flavors_changed
-from outposts.admin import OutpostScopedAdmin
+from outposts.admin.scoping import OutpostScopedAdmin
 from outposts.models import Outpost
 
 

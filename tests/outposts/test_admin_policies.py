@@ -16,7 +16,7 @@ from guardian.shortcuts import assign_perm
 from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.preview import runtime_text
 from outposts import tasks
-from outposts.admin import UserRuleForm
+from outposts.admin.policies import UserRuleForm
 from outposts.models import Outpost
 from tests.factories import (
     FlavorFactory,

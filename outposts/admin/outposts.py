@@ -1,0 +1,183 @@
+"""The Outpost admin: a site admin's own system, its flavors, Hub policies and user rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from guardian.admin import ReinforcedGuardedModelAdminMixin
+
+from flavors.models import Flavor
+from flavors.preview import flavor_preview
+from flavors.services import flavors_changed
+from outposts.admin.policies import HubPolicyInline, PolicyPreviewForm, UserRuleInline
+from outposts.admin.scoping import OutpostPartInline, OutpostScopedAdmin, administers_any
+from outposts.models import Outpost
+from outposts.selectors import outposts_administered_by
+
+
+class FlavorInline(OutpostPartInline, admin.TabularInline):
+    model = Flavor
+    extra = 0
+    fields = list(Flavor.SETTINGS)
+
+
+class OutpostForm(forms.ModelForm):
+    """The Outpost form (its fields come from OutpostAdmin); model rules on fields the user
+    cannot edit still show.
+
+    Outpost.clean() may refuse a field that is read-only for this user (a site admin's queue
+    clashing with another Outpost's): Django would raise ValueError for an error on a field
+    the form lacks (a 500); it is shown above the form instead.
+    """
+
+    def add_error(self, field: str | None, error: ValidationError | str | Any) -> None:
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            shown: dict[str, list[ValidationError]] = {}
+            for name, errors in error.error_dict.items():
+                if name == NON_FIELD_ERRORS or name in self.fields:
+                    shown.setdefault(name, []).extend(errors)
+                    continue
+                label = Outpost._meta.get_field(name).verbose_name
+                shown.setdefault(NON_FIELD_ERRORS, []).extend(
+                    ValidationError(f"{label}: {message}") for message in ValidationError(errors)
+                )
+            error = ValidationError(shown)
+        super().add_error(field, error)
+
+
+LOCAL_PROCESS_WARNING = (
+    "SimpleLocalProcessSpawner runs every user's server as the worker's own OS user: user "
+    "code can read the worker's environment and files, including the portal's secrets. Use "
+    "it only for demos and tests; `manage.py check --deploy --database default` warns about it."
+)
+
+
+@admin.register(Outpost)
+class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
+    """Outposts with their flavors; superusers also manage who administers each one.
+
+    A site admin controls their own system (spawner class and configuration, limits, allow-
+    lists) but not the deployment's wiring: the slug names the API base URL Hubs are
+    configured with, and the queue decides whose workers run the Outpost's tasks (another
+    Outpost's queue would run this Outpost's spawner on that Outpost's machines).
+    """
+
+    form = OutpostForm
+    # guardian's change form with a "Who can use what" button next to its own.
+    change_form_template = "admin/outposts/outpost/change_form.html"
+    list_display = ["name", "slug", "state", "is_default", "spawner_class", "celery_queue"]
+    list_filter = ["state"]
+    search_fields = ["name", "slug"]
+    inlines = [FlavorInline, HubPolicyInline, UserRuleInline]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "state", "state_message", "is_default"]}),
+        (
+            "Spawner",
+            {
+                "fields": [
+                    "spawner_class",
+                    "spawner_config",
+                    "allowed_overrides",
+                    "allowed_user_options",
+                    "min_system_uid",
+                ],
+                "description": LOCAL_PROCESS_WARNING,
+            },
+        ),
+        (
+            "Limits and timing",
+            {
+                "fields": [
+                    "max_servers_per_user",
+                    "queue",
+                    "poll_interval",
+                    "start_timeout",
+                    "unknown_grace",
+                ]
+            },
+        ),
+    ]
+
+    # Site-wide wiring: which Outpost answers at the site root, where Hubs find it, and
+    # which workers run its tasks.
+    SUPERUSER_ONLY_FIELDS = ["slug", "is_default", "queue"]
+
+    def outpost_id_of(self, obj: Model) -> int | None:
+        return obj.pk
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Outpost]:
+        return admin.ModelAdmin.get_queryset(self, request).filter(
+            pk__in=outposts_administered_by(user=request.user)
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [] if request.user.is_superuser else list(self.SUPERUSER_ONLY_FIELDS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A site admin could not reach an Outpost they created (no permission on it yet).
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return request.user.is_superuser
+
+    def get_inlines(self, request: HttpRequest, obj: Model | None) -> list[Any]:
+        # Policies and rules name flavors, which a new Outpost has yet to have saved.
+        return list(self.inlines) if obj is not None else [FlavorInline]
+
+    def save_related(
+        self, request: HttpRequest, form: OutpostForm, formsets: list[Any], change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        # One push per save, however many flavors, policies and rules it changed.
+        if {"state", "state_message"} & set(form.changed_data) or any(
+            formset.has_changed() for formset in formsets
+        ):
+            flavors_changed(outpost=form.instance)
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "<path:object_id>/preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="outposts_outpost_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
+        """The "who can use what" preview: the flavors a Hub's user would get here, and why.
+
+        The attributes are posted, not put in the URL: they describe a person, and URLs end
+        up in access logs and browser histories.
+        """
+        if not administers_any(request):
+            raise PermissionDenied
+        outpost = self.get_object(request, unquote(object_id))
+        if outpost is None:
+            raise Http404("No such Outpost.")
+        form = PolicyPreviewForm(
+            request.POST if request.method == "POST" else None, outpost=outpost
+        )
+        preview = None
+        if form.is_valid():
+            preview = flavor_preview(
+                hub=form.cleaned_data["hub"],
+                outpost=outpost,
+                authentication=form.cleaned_data["authentication"],
+                user_id=form.cleaned_data["user_id"] or None,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Who can use what on {outpost}",
+            "opts": self.opts,
+            "original": outpost,
+            "form": form,
+            "preview": preview,
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/preview.html", context)
