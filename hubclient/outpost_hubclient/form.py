@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from .errors import InvalidOptions
-from .wire import USER_OPTION_KEYS, FlavorOffer
+from .wire import USER_OPTION_KEYS, FlavorOffer, OutpostState
 
 #: Flavor names are slugs on the portal (Flavor.name is a SlugField); used with fullmatch
 #: (``$`` with match would let "small\n" through).
@@ -29,18 +29,80 @@ class OutpostOffer:
     display_name: str
     flavors: list[FlavorOffer] = field(default_factory=list)
     error: str = ""
+    state: OutpostState = OutpostState()
 
     def flavor(self, name: str) -> FlavorOffer | None:
         return next((offer for offer in self.flavors if offer.name == name), None)
 
+    @property
+    def usable(self) -> bool:
+        """Whether a server can be started here now: reachable and neither draining nor
+        disabled."""
+        return not self.error and self.state.accepts_starts
 
-def describe_free(offer: FlavorOffer) -> str:
-    free = offer.free
-    if free is None:
-        return "unlimited"
-    if offer.max == 0:
-        return "closed"
-    return "full" if free == 0 else f"{free} free"
+    def why_unusable(self) -> str:
+        """The sentence the form shows under the systems, '' for a usable Outpost."""
+        if self.error:
+            return self.error
+        if self.state.accepts_starts:
+            return ""
+        starts = "new servers" if self.state.state == "draining" else "servers"
+        sentence = f"It is {self.state.state} and starts no {starts}."
+        return f"{sentence} {self.state.message}" if self.state.message else sentence
+
+
+def describe_availability(flavor: FlavorOffer) -> tuple[str, bool]:
+    """What the form says about a flavor's slots for this user, and whether they can start
+    it now: ``("3 free", True)``, ``("full: all 4 in use", False)``, ...
+
+    The user's own limit is named before the Hub's: it is the one they can do something
+    about (stop a server of theirs).
+    """
+    if flavor.max == 0 or (flavor.user_free is not None and flavor.max_per_user == 0):
+        return "closed", False
+    if flavor.user_free == 0:
+        return f"you already run {flavor.current_per_user} of {flavor.max_per_user}", False
+    if flavor.hub_free == 0:
+        return f"full: all {flavor.max} in use", False
+    free = flavor.free
+    return ("unlimited" if free is None else f"{free} free"), True
+
+
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
+def describe_runtime(seconds: int | None) -> str:
+    """``"stops after 2 h"``, ``"stops after 1 h 30 min"``; '' without a runtime."""
+    if not seconds:
+        return ""
+    parts = []
+    for unit, size in _DURATION_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return "stops after " + " ".join(parts)
+
+
+def describe_flavor(flavor: FlavorOffer) -> tuple[str, bool]:
+    """The flavor's option text, e.g. ``"Small (3 free, stops after 2 h)"``, and whether it
+    can be chosen."""
+    availability, startable = describe_availability(flavor)
+    details = ", ".join(
+        part for part in (availability, describe_runtime(flavor.runtime_seconds)) if part
+    )
+    return f"{flavor.display_name} ({details})", startable
+
+
+def describe_system(offer: OutpostOffer) -> str:
+    """The system's option text: its name, and why it cannot be chosen if it cannot."""
+    if offer.error:
+        return f"{offer.display_name} (unavailable)"
+    if not offer.state.accepts_starts:
+        reason = offer.state.state
+        if offer.state.message:
+            reason = f"{reason}: {offer.state.message}"
+        return f"{offer.display_name} ({reason})"
+    return offer.display_name
 
 
 def _attrs(**attributes: str | bool) -> str:
@@ -99,29 +161,29 @@ def make_options_form(
     chosen_outpost = str(selected.get("outpost") or "")
     chosen_flavor = str(selected.get("flavor") or "")
     chosen_project = str(selected.get("project") or "")
-    if not any(offer.name == chosen_outpost and not offer.error for offer in offers):
-        chosen_outpost = next((offer.name for offer in offers if not offer.error), "")
+    if not any(offer.name == chosen_outpost and offer.usable for offer in offers):
+        chosen_outpost = next((offer.name for offer in offers if offer.usable), "")
 
     system_options = []
     for offer in offers:
-        label = offer.display_name if not offer.error else f"{offer.display_name} (unavailable)"
         attrs = _attrs(
-            value=offer.name, selected=offer.name == chosen_outpost, disabled=bool(offer.error)
+            value=offer.name, selected=offer.name == chosen_outpost, disabled=not offer.usable
         )
-        system_options.append(f"<option {attrs}>{escape(label)}</option>")
+        system_options.append(f"<option {attrs}>{escape(describe_system(offer))}</option>")
 
     flavor_options = []
     descriptions = []
     for offer in offers:
         for flavor in offer.flavors:
+            label, startable = describe_flavor(flavor)
+            startable = startable and offer.usable
             is_chosen = offer.name == chosen_outpost and flavor.name == chosen_flavor
             attrs = _attrs(
                 value=flavor.name,
                 data_outpost=offer.name,
-                selected=is_chosen,
-                disabled=flavor.free == 0,
+                selected=is_chosen and startable,
+                disabled=not startable,
             )
-            label = f"{flavor.display_name} ({describe_free(flavor)})"
             flavor_options.append(f"<option {attrs}>{escape(label)}</option>")
             if flavor.description:
                 text_attrs = _attrs(
@@ -136,9 +198,9 @@ def make_options_form(
 
     notes = [
         f'<div class="form-text text-warning">{escape(offer.display_name)}: '
-        f"{escape(offer.error)}</div>"
+        f"{escape(offer.why_unusable())}</div>"
         for offer in offers
-        if offer.error
+        if not offer.usable
     ]
     if not flavor_options:
         notes.append('<div class="form-text text-warning">No flavor is available to you.</div>')
@@ -212,8 +274,10 @@ def make_user_options(
     if offer is None:
         known = ", ".join(offer.name for offer in offers) or "none configured"
         raise InvalidOptions(f"Unknown system {outpost_name!r}. Known systems: {known}.")
-    if offer.error:
-        raise InvalidOptions(f"{offer.display_name} cannot be used right now: {offer.error}")
+    if not offer.usable:
+        raise InvalidOptions(
+            f"{offer.display_name} cannot be used right now: {offer.why_unusable()}"
+        )
     flavor_name = _single(form_data, "flavor")
     if not offer.flavors:
         raise InvalidOptions(f"{offer.display_name} offers you no flavor.")

@@ -7,7 +7,7 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -21,10 +21,12 @@ MAX_BACKOFF = 30.0
 
 @dataclass(frozen=True)
 class Answer:
-    """An HTTP answer of the portal: its status code and decoded JSON (None if not JSON)."""
+    """An HTTP answer of the portal: its status code, decoded JSON (None if not JSON) and
+    headers (names in lower case; the last of repeated ones)."""
 
     code: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,11 @@ async def fetch_json(
             if isinstance(response.error, ssl.SSLError):
                 raise _tls_failure(response.error)
             if not is_retriable(response.code):
-                return Answer(code=response.code, body=decode_json(response.body))
+                return Answer(
+                    code=response.code,
+                    body=decode_json(response.body),
+                    headers={name.lower(): value for name, value in response.headers.get_all()},
+                )
             answered = response.code != 599
             if response.code == 599 and response.error is not None:
                 last_problem = str(response.error)

@@ -36,6 +36,7 @@ from .wire import (
     make_state,
     parse_events,
     parse_flavors,
+    parse_outpost_state,
     parse_poll,
     parse_refusal,
     service_address_to_url,
@@ -302,21 +303,29 @@ class OutpostPortalSpawner(Spawner):
         )
 
     async def fetch_offers(self) -> list[OutpostOffer]:
-        """What each configured Outpost offers this user, asked of all Outposts at once."""
+        """What each configured Outpost offers this user, asked of all Outposts at once.
+
+        With the user's id, so that the portal counts the user's own servers against each
+        flavor's ``max_per_user``; the answer's headers say whether the Outpost is draining.
+        """
         authentication = await self.authentication()
 
         async def offer_of(outpost: OutpostConfig) -> OutpostOffer:
+            url = userflavors_url(outpost.url, user_id=self.user.id)
             try:
-                answer = await self.request(
-                    outpost, "POST", userflavors_url(outpost.url), body=authentication, quick=True
-                )
+                answer = await self.request(outpost, "POST", url, body=authentication, quick=True)
                 if answer.code != 200:
                     raise OutpostError(parse_refusal(answer.body, code=answer.code))
                 flavors = parse_flavors(answer.body)
-            except (OutpostError, ValueError) as error:
+            except (OutpostError, TypeError, ValueError) as error:
                 self.log.warning("Flavors of Outpost %s unavailable: %s", outpost.name, error)
                 return OutpostOffer(outpost.name, outpost.display_name, error=str(error))
-            return OutpostOffer(outpost.name, outpost.display_name, flavors=flavors)
+            return OutpostOffer(
+                outpost.name,
+                outpost.display_name,
+                flavors=flavors,
+                state=parse_outpost_state(answer.headers),
+            )
 
         offers = await asyncio.gather(*(offer_of(o) for o in self.outpost_configs()))
         self._offers = list(offers)

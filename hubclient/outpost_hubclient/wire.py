@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -62,8 +63,11 @@ def events_url(base_url: str, name: str, start_id: str, after: int) -> str:
     return f"{service_url(base_url, name, start_id)}/events?after={int(after)}"
 
 
-def userflavors_url(base_url: str) -> str:
-    return f"{base_url}userflavors"
+def userflavors_url(base_url: str, *, user_id: int | str | None = None) -> str:
+    """The flavors of one user; with the Hub user's id the portal also counts that user's own
+    servers of each flavor (``currentPerUser``). A stock Outpost service ignores it."""
+    url = f"{base_url}userflavors"
+    return url if user_id is None else f"{url}?user_id={_segment(str(user_id))}"
 
 
 # --- Requests --------------------------------------------------------------------------------
@@ -300,7 +304,11 @@ def parse_events(answer: Any) -> EventsPage:
 
 @dataclass(frozen=True)
 class FlavorOffer:
-    """A flavor the portal offers a user on one Outpost, with its free slots."""
+    """A flavor the portal offers a user on one Outpost, with its free slots.
+
+    ``current_per_user`` is None when the portal did not count the user's own servers (a
+    stock Outpost service answers no ``currentPerUser``): then only ``max`` limits ``free``.
+    """
 
     name: str
     display_name: str
@@ -308,11 +316,29 @@ class FlavorOffer:
     weight: int = 0
     max: int = -1
     current: int = 0
+    max_per_user: int = -1
+    current_per_user: int | None = None
+    #: Seconds a server of this flavor may run; None when it runs until stopped.
+    runtime_seconds: int | None = None
+
+    @property
+    def hub_free(self) -> int | None:
+        """Free slots of the Hub's cap (the flavor's ``max`` or the Hub's share of it)."""
+        return free_slots(self.max, self.current)
+
+    @property
+    def user_free(self) -> int | None:
+        """How many more this user may start under ``max_per_user``; None when unlimited or
+        not counted."""
+        if self.current_per_user is None:
+            return None
+        return free_slots(self.max_per_user, self.current_per_user)
 
     @property
     def free(self) -> int | None:
-        """Free slots over all Hubs: None when unlimited; never below 0."""
-        return free_slots(self.max, self.current)
+        """The slots this user could really take now: None when nothing limits them."""
+        limits = [free for free in (self.hub_free, self.user_free) if free is not None]
+        return min(limits) if limits else None
 
 
 def free_slots(maximum: int, current: int) -> int | None:
@@ -320,6 +346,32 @@ def free_slots(maximum: int, current: int) -> int | None:
     if maximum < 0:
         return None
     return max(0, maximum - current)
+
+
+#: What a runtime may say: the keyword arguments of ``datetime.timedelta``.
+_RUNTIME_UNITS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+
+
+def parse_runtime(value: Any) -> int | None:
+    """Whole seconds of a wire runtime (``{"hours": 2}``, ``{"hours": 1, "minutes": 30}``).
+
+    None when absent, not positive or unreadable: a runtime only labels the form, and a
+    label the Hub cannot read must not make the Outpost unusable.
+    """
+    if not isinstance(value, Mapping) or not value or not set(value) <= set(_RUNTIME_UNITS):
+        return None
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in value.values()):
+        return None
+    try:
+        seconds = int(timedelta(**value).total_seconds())
+    except OverflowError:
+        return None
+    return seconds if seconds > 0 else None
+
+
+def _count(value: Any, *, default: int) -> int:
+    """A count or limit of the answer; null means the default (-1: unlimited)."""
+    return default if value is None else int(value)
 
 
 def parse_flavors(answer: Any) -> list[FlavorOffer]:
@@ -330,15 +382,54 @@ def parse_flavors(answer: Any) -> list[FlavorOffer]:
     for name, item in answer.items():
         if not isinstance(item, Mapping):
             raise ValueError(f"Flavor {name!r} must be a JSON object.")
-        maximum = item.get("max", -1)
+        current_per_user = item.get("currentPerUser")
         offers.append(
             FlavorOffer(
                 name=str(name),
                 display_name=str(item.get("display_name") or name),
                 description=str(item.get("description") or ""),
                 weight=int(item.get("weight") or 0),
-                max=-1 if maximum is None else int(maximum),
-                current=int(item.get("current") or 0),
+                max=_count(item.get("max"), default=-1),
+                current=_count(item.get("current"), default=0),
+                max_per_user=_count(item.get("maxPerUser"), default=-1),
+                current_per_user=None if current_per_user is None else int(current_per_user),
+                runtime_seconds=parse_runtime(item.get("runtime")),
             )
         )
     return sorted(offers, key=lambda offer: (-offer.weight, offer.name))
+
+
+#: Outpost states in which it starts no servers (the portal's Outpost.State).
+CLOSED_STATES = ("draining", "disabled")
+
+
+@dataclass(frozen=True)
+class OutpostState:
+    """An Outpost's state as its flavor answers report it (headers ``Outpost-State`` and
+    ``Outpost-State-Message``); a stock Outpost service sends neither: active."""
+
+    state: str = "active"
+    message: str = ""
+
+    @property
+    def accepts_starts(self) -> bool:
+        # Only the states known to refuse starts: a state this package does not know may
+        # well start servers, and the portal refuses a start it would not take anyway.
+        return self.state not in CLOSED_STATES
+
+
+def decode_header_text(value: str) -> str:
+    """A header text the portal escaped with Python's ``unicode_escape`` (header values are
+    Latin-1 on the wire); a value that is no such escape is taken as it is."""
+    try:
+        return value.encode("latin-1").decode("unicode_escape")
+    except UnicodeError:
+        return value
+
+
+def parse_outpost_state(headers: Mapping[str, str]) -> OutpostState:
+    """The Outpost's state from the headers of a flavors answer (names in any case)."""
+    by_name = {name.lower(): value for name, value in headers.items()}
+    state = by_name.get("outpost-state", "").strip().lower() or "active"
+    message = decode_header_text(by_name.get("outpost-state-message", "")).strip()
+    return OutpostState(state=state, message=message)

@@ -12,7 +12,7 @@ from outpost_hubclient.form import (
     make_options_form,
     make_user_options,
 )
-from outpost_hubclient.wire import FlavorOffer, parse_flavors
+from outpost_hubclient.wire import FlavorOffer, OutpostState, parse_flavors
 
 from tests.support.contract import contract
 from tests.support.hubclient import StandInUser
@@ -43,6 +43,23 @@ def option_texts(form: str, select_id: str) -> list[str]:
     return re.findall(r"<option[^>]*>([^<]*)</option>", select.group(0))
 
 
+def flavor_options(form: str) -> dict[str, tuple[str, bool]]:
+    """Each flavor option of the form by value: its text and whether it is disabled."""
+    select = re.search(r'<select[^>]*id="outpost-flavor".*?</select>', form, re.S)
+    assert select is not None
+    return {
+        value: (text, " disabled" in attributes)
+        for value, attributes, text in re.findall(
+            r'<option value="([^"]*)"([^>]*)>([^<]*)</option>', select.group(0)
+        )
+    }
+
+
+def one_flavor_form(flavor: FlavorOffer) -> tuple[str, bool]:
+    form = make_options_form([OutpostOffer("local", "Local", flavors=[flavor])])
+    return flavor_options(form)[flavor.name]
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 
@@ -55,8 +72,8 @@ def test_form_shows_systems_flavors_and_free_slots():
         "Down system (unavailable)",
     ]
     assert option_texts(form, "outpost-flavor") == [
-        "Small (1 CPU, 2 GB) (19 free)",
-        "GPU node (full)",
+        "Small (1 CPU, 2 GB) (19 free, stops after 2 h)",
+        "GPU node (full: all 2 in use)",
         "Anything (unlimited)",
     ]
     assert "For notebooks and light analysis" in form
@@ -93,6 +110,7 @@ def test_form_escapes_everything_from_config_and_portal():
             flavors=[FlavorOffer(EVIL, f"Flavor {EVIL}", f"Description {EVIL}")],
         ),
         OutpostOffer("x", "X", error=f"Error {EVIL}"),
+        OutpostOffer("y", "Y", state=OutpostState("draining", f"Message {EVIL}")),
     ]
 
     form = make_options_form(evil_offers, projects=[EVIL])
@@ -100,7 +118,125 @@ def test_form_escapes_everything_from_config_and_portal():
     # then no markup of theirs is in the page, only its escaped text
     assert "<script>alert(1)" not in form
     assert '"><' not in form
-    assert form.count("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
+    assert form.count("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;") >= 8
+
+
+@pytest.mark.parametrize(
+    ("flavor", "text", "disabled"),
+    [
+        # the Hub's room (19) and the user's own (2 - 1): the user could take 1
+        (
+            FlavorOffer("f", "F", max=20, current=1, max_per_user=2, current_per_user=1),
+            "1 free",
+            False,
+        ),
+        (FlavorOffer("f", "F", max=-1, max_per_user=3, current_per_user=1), "2 free", False),
+        (
+            FlavorOffer("f", "F", max=5, current=1, max_per_user=-1, current_per_user=4),
+            "4 free",
+            False,
+        ),
+        (FlavorOffer("f", "F", max=-1, max_per_user=-1, current_per_user=9), "unlimited", False),
+        # the user's own limit reached, though the Hub has room
+        (
+            FlavorOffer("f", "F", max=20, current=3, max_per_user=1, current_per_user=1),
+            "you already run 1 of 1",
+            True,
+        ),
+        # both reached: the user's own limit is the one they can do something about
+        (
+            FlavorOffer("f", "F", max=2, current=2, max_per_user=2, current_per_user=2),
+            "you already run 2 of 2",
+            True,
+        ),
+        (
+            FlavorOffer("f", "F", max=4, current=4, max_per_user=2, current_per_user=0),
+            "full: all 4 in use",
+            True,
+        ),
+        (FlavorOffer("f", "F", max=0, max_per_user=2, current_per_user=0), "closed", True),
+        (FlavorOffer("f", "F", max=-1, max_per_user=0, current_per_user=0), "closed", True),
+        # a stock Outpost service counts no servers per user: what its answer says
+        (FlavorOffer("f", "F", max=20, current=1, max_per_user=1), "19 free", False),
+        (FlavorOffer("f", "F", max=3, current=3, max_per_user=1), "full: all 3 in use", True),
+    ],
+)
+def test_each_flavor_shows_the_slots_this_user_could_take_and_why_not(flavor, text, disabled):
+    assert one_flavor_form(flavor) == (f"F ({text})", disabled)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (7200, "F (unlimited, stops after 2 h)"),
+        (5400, "F (unlimited, stops after 1 h 30 min)"),
+        (45 * 60, "F (unlimited, stops after 45 min)"),
+        (86400 + 3600 + 61, "F (unlimited, stops after 1 d 1 h 1 min 1 s)"),
+        (None, "F (unlimited)"),
+    ],
+)
+def test_each_flavor_shows_its_runtime(seconds, text):
+    assert one_flavor_form(FlavorOffer("f", "F", runtime_seconds=seconds))[0] == text
+
+
+def test_a_full_flavor_chosen_earlier_is_not_preselected():
+    form = make_options_form(
+        [
+            OutpostOffer(
+                "local",
+                "Local",
+                flavors=[
+                    FlavorOffer("gpu", "GPU", max=1, current=1),
+                    FlavorOffer("small", "Small"),
+                ],
+            )
+        ],
+        selected={"outpost": "local", "flavor": "gpu"},
+    )
+
+    assert '<option value="gpu" data-outpost="local" disabled>' in form
+
+
+def draining_offers() -> list[OutpostOffer]:
+    return [
+        OutpostOffer(
+            "hpc",
+            "HPC cluster",
+            flavors=[FlavorOffer("gpu", "GPU node", max=4, current=1)],
+            state=OutpostState("draining", "Maintenance until Monday"),
+        ),
+        OutpostOffer("cloud", "Cloud", state=OutpostState("disabled")),
+        OutpostOffer("local", "Local", flavors=[FlavorOffer("small", "Small")]),
+    ]
+
+
+def test_a_draining_or_disabled_outpost_is_shown_as_such_and_cannot_be_chosen():
+    form = make_options_form(draining_offers(), selected={"outpost": "hpc", "flavor": "gpu"})
+
+    # then the systems say so, and only the active one can be chosen (and is chosen)
+    assert option_texts(form, "outpost-system") == [
+        "HPC cluster (draining: Maintenance until Monday)",
+        "Cloud (disabled)",
+        "Local",
+    ]
+    assert '<option value="hpc" disabled>' in form
+    assert '<option value="cloud" disabled>' in form
+    assert '<option value="local" selected>' in form
+    # with a note saying what it means, and the Outpost's message
+    assert "HPC cluster: It is draining and starts no new servers. Maintenance until Monday" in form
+    assert "Cloud: It is disabled and starts no servers." in form
+    # and the draining Outpost's flavors are listed with their slots, not selectable
+    assert flavor_options(form)["gpu"] == ("GPU node (3 free)", True)
+    assert flavor_options(form)["small"] == ("Small (unlimited)", False)
+
+
+def test_an_active_outpost_with_a_state_message_is_not_marked():
+    form = make_options_form(
+        [OutpostOffer("local", "Local", state=OutpostState("active", "All fine"))]
+    )
+
+    assert option_texts(form, "outpost-system") == ["Local"]
+    assert "All fine" not in form
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -149,6 +285,16 @@ def test_invalid_choices_are_rejected_with_a_clear_message(form_data, message):
         make_user_options(form_data, offers=offers(), projects=["hpc-01"])
 
 
+def test_a_draining_outpost_is_refused_before_any_request():
+    with pytest.raises(InvalidOptions) as refused:
+        make_user_options({"outpost": ["hpc"], "flavor": ["gpu"]}, offers=draining_offers())
+
+    assert str(refused.value) == (
+        "HPC cluster cannot be used right now: It is draining and starts no new servers. "
+        "Maintenance until Monday"
+    )
+
+
 def test_user_options_from_the_rest_api_are_checked_for_form():
     check_user_options({"outpost": "local", "flavor": "small"}, outpost_names=["local"])
 
@@ -182,14 +328,56 @@ def test_only_system_flavor_and_project_are_accepted():
 
 @pytest.mark.anyio
 async def test_spawner_form_asks_the_portal_for_this_users_flavors(portal, make_spawner):
+    # given the portal counts the user's own servers (its answer to ?user_id=)
+    exchange = contract("userflavors-user")
+    portal.userflavors_answer = exchange["response"]["body"]
+    portal.userflavors_headers = exchange["response"]["headers"]
+    spawner = make_spawner(user=StandInUser(user_id=7))
+
+    form = await spawner.get_options_form()
+
+    # then it asked for the flavors of this Hub user, by id, as the contract example does
+    (request,) = portal.requests
+    path, query = exchange["request"]["path"].split("?")
+    assert (request.path, request.query) == (f"/outposts/local/{path}", query)
+    assert request.body == exchange["request"]["body"]
+    # and the user sees the slots they could take: their own limit (2, 1 in use) is less
+    # than the Hub's room (20, 1 in use)
+    assert "Small (1 CPU, 2 GB) (1 free, stops after 2 h)" in form
+    assert option_texts(form, "outpost-system") == ["Local"]
+
+
+@pytest.mark.anyio
+async def test_spawner_form_of_a_stock_outpost_service_shows_what_its_answer_says(
+    portal, make_spawner
+):
+    # given an answer without currentPerUser and without state headers
+    form = await make_spawner().get_options_form()
+
+    assert "Small (1 CPU, 2 GB) (19 free, stops after 2 h)" in form
+    assert '<option value="local" selected>' in form
+
+
+@pytest.mark.anyio
+async def test_spawner_form_shows_a_draining_outpost_with_its_message(portal, make_spawner):
+    # given the portal says the Outpost is draining, its message escaped as the portal does
+    message = "Wartung bis Montag – danke"
+    portal.userflavors_headers = {
+        "Outpost-State": "draining",
+        "Outpost-State-Message": message.encode("unicode_escape").decode("ascii"),
+    }
     spawner = make_spawner()
 
     form = await spawner.get_options_form()
 
-    (request,) = portal.requests
-    assert request.path == "/outposts/local/userflavors"
-    assert request.body == contract("userflavors")["request"]["body"]
-    assert "Small (1 CPU, 2 GB) (19 free)" in form
+    # then the system is shown draining with the message, and cannot be chosen
+    assert option_texts(form, "outpost-system") == [f"Local (draining: {message})"]
+    assert '<option value="local" disabled>' in form
+    assert flavor_options(form)["small"][1] is True
+    # and a submitted choice is refused before any start request
+    with pytest.raises(InvalidOptions, match="Local cannot be used right now: It is draining"):
+        await spawner.run_options_from_form({"outpost": ["local"], "flavor": ["small"]})
+    assert portal.requests_of("POST", "/services") == []
 
 
 @pytest.mark.anyio

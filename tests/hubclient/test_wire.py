@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from outpost_hubclient.config import parse_outposts
 from outpost_hubclient.wire import (
+    FlavorOffer,
+    OutpostState,
     events_url,
     free_slots,
     make_authentication,
@@ -23,8 +25,10 @@ from outpost_hubclient.wire import (
     normalize_base_url,
     parse_events,
     parse_flavors,
+    parse_outpost_state,
     parse_poll,
     parse_refusal,
+    parse_runtime,
     service_address_to_url,
     service_url,
     services_url,
@@ -55,6 +59,8 @@ def test_urls_match_the_contract_paths():
     assert path_of(events_url(BASE, "lab", lab_id, 0)) == contract("events")["request"]["path"]
     assert path_of(service_url(BASE, "lab", lab_id)) == contract("stop-async")["request"]["path"]
     assert path_of(userflavors_url(BASE)) == contract("userflavors")["request"]["path"]
+    user_path = contract("userflavors-user")["request"]["path"]
+    assert path_of(userflavors_url(BASE, user_id=7)) == user_path
 
 
 def test_default_server_empty_name_gives_a_double_slash():
@@ -322,7 +328,100 @@ def test_flavors_answer_with_free_slots():
     (same,) = parse_flavors(contract("flavors")["response"]["body"])
 
     assert (small.name, small.display_name, small.free) == ("small", "Small (1 CPU, 2 GB)", 19)
+    assert (small.max_per_user, small.current_per_user, small.runtime_seconds) == (2, None, 7200)
     assert same == small
+
+
+def test_flavors_answer_for_one_user_counts_their_own_servers():
+    (small,) = parse_flavors(contract("userflavors-user")["response"]["body"])
+
+    # the Hub has 19 left, the user 1 (maxPerUser 2, currentPerUser 1)
+    assert (small.max, small.current, small.max_per_user, small.current_per_user) == (20, 1, 2, 1)
+    assert (small.hub_free, small.user_free, small.free) == (19, 1, 1)
+
+
+def test_absent_or_null_limits_mean_unlimited():
+    (flavor,) = parse_flavors({"f": {"max": None, "maxPerUser": None, "currentPerUser": None}})
+
+    assert (flavor.max, flavor.max_per_user, flavor.current_per_user) == (-1, -1, None)
+    assert flavor.free is None
+
+
+@pytest.mark.parametrize(
+    ("offer", "free"),
+    [
+        (FlavorOffer("f", "F", max=20, current=1, max_per_user=2, current_per_user=1), 1),
+        (FlavorOffer("f", "F", max=3, current=1, max_per_user=5, current_per_user=0), 2),
+        (FlavorOffer("f", "F", max=-1, current=9, max_per_user=2, current_per_user=0), 2),
+        (FlavorOffer("f", "F", max=-1, current=9, max_per_user=-1, current_per_user=4), None),
+        (FlavorOffer("f", "F", max=4, current=1, max_per_user=1, current_per_user=3), 0),
+        # no count per user (a stock Outpost service): max_per_user cannot be applied
+        (FlavorOffer("f", "F", max=4, current=1, max_per_user=1), 3),
+    ],
+)
+def test_free_is_what_the_user_could_really_take(offer, free):
+    assert offer.free == free
+
+
+@pytest.mark.parametrize(
+    ("runtime", "seconds"),
+    [
+        ({"hours": 2}, 7200),
+        ({"hours": 1, "minutes": 30}, 5400),
+        ({"days": 1, "seconds": 5}, 86405),
+        ({"weeks": 1}, 7 * 86400),
+        ({"minutes": 1.5}, 90),
+        (None, None),
+        ({}, None),
+        ({"hours": 0}, None),
+        ({"hours": -1}, None),
+        ({"fortnights": 1}, None),
+        ({"hours": "2"}, None),
+        ({"hours": True}, None),
+        ("2h", None),
+        ({"days": 10**10}, None),
+    ],
+)
+def test_runtime_in_seconds_or_none_when_unreadable(runtime, seconds):
+    assert parse_runtime(runtime) == seconds
+
+
+@pytest.mark.parametrize("bad", [{"f": {"max": "many"}}, {"f": {"currentPerUser": [1]}}])
+def test_unreadable_counts_are_an_error(bad):
+    with pytest.raises((TypeError, ValueError)):
+        parse_flavors(bad)
+
+
+def test_outpost_state_from_the_flavor_answers_headers():
+    # given the portal's escape of a message that is not Latin-1 (its FlavorsAnswerMixin)
+    message = "Wartung bis Montag 08:00 – danke ☕"
+    escaped = message.encode("unicode_escape").decode("ascii")
+
+    state = parse_outpost_state({"outpost-state": "Draining", "OUTPOST-STATE-MESSAGE": escaped})
+
+    assert state == OutpostState("draining", message)
+    assert state.accepts_starts is False
+
+
+@pytest.mark.parametrize(
+    ("headers", "state", "accepts"),
+    [
+        ({}, OutpostState("active", ""), True),  # a stock Outpost service
+        ({"Outpost-State": "active"}, OutpostState("active", ""), True),
+        ({"Outpost-State": "disabled"}, OutpostState("disabled", ""), False),
+        # not an escape the portal makes: shown as sent
+        (
+            {"Outpost-State": "draining", "Outpost-State-Message": "back soon \\x"},
+            OutpostState("draining", "back soon \\x"),
+            False,
+        ),
+        # a state this client does not know: the portal decides at the start
+        ({"Outpost-State": "maintenance"}, OutpostState("maintenance", ""), True),
+    ],
+)
+def test_outpost_states(headers, state, accepts):
+    assert parse_outpost_state(headers) == state
+    assert parse_outpost_state(headers).accepts_starts is accepts
 
 
 def test_flavors_are_listed_highest_weight_first():

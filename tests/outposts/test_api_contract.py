@@ -30,6 +30,7 @@ EXAMPLES = {
     "events.json",
     "flavors.json",
     "userflavors.json",
+    "userflavors-user.json",
 }
 
 
@@ -132,7 +133,7 @@ def test_events(hub_client, small):
 
 
 def test_flavors_and_userflavors(hub_client, small):
-    for name in ("flavors.json", "userflavors.json"):
+    for name in ("flavors.json", "userflavors.json", "userflavors-user.json"):
         exchange = contract(name)
         response = send_exchange(hub_client, exchange)
         assert response.status_code == 200
@@ -140,3 +141,5 @@ def test_flavors_and_userflavors(hub_client, small):
         assert response.json().keys() == {"small"}
         for flavor in response.json().values():
             assert_same_shape(example, flavor)
+        for header, value in exchange["response"].get("headers", {}).items():
+            assert response[header] == value, name

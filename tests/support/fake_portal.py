@@ -79,6 +79,8 @@ class FakePortal:
         self.start_delay = 0.0
         self.userflavors_delay = 0.0
         self.userflavors_answer: Any = contract("userflavors")["response"]["body"]
+        # Headers of the flavors answer, e.g. the Outpost's state; none, as a stock service.
+        self.userflavors_headers: dict[str, str] = {}
         self.failures: list[int] = []  # status codes answered before behaving normally
         self.port = 0
 
@@ -198,6 +200,8 @@ class UserFlavorsHandler(_Handler):
     async def post(self) -> None:
         if self.portal.userflavors_delay:
             await asyncio.sleep(self.portal.userflavors_delay)
+        for name, value in self.portal.userflavors_headers.items():
+            self.set_header(name, value)
         self.answer(200, copy.deepcopy(self.portal.userflavors_answer))
 
 
