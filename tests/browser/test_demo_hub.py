@@ -11,7 +11,6 @@ the demo's Outposts and flavors (demo/portal.yaml); its servers are real
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,17 +26,6 @@ from tests.support.processes import alive, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 USER_PASSWORD = "demo-user-password"
 ADMIN_PASSWORD = "demo-admin-password"
 
@@ -87,28 +75,6 @@ def hub(portal, tmp_path_factory):
         hub_port=portal.hub_api_port,
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Chromium is missing: apt-get install -y --no-install-recommends chromium")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; Django then refuses ORM calls
-    # here (the tests' reads of the portal's rows), though nothing runs concurrently.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-            # The reads made while Playwright's loop ran used a connection of their own.
-            from django.db import connections
-
-            connections.close_all()
-    finally:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 def test_a_user_starts_a_server_from_the_spawn_form_and_an_admin_finds_it(

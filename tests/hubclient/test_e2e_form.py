@@ -7,8 +7,6 @@ runtime is shown; a draining Outpost is shown draining, with its message, and ca
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.support.jupyterhub import running_jupyterhub
@@ -19,8 +17,6 @@ from tests.support.processes import free_port
 # the portal's processes commit on their own.
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 # Not Latin-1: the portal sends it escaped in a header, the form must show it as written.
 DRAINING_MESSAGE = "Wartung bis Montag 08:00 – danke"
 
@@ -92,27 +88,6 @@ def hub(portal, tmp_path_factory):
         hub_port=portal.hub_api_port,
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Chromium is missing: apt-get install -y --no-install-recommends chromium")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; Django then refuses the ORM
-    # reads of the portal's rows here, though nothing runs concurrently.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-            from django.db import connections
-
-            connections.close_all()
-    finally:
-        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 def spawn_form(browser, hub, user: str) -> dict[str, dict]:
