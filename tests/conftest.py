@@ -1,4 +1,5 @@
 """Fixtures of every test directory; they are written in tests/support/."""
 
 from tests.support.api import hub, hub_client, outpost  # noqa: F401 - fixtures
+from tests.support.flavor_files import pushes  # noqa: F401 - fixture
 from tests.support.hub import fake_hub  # noqa: F401 - fixture
