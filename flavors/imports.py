@@ -359,11 +359,6 @@ class _Planner:
 
         for hub_set in self.hub_sets:
             for hub in hub_set.hubs:
-                if not self.hubs[hub]:
-                    self.note(
-                        f"Hub {hub} (hubs.{hub_set.name}) may not use this Outpost yet: its "
-                        "policies apply once it is granted it"
-                    )
                 for planned in self.plan.flavors:
                     flavor = planned.entry["name"]
                     entry = {

@@ -258,3 +258,16 @@ def test_a_bad_value_fails_with_the_file_and_key_path_and_changes_nothing(
 def test_an_unknown_outpost_and_a_file_that_is_not_yaml_are_clear_errors(outpost, tmp_path):
     assert failure(tmp_path, FLAVOR_FILE, outpost="nowhere") == "no Outpost 'nowhere'"
     assert "is not valid YAML" in failure(tmp_path, "flavors: [unclosed")
+
+
+def test_policies_of_a_hub_not_granted_the_outpost_are_imported_and_said(outpost, hubs, tmp_path):
+    # given the research Hub no longer granted the Outpost
+    hubs["research"].outposts.clear()
+    # when the file is imported
+    out = import_flavors(tmp_path, FLAVOR_FILE)
+    # then its policies are written, for when it is granted the Outpost again, and it is said
+    assert HubPolicy.objects.filter(hub=hubs["research"]).count() == 3
+    assert (
+        "note: Outpost 'local': Hub 'research' has policies but may not use the Outpost: they "
+        "apply once it is granted it"
+    ) in out
