@@ -1,6 +1,7 @@
 """Operating the portal: declarative configuration, and rotation of the encryption keys.
 
-Declarative configuration: Outposts, their flavors and Hubs from one YAML document.
+Declarative configuration: Outposts (with their flavors, Hub policies and user rules) and
+Hubs from one YAML document.
 
 ``config_apply`` upserts what the document names and is idempotent: applying the same file
 twice changes nothing the second time. Rows the document does not name are treated so that
@@ -8,11 +9,14 @@ nothing in use is lost:
 
 - Outposts and Hubs absent from the file are left alone (they may carry servers and history);
   the summary lists them so an operator sees the drift.
-- A flavor absent from its Outpost's list is deleted if no server ever used it. One that
+- An Outpost's flavors, Hub policies and user rules are what its entry lists (none when a
+  list is left out), written by flavors/provisioning.py, which import_flavors writes through
+  too: a flavor absent from its Outpost's list is deleted if no server ever used it; one that
   servers used is kept, because servers reference it as history, and closed (``max: 0``) so
-  no new start can pick it; the summary says which.
+  no new start can pick it; the summary says which. Absent policies and rules are deleted.
 
-The format is documented in README.md ("apply_config format"). Every field has the name of
+The format is documented in README.md ("apply_config format") and docs/configuration.md
+(flavors, Hub policies, user rules). Every field has the name of
 the model field it sets; fields left out of an entry take the model's default (the file is the
 truth for what it names), e.g.::
 
@@ -22,6 +26,9 @@ truth for what it names), e.g.::
         allowed_overrides: [image]           # misc traits a Hub may set
         allowed_user_options: [partition]    # user_options keys the spawner gets
         min_system_uid: 1000                 # refuse users whose account is below; null = off
+        flavors: [{name: large, max: 10, runtime: {hours: 2}}]
+        hub_policies: [{hub: hub1, flavor: large, cap: 5}]
+        user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
     hubs:
       - name: hub1
         secret_env: HUB1_SECRET
@@ -32,7 +39,6 @@ truth for what it names), e.g.::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +49,18 @@ from django.db import models, transaction
 from django.db.models import Value
 from django.db.models.functions import Cast
 
-from flavors.models import Flavor
+from flavors.provisioning import (
+    ConfigError,
+    ConfigSummary,
+    check_keys,
+    config_error,
+    flavors_apply,
+    hub_policies_apply,
+    row_save,
+    snapshot,
+    user_rules_apply,
+)
+from flavors.services import flavors_changed
 from outposts.hubs import hub_create, hub_update
 from outposts.models import Hub, Outpost
 from portal.crypto import EncryptedJSONField, reencrypt_text
@@ -64,68 +81,16 @@ OUTPOST_FIELDS = {
     "start_timeout",
     "unknown_grace",
     "flavors",
+    "hub_policies",
+    "user_rules",
 }
-FLAVOR_FIELDS = set(Flavor.SETTINGS)
 HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active", "callback_url_prefixes"}
-RUNTIME_UNITS = {"days", "hours", "minutes", "seconds"}
-
-
-class ConfigError(Exception):
-    """The document is invalid; the message names the entry and the field."""
-
-
-@dataclass
-class ConfigSummary:
-    """What config_apply did, one line per row, in the order it happened."""
-
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        return [
-            *(f"created {what}" for what in self.created),
-            *(f"updated {what}" for what in self.updated),
-            *(f"unchanged {what}" for what in self.unchanged),
-            *(f"deleted {what}" for what in self.deleted),
-            *(f"note: {what}" for what in self.notes),
-        ]
 
 
 def _seconds(where: str, name: str, value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(f"{where}: field '{name}' must be a positive number of seconds")
     return timedelta(seconds=value)
-
-
-def _runtime(where: str, value: Any) -> timedelta | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not value or not set(value) <= RUNTIME_UNITS:
-        raise ConfigError(
-            f"{where}: field 'runtime' must be like {{hours: 2}} or {{minutes: 30}} "
-            f"(units: {', '.join(sorted(RUNTIME_UNITS))}), or null"
-        )
-    for unit, amount in value.items():
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            raise ConfigError(f"{where}: field 'runtime.{unit}' must be a number >= 0")
-    return timedelta(**value)
-
-
-def _check_keys(where: str, entry: Any, allowed: set[str], required: set[str]) -> None:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown field {', '.join(repr(key) for key in unknown)} "
-            f"(known: {', '.join(sorted(allowed))})"
-        )
-    for key in sorted(required):
-        if key not in entry:
-            raise ConfigError(f"{where}: field '{key}' is required")
 
 
 def _list(where: str, data: dict[str, Any], key: str) -> list[Any]:
@@ -135,42 +100,7 @@ def _list(where: str, data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _snapshot(obj: models.Model, names: list[str]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in names}
-
-
-def _config_error(where: str, error: ValidationError) -> ConfigError:
-    details = "; ".join(
-        f"field '{name}': {' '.join(messages)}" for name, messages in error.message_dict.items()
-    )
-    return ConfigError(f"{where}: {details}")
-
-
-def _save(
-    obj: models.Model,
-    where: str,
-    names: list[str],
-    before: dict[str, Any] | None,
-    summary: ConfigSummary,
-) -> None:
-    """Validate with the model's own rules, save if anything changed, and record what happened."""
-    try:
-        obj.full_clean()
-    except ValidationError as error:
-        raise _config_error(where, error) from None
-    if before is None:
-        obj.save()
-        summary.created.append(where)
-    elif _snapshot(obj, names) != before:
-        obj.save()
-        summary.updated.append(where)
-    else:
-        summary.unchanged.append(where)
-
-
-def _apply_outpost(
-    where: str, entry: dict[str, Any], summary: ConfigSummary
-) -> tuple[Outpost, list[dict[str, Any]]]:
+def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Outpost:
     defaults = Outpost()
     values: dict[str, Any] = {
         "name": entry.get("name", entry["slug"]),
@@ -192,57 +122,20 @@ def _apply_outpost(
         if entry.get(name) is not None:
             values[name] = _seconds(where, name, entry[name])
     outpost = Outpost.objects.filter(slug=entry["slug"]).first()
-    before = None if outpost is None else _snapshot(outpost, list(values))
+    before = None if outpost is None else snapshot(outpost, list(values))
     if outpost is None:
         outpost = Outpost(slug=entry["slug"])
     for name, value in values.items():
         setattr(outpost, name, value)
-    _save(outpost, where, list(values), before, summary)
-    flavors = entry.get("flavors") or []
-    if not isinstance(flavors, list):
-        raise ConfigError(f"{where}: field 'flavors' must be a list")
-    return outpost, flavors
+    row_save(outpost, label=where, names=list(values), before=before, summary=summary)
+    return outpost
 
 
-def _apply_flavors(
-    outpost: Outpost, where: str, entries: list[Any], summary: ConfigSummary
-) -> None:
-    named: set[str] = set()
-    for index, entry in enumerate(entries):
-        _check_keys(f"{where} flavors[{index}]", entry, FLAVOR_FIELDS, {"name"})
-        here = f"{where} flavor {entry['name']!r}"
-        if entry["name"] in named:
-            raise ConfigError(f"{here}: named twice")
-        named.add(entry["name"])
-        values: dict[str, Any] = {
-            "display_name": entry.get("display_name", entry["name"]),
-            "description": entry.get("description") or "",
-            "weight": entry.get("weight", 0),
-            "max": entry.get("max"),
-            "max_per_user": entry.get("max_per_user"),
-            "runtime": _runtime(here, entry.get("runtime")),
-            "resources": entry.get("resources") or {},
-        }
-        flavor = Flavor.objects.filter(outpost=outpost, name=entry["name"]).first()
-        before = None if flavor is None else _snapshot(flavor, list(values))
-        if flavor is None:
-            flavor = Flavor(outpost=outpost, name=entry["name"])
-        for name, value in values.items():
-            setattr(flavor, name, value)
-        _save(flavor, here, list(values), before, summary)
-
-    for flavor in Flavor.objects.filter(outpost=outpost).exclude(name__in=named):
-        here = f"{where} flavor {flavor.name!r}"
-        used = flavor.servers.count()
-        if not used:
-            flavor.delete()
-            summary.deleted.append(f"{here} (not in the file, never used)")
-        elif flavor.max != 0:
-            flavor.max = 0
-            flavor.save(update_fields=["max"])
-            summary.notes.append(
-                f"{here} is not in the file but {used} server(s) used it: kept and closed (max 0)"
-            )
+def _entries(where: str, entry: dict[str, Any], key: str) -> list[Any]:
+    value = entry.get(key) or []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: field '{key}' must be a list")
+    return value
 
 
 def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> None:
@@ -282,15 +175,17 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
             hub_create(name=entry["name"], secret=secret, outposts=outposts, **settings)
             summary.created.append(where)
     except ValidationError as error:
-        raise _config_error(where, error) from None
+        raise config_error(where, error) from None
 
 
 def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummary:
-    """Upsert the Outposts (with flavors) and Hubs ``data`` names, all or nothing.
+    """Upsert the Outposts (with flavors, Hub policies and user rules) and Hubs ``data``
+    names, all or nothing.
 
     Validates every row with its model's ``full_clean``. Raises ConfigError naming the entry
     and field on the first problem; nothing is written then. With ``dry_run`` everything is
-    validated and reported, then rolled back.
+    validated and reported, then rolled back. Otherwise the Hubs of each Outpost whose
+    settings, flavors, policies or rules changed are sent their new flavor table.
     """
     if not isinstance(data, dict):
         raise ConfigError("the document must be a mapping with 'outposts' and/or 'hubs'")
@@ -304,7 +199,7 @@ def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummar
     with transaction.atomic():
         slugs: list[str] = []
         for index, entry in enumerate(outpost_entries):
-            _check_keys(f"outposts[{index}]", entry, OUTPOST_FIELDS, {"slug"})
+            check_keys(f"outposts[{index}]", entry, OUTPOST_FIELDS, {"slug"})
             if entry["slug"] in slugs:
                 raise ConfigError(f"outposts[{index}] (slug {entry['slug']!r}): named twice")
             slugs.append(entry["slug"])
@@ -317,17 +212,36 @@ def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummar
                 is_default=False
             )
 
+        outposts: list[tuple[Outpost, dict[str, Any], int]] = []
         for entry in outpost_entries:
-            outpost, flavors = _apply_outpost(f"Outpost {entry['slug']!r}", entry, summary)
-            _apply_flavors(outpost, f"Outpost {outpost.slug!r}", flavors, summary)
+            where = f"Outpost {entry['slug']!r}"
+            changes = summary.changes
+            outpost = _apply_outpost(where, entry, summary)
+            flavors = _entries(where, entry, "flavors")
+            flavors_apply(outpost=outpost, entries=flavors, label=where, summary=summary)
+            outposts.append((outpost, entry, summary.changes - changes))
 
         names: list[str] = []
         for index, entry in enumerate(hub_entries):
-            _check_keys(f"hubs[{index}]", entry, HUB_FIELDS, {"name"})
+            check_keys(f"hubs[{index}]", entry, HUB_FIELDS, {"name"})
             if entry["name"] in names:
                 raise ConfigError(f"hubs[{index}] (name {entry['name']!r}): named twice")
             names.append(entry["name"])
             _apply_hub(f"Hub {entry['name']!r}", entry, summary)
+
+        # Policies and rules name Hubs: written once the file's Hubs exist.
+        changed: list[Outpost] = []
+        for outpost, entry, changes in outposts:
+            where = f"Outpost {outpost.slug!r}"
+            before = summary.changes
+            for key, writer in (
+                ("hub_policies", hub_policies_apply),
+                ("user_rules", user_rules_apply),
+            ):
+                entries = _entries(where, entry, key)
+                writer(outpost=outpost, entries=entries, label=where, summary=summary)
+            if changes or summary.changes - before:
+                changed.append(outpost)
 
         for slug in Outpost.objects.exclude(slug__in=slugs).values_list("slug", flat=True):
             summary.notes.append(f"Outpost {slug!r} is not in the file: left as it is")
@@ -336,6 +250,9 @@ def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummar
 
         if dry_run:
             transaction.set_rollback(True)
+        else:
+            for outpost in changed:
+                flavors_changed(outpost=outpost)
     return summary
 
 

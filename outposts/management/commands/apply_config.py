@@ -1,4 +1,5 @@
-"""``manage.py apply_config FILE.yaml``: upsert Outposts, flavors and Hubs from a YAML file."""
+"""``manage.py apply_config FILE.yaml``: upsert Outposts (flavors, Hub policies, user rules) and
+Hubs from a YAML file."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from outposts.provisioning import ConfigError, config_apply
 
 class Command(BaseCommand):
     help = (
-        "Create or update Outposts (with their flavors) and Hubs from a YAML file; idempotent, "
-        "all or nothing. Fields are named as in the models: outposts[].allowed_overrides, "
-        "allowed_user_options, min_system_uid (null = no check), queue, ...; "
+        "Create or update Outposts (with their flavors, Hub policies and user rules) and Hubs "
+        "from a YAML file; idempotent, all or nothing. Fields are named as in the models: "
+        "outposts[].allowed_overrides, allowed_user_options, min_system_uid (null = no "
+        "check), queue, flavors, hub_policies, user_rules, ...; "
         "hubs[].callback_url_prefixes (http(s) URL prefixes the portal may call back). "
         "Format: README.md, 'apply_config format', and docs/configuration.md."
     )
