@@ -2,5 +2,5 @@
 
 from tests.support.api import hub, hub_client, outpost  # noqa: F401 - fixtures
 from tests.support.chromium import browser  # noqa: F401 - fixture
-from tests.support.flavor_files import pushes  # noqa: F401 - fixture
 from tests.support.hub import fake_hub  # noqa: F401 - fixture
+from tests.support.pushes import pushes  # noqa: F401 - fixture

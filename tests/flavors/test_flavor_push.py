@@ -15,24 +15,6 @@ from tests.factories import FlavorFactory, HubFactory, ServerFactory
 
 
 @pytest.fixture
-def pushes(monkeypatch, django_capture_on_commit_callbacks):
-    """Run ``action()``, commit by hand, and return the pushes it queued as (hub, outpost)."""
-    cache.clear()
-    queued: list[tuple[int, int]] = []
-    task = tasks.hub_flavor_table_send_task._get_current_object()
-    monkeypatch.setattr(task, "apply_async", lambda args, countdown: queued.append(tuple(args)))
-
-    def run(action) -> list[tuple[int, int]]:
-        queued.clear()
-        with django_capture_on_commit_callbacks(execute=True):
-            action()
-        return list(queued)
-
-    yield run
-    cache.clear()
-
-
-@pytest.fixture
 def server(db, fake_hub, outpost, hub):
     return ServerFactory(
         hub=hub,
@@ -62,9 +44,9 @@ def test_while_a_push_waits_more_changes_add_none_and_after_it_ran_they_do(
     db, outpost, hub, server, fake_hub, pushes
 ):
     assert pushes(lambda: flavors_changed(outpost=outpost)) == [(hub.pk, outpost.pk)]
-    assert pushes(lambda: flavors_changed(outpost=outpost)) == []
+    assert pushes(lambda: flavors_changed(outpost=outpost), waiting=True) == []
     tasks.hub_flavor_table_send_task(hub.pk, outpost.pk)
-    assert pushes(lambda: flavors_changed(outpost=outpost)) == [(hub.pk, outpost.pk)]
+    assert pushes(lambda: flavors_changed(outpost=outpost), waiting=True) == [(hub.pk, outpost.pk)]
 
 
 def test_nothing_is_pushed_for_a_change_that_rolled_back(db, outpost, hub, pushes):

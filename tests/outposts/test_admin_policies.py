@@ -8,14 +8,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 from django.utils.html import escape
 from guardian.shortcuts import assign_perm
 
 from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.preview import runtime_text
-from outposts import tasks
 from outposts.admin.policies import UserRuleForm
 from outposts.models import Outpost
 from tests.factories import (
@@ -29,27 +27,6 @@ from tests.factories import (
 from tests.support.admin_forms import change_form_data, inline_add, table_rows
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def pushes(monkeypatch, django_capture_on_commit_callbacks):
-    """Run ``action()`` and return the flavor-table pushes it queued once its transaction
-    committed, as sorted (hub id, outpost id). (A test's transaction never commits: the
-    on-commit callbacks run by hand and the broker sends are recorded instead.)"""
-    sent: list[tuple[int, int]] = []
-    task = tasks.hub_flavor_table_send_task._get_current_object()
-    monkeypatch.setattr(task, "apply_async", lambda args, **options: sent.append(tuple(args)))
-
-    def run(action):
-        sent.clear()
-        # As if every earlier push had run: a waiting one would swallow this one.
-        cache.clear()
-        with django_capture_on_commit_callbacks(execute=True):
-            result = action()
-        return result, sorted(sent)
-
-    yield run
-    cache.clear()
 
 
 @pytest.fixture
@@ -160,7 +137,8 @@ def test_site_admin_adds_a_policy_and_a_rule_and_the_hubs_are_told(
         overrides='{"small": {"runtime": {"hours": 1}}}',
     )
     # when they save it
-    response, pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    response = pushes.result
     # then the policy and the rule are saved
     assert response.status_code == 302, response.context and errors_of(response, "user_rules")
     policy = HubPolicy.objects.get()
@@ -202,7 +180,8 @@ def test_site_admin_cannot_choose_another_outposts_flavor(client, site_admin, se
         overrides="{}",
     )
     # when they save it
-    response, pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    response = pushes.result
     # then the form refuses both choices, saves nothing and tells no Hub
     assert response.status_code == 200
     assert "Select a valid choice" in (errors_of(response, "hub_policies")[0]["flavor"])
@@ -281,7 +260,8 @@ def test_saving_without_changes_tells_no_hub(client, site_admin, setup, pushes):
     UserRuleFactory(outpost=setup["mine"], flavors=[setup["small"]], hubs=[setup["hub1"]])
     data = change_form_data(client.get(change_url(setup["mine"])))
     # when they save it unchanged
-    response, pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    response = pushes.result
     # then no Hub is told anything
     assert response.status_code == 302, errors_of(response, "user_rules")
     assert pushed == []
@@ -292,7 +272,8 @@ def test_a_state_change_tells_every_granted_hub(client, site_admin, setup, pushe
     data = change_form_data(client.get(change_url(setup["mine"])))
     # when they drain the Outpost with a message
     data.update(state="draining", state_message="Maintenance until Monday")
-    response, pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    response = pushes.result
     # then each of its Hubs is pushed its flavor table
     assert response.status_code == 302
     assert pushed == pushes_to_both_hubs(setup)
@@ -304,7 +285,8 @@ def test_deleting_a_rule_tells_the_hubs(client, site_admin, setup, pushes):
     data = change_form_data(client.get(change_url(setup["mine"])))
     # when they delete it on the Outpost page
     data["user_rules-0-DELETE"] = "on"
-    response, pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    pushed = pushes(lambda: client.post(change_url(setup["mine"]), data))
+    response = pushes.result
     # then it is gone and the Hubs are told
     assert response.status_code == 302
     assert not UserRule.objects.filter(pk=rule.pk).exists()
@@ -316,9 +298,10 @@ def test_flavor_admin_changes_tell_the_hubs(client, site_admin, setup, pushes):
     url = reverse("admin:flavors_flavor_change", args=[setup["small"].pk])
     data = change_form_data(client.get(url))
     # when they save it unchanged, then with a new max
-    _, unchanged = pushes(lambda: client.post(url, data))
+    unchanged = pushes(lambda: client.post(url, data))
     data["max"] = "4"
-    response, changed = pushes(lambda: client.post(url, data))
+    changed = pushes(lambda: client.post(url, data))
+    response = pushes.result
     # then only the change pushes the Hubs their flavor table
     assert response.status_code == 302
     assert Flavor.objects.get(pk=setup["small"].pk).max == 4
@@ -326,7 +309,7 @@ def test_flavor_admin_changes_tell_the_hubs(client, site_admin, setup, pushes):
     assert changed == pushes_to_both_hubs(setup)
     # and deleting it does too
     delete_url = reverse("admin:flavors_flavor_delete", args=[setup["small"].pk])
-    _, deleted = pushes(lambda: client.post(delete_url, {"post": "yes"}))
+    deleted = pushes(lambda: client.post(delete_url, {"post": "yes"}))
     assert not Flavor.objects.filter(pk=setup["small"].pk).exists()
     assert [hub for hub, _ in deleted] == sorted([setup["hub1"].pk, setup["hub2"].pk])
 

@@ -257,3 +257,21 @@ def test_a_dry_run_writes_no_policies_or_rules(tmp_path, pushes):
     assert "created Outpost 'local' user rule 'staff'" in out[0]
     assert written() == {"policies": [], "rules": []}
     assert queued == []
+
+
+def test_an_outposts_state_and_its_message_are_written_and_pushed(tmp_path, pushes):
+    # given the file applied once
+    apply(CONFIG, tmp_path)
+    message = "Maintenance until Monday 08:00."
+
+    # when the file drains the Outpost with a message for its users
+    def drain(outpost):
+        outpost.update(state="draining", state_message=message)
+
+    queued = pushes(lambda: apply(changed(drain), tmp_path))
+    # then the Outpost says so to Hubs, and each Hub granted it is told its new table
+    outpost = Outpost.objects.get(slug="local")
+    assert (outpost.state, outpost.state_message) == ("draining", message)
+    response = client_of(Hub.objects.get(name="course1")).get(BASE + "flavors")
+    assert response.headers["Outpost-State-Message"] == message
+    assert len(queued) == 2

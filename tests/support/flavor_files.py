@@ -6,12 +6,9 @@ from __future__ import annotations
 from io import StringIO
 from pathlib import Path
 
-import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from outposts import tasks
 from outposts.models import Hub, Outpost
 from tests.factories import HubFactory
 from tests.support.api import basic_auth
@@ -110,23 +107,3 @@ def import_flavors(tmp_path: Path, text: str, *extra: str, outpost: str = "local
     out = StringIO()
     call_command("import_flavors", "--outpost", outpost, str(path), *extra, stdout=out)
     return out.getvalue()
-
-
-@pytest.fixture
-def pushes(monkeypatch, django_capture_on_commit_callbacks):
-    """Run ``action()``, commit by hand, and return the flavor-table pushes it queued as
-    (Hub id, Outpost id), sorted. Each run starts with no push waiting, so a push coalesced
-    into an earlier run's cannot hide."""
-    queued: list[tuple[int, int]] = []
-    task = tasks.hub_flavor_table_send_task._get_current_object()
-    monkeypatch.setattr(task, "apply_async", lambda args, countdown: queued.append(tuple(args)))
-
-    def run(action) -> list[tuple[int, int]]:
-        queued.clear()
-        cache.clear()
-        with django_capture_on_commit_callbacks(execute=True):
-            action()
-        return sorted(queued)
-
-    yield run
-    cache.clear()
