@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from flavors.models import Flavor
+from flavors.selectors import flavor_resolution
 from outposts.models import Hub, Outpost, Server
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 
@@ -251,6 +252,10 @@ def test_demo_config_applies(monkeypatch, tmp_path):
     assert hub.outposts.get() == outpost
     assert hub.check_secret("demo-secret")
     assert hub.allows_callback("http://127.0.0.1:8081/hub/api/users/progress/events/ada")
+    # and its guests get the small flavor only, everyone else both
+    for name, flavors in (("guest7", ["small"]), ("ada", ["small", "large"])):
+        resolution = flavor_resolution(hub=hub, outpost=outpost, authentication={"name": name})
+        assert [flavor.name for flavor in resolution.flavors] == flavors
 
 
 def test_generate_secrets_prints_usable_fresh_values():
