@@ -67,6 +67,13 @@ def test_attribute_patterns_must_be_texts_or_lists_of_texts():
         "uid: a pattern is a text or a list of texts",
         "groups: a pattern is a text or a list of texts",
     ]
+    # every attribute is checked, also after a good one
+    assert attributes_problems({"name": "a.*", "uid": 5}) == [
+        "uid: a pattern is a text or a list of texts"
+    ]
+    assert attributes_problems({"groups": ["x"], "uid": 5}) == [
+        "uid: a pattern is a text or a list of texts"
+    ]
     assert attributes_problems(["groups"]) == [
         'must be a JSON object of attribute names to patterns, e.g. {"groups": ["hpc"]}'
     ]

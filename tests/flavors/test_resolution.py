@@ -268,6 +268,26 @@ def test_a_rule_for_some_hubs_does_not_apply_to_others():
     assert layered(rules=[course_only], authentication=STAFF, hub=OTHER_HUB).flavors == ()
 
 
+def test_every_overridable_field_is_overridden():
+    overrides = {
+        "display_name": "Large (course)",
+        "description": "For the course",
+        "weight": 7,
+        "runtime": {"minutes": 90},
+        "max_per_user": 3,
+        "resources": {"cpu_limit": 4},
+    }
+    large = layered(policies=[PolicyTerms(LARGE.pk, overrides=overrides)]).named("large")
+    assert (
+        large.display_name,
+        large.description,
+        large.weight,
+        large.runtime,
+        large.max_per_user,
+        large.resources,
+    ) == ("Large (course)", "For the course", 7, timedelta(minutes=90), 3, {"cpu_limit": 4})
+
+
 def test_overrides_can_lift_a_per_user_limit_and_reorder_by_weight():
     policies = [PolicyTerms(f.pk, overrides={"max_per_user": 2}) for f in OUTPOST_FLAVORS]
     lifted = rule("lifted", overrides={"small": {"max_per_user": None, "weight": 9}})

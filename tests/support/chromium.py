@@ -49,8 +49,9 @@ def chromium(*, orm_reads: bool = False) -> Iterator[Any]:
                 yield browser
             finally:
                 browser.close()
-                # Inside Playwright's context: the reads' connection belongs to it.
-                connections.close_all()
+                if orm_reads:
+                    # Inside Playwright's context: the reads' connection belongs to it.
+                    connections.close_all()
     finally:
         if orm_reads:
             del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
