@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from guardian.shortcuts import assign_perm
 
-from outposts.management.commands.runportal import web_command
 from tests.factories import (
     USER_PASSWORD,
     FlavorFactory,
@@ -26,32 +25,15 @@ from tests.factories import (
     UserRuleFactory,
 )
 from tests.support.chromium import admin_login, chromium
-from tests.support.portal import (
-    portal_process_env,
-    start_portal_process,
-    stop_portal_processes,
-    wait_for_web,
-)
-from tests.support.processes import free_port
+from tests.support.portal import web_process
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def portal_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    web = start_portal_process(
-        "web",
-        [*web_command("127.0.0.1", port, serve_static=True), "--log-level", "warning"],
-        directory=tmp_path,
-        env=portal_process_env(tmp_path),
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_web(web, base)
+    with web_process(tmp_path, serve_static=True) as base:
         yield base
-    finally:
-        stop_portal_processes([web])
 
 
 def flavor_rows(page) -> dict[str, dict[str, str]]:

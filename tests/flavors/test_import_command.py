@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 from flavors.models import Flavor, HubPolicy, UserRule
 from outposts.models import Server
 from tests.factories import HubFactory, ServerFactory
-from tests.support.flavor_files import FLAVOR_FILE, file_hubs, import_flavors
+from tests.support.flavor_files import FLAVOR_FILE, file_hubs, import_flavors, outpost_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -16,45 +16,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def hubs(outpost):
     return file_hubs(outpost)
-
-
-def rows(outpost) -> dict:
-    """Everything the import writes for ``outpost``, with the rows' ids."""
-    return {
-        "flavors": sorted(
-            Flavor.objects.filter(outpost=outpost).values_list(
-                "pk",
-                "name",
-                "display_name",
-                "description",
-                "weight",
-                "max",
-                "max_per_user",
-                "runtime",
-                "resources",
-            )
-        ),
-        "policies": sorted(
-            HubPolicy.objects.filter(outpost=outpost).values_list(
-                "pk", "hub__name", "flavor__name", "allowed", "cap", "overrides"
-            )
-        ),
-        "rules": [
-            (
-                rule.pk,
-                rule.position,
-                rule.name,
-                rule.attributes,
-                rule.negate,
-                rule.weight,
-                rule.forbidden,
-                sorted(hub.name for hub in rule.hubs.all()),
-                sorted(flavor.name for flavor in rule.flavors.all()),
-                rule.overrides,
-            )
-            for rule in UserRule.objects.filter(outpost=outpost)
-        ],
-    }
 
 
 def changed(text: str, change) -> str:
@@ -87,11 +48,11 @@ def test_the_import_prints_what_it_created_and_again_changes_nothing_and_says_so
         "external",
         "blocked",
     ]
-    written = rows(outpost)
+    written = outpost_rows(outpost)
     # when it is imported again
     again = import_flavors(tmp_path, FLAVOR_FILE)
     # then nothing is written, and the output says so (and still names the differences)
-    assert rows(outpost) == written
+    assert outpost_rows(outpost) == written
     assert "created" not in again and "updated" not in again and "deleted" not in again
     assert "nothing changed: Outpost 'local' already is as " in again
     assert "differs: users.staff grants gpu, which hubs.courses excludes" in again
@@ -141,13 +102,13 @@ def test_a_flavor_the_file_drops_is_kept_and_closed_if_used_and_refused_if_runni
     server = ServerFactory(outpost=outpost, hub=hubs["public"], flavor=gpu)
     without_gpu = changed(FLAVOR_FILE, lambda data: data["flavors"].pop("gpu"))
     # when a file without gpu is imported while the server runs, it fails and changes nothing
-    before = rows(outpost)
+    before = outpost_rows(outpost)
     message = failure(tmp_path, without_gpu)
     assert (
         "flavors: gpu is not in the file, but 1 active server(s) use it on Outpost 'local'; "
         "keep it in the file until they have ended; nothing was changed"
     ) in message
-    assert rows(outpost) == before
+    assert outpost_rows(outpost) == before
     # and once it has ended, gpu is kept for its history but closed
     server.status = Server.Status.STOPPED
     server.save()
@@ -165,7 +126,7 @@ def test_a_dry_run_reports_and_writes_nothing(outpost, hubs, tmp_path, pushes):
     assert "created Outpost 'local' flavor 'small'" in out[0]
     assert "differs: users.staff grants gpu" in out[0]
     assert out[0].rstrip().endswith("dry run: nothing was written")
-    assert rows(outpost) == {"flavors": [], "policies": [], "rules": []}
+    assert outpost_rows(outpost) == {"flavors": [], "policies": [], "rules": []}
     assert queued == []
 
 
@@ -191,7 +152,7 @@ def test_a_hub_the_file_names_that_does_not_exist_fails_the_import_naming_it(
     message = failure(tmp_path, text)
     assert str(tmp_path / "flavors.yaml") in message
     assert "hubs.research.jupyterhub_name: no Hub named hpc-hub in the portal" in message
-    assert rows(outpost) == {"flavors": [], "policies": [], "rules": []}
+    assert outpost_rows(outpost) == {"flavors": [], "policies": [], "rules": []}
 
 
 @pytest.mark.parametrize(
@@ -239,7 +200,7 @@ def test_a_bad_value_fails_with_the_file_and_key_path_and_changes_nothing(
 ):
     # given the file imported once
     import_flavors(tmp_path, FLAVOR_FILE)
-    before = rows(outpost)
+    before = outpost_rows(outpost)
 
     # when a file with other changes early and one mistake is imported
     def edit(data):
@@ -252,7 +213,7 @@ def test_a_bad_value_fails_with_the_file_and_key_path_and_changes_nothing(
     assert error.startswith(f"{tmp_path / 'flavors.yaml'}: ")
     assert message in error
     assert error.endswith("; nothing was changed")
-    assert rows(outpost) == before
+    assert outpost_rows(outpost) == before
 
 
 def test_an_unknown_outpost_and_a_file_that_is_not_yaml_are_clear_errors(outpost, tmp_path):

@@ -13,7 +13,7 @@ from flavors.models import HubPolicy, UserRule
 from outposts.models import Hub, Outpost
 from tests.factories import HUB_SECRET
 from tests.support.api import BASE, send
-from tests.support.flavor_files import client_of
+from tests.support.flavor_files import client_of, outpost_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -56,28 +56,9 @@ def changed(change) -> str:
 
 
 def written() -> dict:
-    return {
-        "policies": sorted(
-            HubPolicy.objects.values_list(
-                "pk", "hub__name", "flavor__name", "allowed", "cap", "overrides"
-            )
-        ),
-        "rules": [
-            (
-                rule.pk,
-                rule.position,
-                rule.name,
-                rule.attributes,
-                rule.negate,
-                rule.weight,
-                rule.forbidden,
-                sorted(hub.name for hub in rule.hubs.all()),
-                sorted(flavor.name for flavor in rule.flavors.all()),
-                rule.overrides,
-            )
-            for rule in UserRule.objects.all()
-        ],
-    }
+    """The Hub policies and user rules apply_config wrote for Outpost local."""
+    rows = outpost_rows(Outpost.objects.filter(slug="local").first())
+    return {"policies": rows["policies"], "rules": rows["rules"]}
 
 
 def test_policies_and_rules_are_written_for_hubs_the_same_file_creates(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from flavors.models import Flavor, HubPolicy, UserRule
 from outposts.models import Hub, Outpost
 from tests.factories import HubFactory
 from tests.support.api import basic_auth
@@ -107,3 +108,43 @@ def import_flavors(tmp_path: Path, text: str, *extra: str, outpost: str = "local
     out = StringIO()
     call_command("import_flavors", "--outpost", outpost, str(path), *extra, stdout=out)
     return out.getvalue()
+
+
+def outpost_rows(outpost: Outpost) -> dict:
+    """Everything an import or apply_config writes for ``outpost``: its flavors, Hub
+    policies and user rules, with the rows' ids."""
+    return {
+        "flavors": sorted(
+            Flavor.objects.filter(outpost=outpost).values_list(
+                "pk",
+                "name",
+                "display_name",
+                "description",
+                "weight",
+                "max",
+                "max_per_user",
+                "runtime",
+                "resources",
+            )
+        ),
+        "policies": sorted(
+            HubPolicy.objects.filter(outpost=outpost).values_list(
+                "pk", "hub__name", "flavor__name", "allowed", "cap", "overrides"
+            )
+        ),
+        "rules": [
+            (
+                rule.pk,
+                rule.position,
+                rule.name,
+                rule.attributes,
+                rule.negate,
+                rule.weight,
+                rule.forbidden,
+                sorted(hub.name for hub in rule.hubs.all()),
+                sorted(flavor.name for flavor in rule.flavors.all()),
+                rule.overrides,
+            )
+            for rule in UserRule.objects.filter(outpost=outpost)
+        ],
+    }

@@ -236,15 +236,16 @@ def celery_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[.
     stop_portal_processes(list(workers))
 
 
-@pytest.fixture
-def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
-    """The portal served by a real uvicorn on portal.asgi, as in production; its base URL."""
+@contextmanager
+def web_process(directory: Path, *, serve_static: bool = False) -> Iterator[str]:
+    """The portal served by a real uvicorn on portal.asgi, as in production; its base URL.
+    ``serve_static``: also the admin's static files, for a browser."""
     port = free_port()
     web = start_portal_process(
         "web",
-        [*web_command("127.0.0.1", port, serve_static=False), "--log-level", "warning"],
-        directory=tmp_path,
-        env=portal_process_env(tmp_path),
+        [*web_command("127.0.0.1", port, serve_static=serve_static), "--log-level", "warning"],
+        directory=directory,
+        env=portal_process_env(directory),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -252,6 +253,13 @@ def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
         yield base
     finally:
         stop_portal_processes([web])
+
+
+@pytest.fixture
+def portal_web(transactional_db: None, tmp_path: Path) -> Iterator[str]:
+    """The portal's web server on the test's database; its base URL."""
+    with web_process(tmp_path) as base:
+        yield base
 
 
 # --- A portal for a whole test module --------------------------------------------------------
