@@ -6,7 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from flavors.models import Flavor
+from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.resolution import EffectiveFlavor
 from outposts.models import Hub, Outpost, Server, SpawnEvent
 
@@ -60,6 +60,40 @@ class FlavorFactory(factory.django.DjangoModelFactory):
     weight = 0
     runtime = timedelta(hours=2)
     resources = factory.LazyFunction(dict)
+
+
+class HubPolicyFactory(factory.django.DjangoModelFactory):
+    """A Hub's policy on one flavor, on that flavor's Outpost; allowed, no cap, no overrides."""
+
+    class Meta:
+        model = HubPolicy
+
+    flavor = factory.SubFactory(FlavorFactory)
+    outpost = factory.SelfAttribute("flavor.outpost")
+    hub = factory.SubFactory(HubFactory)
+
+
+class UserRuleFactory(factory.django.DjangoModelFactory):
+    """A user rule; ``hubs=[...]`` and ``flavors=[...]`` restrict it (none: every one)."""
+
+    class Meta:
+        model = UserRule
+        skip_postgeneration_save = True
+
+    outpost = factory.SubFactory(OutpostFactory)
+    name = factory.Sequence(lambda n: f"rule{n}")
+    attributes = factory.LazyFunction(dict)
+    overrides = factory.LazyFunction(dict)
+
+    @factory.post_generation
+    def hubs(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.hubs.set(extracted)
+
+    @factory.post_generation
+    def flavors(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.flavors.set(extracted)
 
 
 # Statuses a start has reached the spawner in, and those in which the server was ready.
