@@ -1,7 +1,10 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from flavors.selectors import flavor_resolution
 from flavors.services import flavor_admit
 from outposts.errors import StartRefused
 from outposts.models import Server
@@ -11,9 +14,11 @@ from tests.factories import (
     FlavorFactory,
     HubFactory,
     HubPolicyFactory,
+    OutpostFactory,
     ServerFactory,
     UserRuleFactory,
 )
+from tests.support.api import send
 
 pytestmark = pytest.mark.django_db
 
@@ -474,3 +479,187 @@ def test_the_frozen_settings_carry_the_hub_policys_then_the_user_rules_overrides
     }
     assert (ruled.runtime, hubs.runtime) == (timedelta(hours=8), timedelta(hours=4))
     assert ServerSpec.from_server(ruled).trait_values["mem_limit"] == "4G"
+
+
+def test_a_hubs_policies_on_another_outpost_do_not_restrict_it_here(hub, outpost):
+    # given a Hub that may use only gpu on another Outpost, and no policy here
+    elsewhere = OutpostFactory(slug="elsewhere")
+    hub.outposts.add(elsewhere)
+    HubPolicyFactory(hub=hub, flavor=FlavorFactory(outpost=elsewhere, name="gpu"))
+    FlavorFactory(outpost=outpost, name="small")
+    # when it starts a flavor here
+    server, created = start(hub, outpost, flavor="small")
+    # then it is admitted
+    assert created and server.flavor.name == "small"
+
+
+def test_of_two_matching_rules_the_heavier_decides_even_when_listed_first(hub, outpost):
+    # given a heavy rule listing only large, then a light one listing only small, both for hpc
+    small = FlavorFactory(outpost=outpost, name="small")
+    large = FlavorFactory(outpost=outpost, name="large")
+    hpc = {"groups": ["hpc"]}
+    UserRuleFactory(
+        outpost=outpost, name="heavy", position=1, weight=5, attributes=hpc, flavors=[large]
+    )
+    UserRuleFactory(
+        outpost=outpost, name="light", position=2, weight=0, attributes=hpc, flavors=[small]
+    )
+    # when a user of hpc starts small
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="x", authentication=HPC)
+    # then the heavy rule decided (the admin's preview names it)
+    assert refused.value.message == (
+        "x - Start with flavor small not allowed. Allowed values for user: ['large']"
+    )
+    assert flavor_resolution(hub=hub, outpost=outpost, authentication=HPC).rule == "heavy"
+
+
+def test_a_negated_rule_decides_for_the_users_it_does_not_match(hub, outpost):
+    # given a rule forbidding every flavor to whoever is not in hpc
+    FlavorFactory(outpost=outpost, name="small")
+    UserRuleFactory(outpost=outpost, attributes={"groups": ["hpc"]}, negate=True, forbidden=True)
+    # when a user of web starts, and one of hpc
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="x", authentication={"groups": ["web"]})
+    server, created = start(hub, outpost, user_id="2", flavor="small", authentication=HPC)
+    # then only the user of web is refused
+    assert refused.value.message.endswith("Allowed values for user: []")
+    assert created and server.flavor.name == "small"
+
+
+def test_admission_reads_the_rules_in_the_same_queries_however_many_there_are(hub, outpost):
+    # given one rule with its Hubs and flavors
+    small = FlavorFactory(outpost=outpost, name="small")
+
+    def add_rule(n: int) -> None:
+        UserRuleFactory(
+            outpost=outpost,
+            name=f"rule{n}",
+            attributes={"name": f"u{n}"},
+            hubs=[hub],
+            flavors=[small],
+        )
+
+    def queries_of_a_start(n: int) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            start(
+                hub,
+                outpost,
+                user_id=str(n),
+                flavor="small",
+                name=f"s{n}",
+                authentication={"name": "ada"},
+            )
+        return len(queries)
+
+    add_rule(0)
+    with_one = queries_of_a_start(1)
+    # when there are ten
+    for n in range(1, 10):
+        add_rule(n)
+    # then a start costs the same queries: admission runs with the Outpost locked
+    assert queries_of_a_start(2) == with_one
+
+
+def test_what_flavors_says_a_hub_may_still_start_is_what_admission_admits(hub_client, hub, outpost):
+    # given small (max 5), of which this Hub may have 3 and has 1, another Hub 1;
+    # and large (max 4), of which this Hub may have 3 and has none, another Hub 3
+    small = FlavorFactory(outpost=outpost, name="small", max=5, weight=2)
+    large = FlavorFactory(outpost=outpost, name="large", max=4, weight=1)
+    other = HubFactory(name="hub2", outposts=[outpost])
+    for flavor in (small, large):
+        HubPolicyFactory(hub=hub, flavor=flavor, cap=3)
+        ServerFactory(outpost=outpost, hub=hub, flavor=flavor, status=Server.Status.STOPPED)
+    ServerFactory(outpost=outpost, hub=hub, flavor=small)
+    ServerFactory(outpost=outpost, hub=other, flavor=small)
+    for _ in range(3):
+        ServerFactory(outpost=outpost, hub=other, flavor=large)
+    # when the Hub reads its flavors
+    answer = hub_client.get("/outposts/local/flavors/").json()
+    # then each says the limit with least room: the Hub's cap of small, large's max
+    assert {name: (f["max"], f["current"]) for name, f in answer.items()} == {
+        "small": (3, 1),
+        "large": (4, 4 - 1),
+    }
+    # and the Hub can start exactly max - current of each
+    for name, room, cap in (("small", 2, 3), ("large", 1, 4)):
+        for n in range(room):
+            _, created = start(hub, outpost, flavor=name, name=f"{name}{n}", user_id=str(10 + n))
+            assert created
+        with pytest.raises(StartRefused) as refused:
+            start(hub, outpost, flavor=name, name="one-more", user_id="99")
+        assert refused.value.message == (
+            f"one-more - Start with {name} for hub1 not allowed. Maximum ({cap}) already reached."
+        )
+
+
+def test_what_userflavors_says_a_user_may_still_start_is_what_admission_admits(
+    hub_client, hub, outpost
+):
+    # given small (1 per user), which a rule raises to 3 for hpc; a user of hpc with one
+    # active and one ended server, another user's server and the same user id on another Hub
+    small = FlavorFactory(outpost=outpost, name="small", max_per_user=1)
+    UserRuleFactory(
+        outpost=outpost, attributes={"groups": ["hpc"]}, overrides={"small": {"max_per_user": 3}}
+    )
+    ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="1")
+    ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="1", status=Server.Status.FAILED)
+    ServerFactory(outpost=outpost, hub=hub, flavor=small, user_id="2")
+    ServerFactory(outpost=outpost, hub=HubFactory(outposts=[outpost]), flavor=small, user_id="1")
+    # when the Hub asks for the flavors of the user, and of no user in particular
+    path = "/outposts/local/userflavors"
+    for_user = send(hub_client, "POST", path + "?user_id=1", HPC).json()["small"]
+    for_anyone = send(hub_client, "POST", path, HPC).json()["small"]
+    # then the user's own count is against the rule's max_per_user
+    assert (for_user["maxPerUser"], for_user["currentPerUser"], for_user["current"]) == (3, 1, 3)
+    assert "currentPerUser" not in for_anyone
+    # and the user can start exactly maxPerUser - currentPerUser more
+    for name in ("a", "b"):
+        _, created = start(hub, outpost, flavor="small", name=name, authentication=HPC)
+        assert created
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="c", authentication=HPC)
+    assert refused.value.message == (
+        "c - Start with flavor small not allowed. Each user may only start 3 of small"
+    )
+
+
+def test_listing_userflavors_and_starts_agree_under_hub_policies_and_user_rules(
+    hub_client, hub, outpost
+):
+    # given three flavors, of which the Hub may use two, and a rule giving hpc only large
+    small = FlavorFactory(outpost=outpost, name="small", weight=1)
+    large = FlavorFactory(outpost=outpost, name="large", weight=2)
+    gpu = FlavorFactory(outpost=outpost, name="gpu", weight=3)
+    HubPolicyFactory(hub=hub, flavor=small)
+    HubPolicyFactory(hub=hub, flavor=large)
+    HubPolicyFactory(hub=hub, flavor=gpu, allowed=False)
+    UserRuleFactory(outpost=outpost, attributes={"groups": ["hpc"]}, flavors=[large])
+    web = {"groups": ["web"]}
+    # when the Hub lists its flavors, asks for two users', and the users start each flavor
+    listed = list(hub_client.get("/outposts/local/flavors/").json())
+    for_hpc = list(send(hub_client, "POST", "/outposts/local/userflavors", HPC).json())
+    for_web = list(send(hub_client, "POST", "/outposts/local/userflavors", web).json())
+
+    def admitted(authentication, user_id):
+        names = []
+        for name in ("small", "large", "gpu"):
+            try:
+                start(
+                    hub,
+                    outpost,
+                    user_id=user_id,
+                    flavor=name,
+                    name=name,
+                    authentication=authentication,
+                )
+            except StartRefused:
+                continue
+            names.append(name)
+        return names
+
+    # then each answer is what that user can start
+    assert listed == for_web == ["large", "small"]
+    assert for_hpc == ["large"]
+    assert admitted(HPC, "1") == ["large"]
+    assert admitted(web, "2") == ["small", "large"]
