@@ -514,6 +514,22 @@ def test_of_two_matching_rules_the_heavier_decides_even_when_listed_first(hub, o
     assert flavor_resolution(hub=hub, outpost=outpost, authentication=HPC).rule == "heavy"
 
 
+def test_of_two_matching_rules_of_equal_weight_the_later_one_decides(hub, outpost):
+    # given two rules of equal weight for hpc: the first lists only large, the later only small
+    small = FlavorFactory(outpost=outpost, name="small")
+    large = FlavorFactory(outpost=outpost, name="large")
+    hpc = {"groups": ["hpc"]}
+    UserRuleFactory(outpost=outpost, name="later", position=2, attributes=hpc, flavors=[small])
+    UserRuleFactory(outpost=outpost, name="first", position=1, attributes=hpc, flavors=[large])
+    # when a user of hpc starts large
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="large", name="x", authentication=HPC)
+    # then the rule later in the list decided
+    assert refused.value.message == (
+        "x - Start with flavor large not allowed. Allowed values for user: ['small']"
+    )
+
+
 def test_a_negated_rule_decides_for_the_users_it_does_not_match(hub, outpost):
     # given a rule forbidding every flavor to whoever is not in hpc
     FlavorFactory(outpost=outpost, name="small")
@@ -663,3 +679,30 @@ def test_listing_userflavors_and_starts_agree_under_hub_policies_and_user_rules(
     assert for_hpc == ["large"]
     assert admitted(HPC, "1") == ["large"]
     assert admitted(web, "2") == ["small", "large"]
+
+
+def test_a_hub_policys_weight_decides_which_flavor_a_start_without_a_name_gets(hub, outpost):
+    # given small outweighed by large, which the Hub's policy puts first
+    small = FlavorFactory(outpost=outpost, name="small", weight=1)
+    large = FlavorFactory(outpost=outpost, name="large", weight=5)
+    HubPolicyFactory(hub=hub, flavor=small, overrides={"weight": 10})
+    HubPolicyFactory(hub=hub, flavor=large)
+    # when a start names no flavor
+    server, _ = start(hub, outpost)
+    # then it gets the flavor the Hub weighs highest
+    assert server.flavor == small
+
+
+def test_a_draining_outposts_refusal_carries_its_message(hub, outpost):
+    # given a draining Outpost that says why
+    FlavorFactory(outpost=outpost, name="small")
+    outpost.state = "draining"
+    outpost.state_message = "Maintenance until Monday."
+    outpost.save()
+    # when a user starts
+    with pytest.raises(StartRefused) as refused:
+        start(hub, outpost, flavor="small", name="x")
+    # then the refusal says it too
+    assert refused.value.message == (
+        "x - Outpost local is draining and accepts no starts. Maintenance until Monday."
+    )
