@@ -16,7 +16,11 @@ Layers, each applied to what the one before left (architecture.md §Flavors, doc
 3. The best-matching user rule (highest weight; on a tie the later rule): forbidden (no
    flavors), a filter of the Hub's flavors, overrides on top of the Hub's. It can only take
    away from what the Hub may use. No authentication, or no matching rule: the Hub's answer.
-4. Project grants plug in after the user rule (issue "HPC projects").
+4. With a project named (a start's ``user_options.project``, ``project`` in the userflavors
+   body): only the flavors the project's managers granted this member, of those the
+   project was allocated and the layers above left. Not a member: no flavors, and a refusal
+   that says so. The allocation's count is admission's (flavors/services.py). An Outpost
+   without projects ignores the name (a batch spawner may read it as the user's account).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class EffectiveFlavor:
     """A flavor as one Hub's user gets it: the flavor row with every layer's overrides, the
-    Hub's own cap, and which policy and rule shaped it (``decided_by``)."""
+    Hub's own cap, the named project's allocation, and which policy, rule and project shaped
+    it (``decided_by``)."""
 
     flavor_id: int
     name: str
@@ -50,6 +55,8 @@ class EffectiveFlavor:
     runtime: timedelta | None
     resources: Mapping[str, Any] = field(default_factory=dict)
     hub_cap: int | None = None
+    # Servers of it the named project may run at once (its allocation); None: no project.
+    project_cap: int | None = None
     decided_by: tuple[str, ...] = ()
 
     @classmethod
@@ -121,11 +128,26 @@ class RuleTerms:
 
 
 @dataclass(frozen=True)
+class ProjectTerms:
+    """A project as resolution reads it, for one Hub user: whether they are a member, and
+    the flavors they hold a live grant of that the project has an allocation of, with the
+    allocation (``allocated``: flavor id -> servers the project may run at once)."""
+
+    id: int | None
+    name: str
+    member: bool = False
+    allocated: Mapping[int, int] = field(default_factory=dict)
+    granted_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
 class Layers:
-    """The Hub's policies on one Outpost and the Outpost's user rules, in list order."""
+    """The Hub's policies on one Outpost, the Outpost's user rules in list order, and the
+    project a request names (None: none named)."""
 
     policies: tuple[PolicyTerms, ...] = ()
     rules: tuple[RuleTerms, ...] = ()
+    project: ProjectTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,8 @@ class Resolution:
 
     ``rule`` names the user rule that decided, ``left_out`` each flavor of the Outpost not
     offered, with why. ``unrestricted``: the Outpost has no flavors, so a start may name any.
+    ``project_refusal``: why the named project gives this user nothing at all; else
+    ``project_id`` is the project whose allocation counts.
     """
 
     flavors: tuple[EffectiveFlavor, ...]
@@ -142,6 +166,8 @@ class Resolution:
     rule: str | None = None
     left_out: tuple[tuple[str, str], ...] = ()
     unrestricted: bool = False
+    project_refusal: str | None = None
+    project_id: int | None = None
 
     def named(self, name: str) -> EffectiveFlavor | None:
         return next((flavor for flavor in self.flavors if flavor.name == name), None)
@@ -204,6 +230,34 @@ def _by_user_rule(
     return kept, left_out
 
 
+def _by_project(
+    flavors: list[EffectiveFlavor], project: ProjectTerms
+) -> tuple[list[EffectiveFlavor], list[tuple[str, str]]]:
+    kept, left_out = [], []
+    for flavor in flavors:
+        if flavor.flavor_id not in project.allocated:
+            left_out.append((flavor.name, f"project {project.name} has no allocation of it"))
+        elif flavor.flavor_id not in project.granted_ids:
+            left_out.append((flavor.name, f"no live grant of it in project {project.name}"))
+        else:
+            kept.append(
+                replace(
+                    flavor,
+                    project_cap=project.allocated[flavor.flavor_id],
+                    decided_by=(*flavor.decided_by, f"project {project.name}"),
+                )
+            )
+    return kept, left_out
+
+
+def _project_refusal(project: ProjectTerms, *, hub: Hub, user_name: str) -> str | None:
+    if project.id is None:
+        return f"There is no project {project.name} here."
+    if not project.member:
+        return f"{user_name} of {hub.name} is not a member of project {project.name}."
+    return None
+
+
 def _by_weight(flavors: Iterable[EffectiveFlavor]) -> list[EffectiveFlavor]:
     return sorted(flavors, key=lambda flavor: (-flavor.weight, flavor.name))
 
@@ -215,11 +269,13 @@ def flavors_resolve(
     hub: Hub,
     layers: Layers = Layers(),
     authentication: Mapping[str, Any] | None = None,
+    user_name: str = "",
 ) -> Resolution:
     """The flavors ``hub`` (and its user, by ``authentication``) may use on ``outpost``.
 
-    ``flavors`` are the Outpost's flavor rows, ``layers`` the Hub's policies and the
-    Outpost's user rules (flavors.selectors.flavor_layers). See the module docstring.
+    ``flavors`` are the Outpost's flavor rows, ``layers`` the Hub's policies, the
+    Outpost's user rules and the named project (flavors.selectors.flavor_layers);
+    ``user_name`` names the Hub user in a project's refusal. See the module docstring.
     """
     refusal = None
     if not outpost.accepts_starts:
@@ -236,9 +292,20 @@ def flavors_resolve(
     if rule is not None:
         offered, left_by_rule = _by_user_rule(offered, rule)
         left_out += left_by_rule
+    project_refusal = None
+    if layers.project is not None:
+        project_refusal = _project_refusal(layers.project, hub=hub, user_name=user_name)
+        if project_refusal is None:
+            offered, left_by_project = _by_project(offered, layers.project)
+            left_out += left_by_project
+        else:
+            left_out += [(flavor.name, project_refusal) for flavor in offered]
+            offered = []
     return Resolution(
         flavors=tuple(_by_weight(offered)),  # again: overrides may change weights
         refusal=refusal,
         rule=None if rule is None else rule.name,
         left_out=tuple(left_out),
+        project_refusal=project_refusal,
+        project_id=None if layers.project is None or project_refusal else layers.project.id,
     )

@@ -18,6 +18,7 @@ from flavors.resolution import (
     flavors_resolve,
 )
 from outposts.models import Server
+from projects.selectors import project_terms
 
 if TYPE_CHECKING:
     from outposts.models import Hub, Outpost
@@ -58,8 +59,11 @@ class FlavorInUse:
         return min(limits, key=lambda limit: limit[0] - limit[1])[1]
 
 
-def flavor_layers(*, hub: Hub, outpost: Outpost) -> Layers:
-    """The Hub's policies on ``outpost`` and the Outpost's user rules, for flavors_resolve."""
+def flavor_layers(
+    *, hub: Hub, outpost: Outpost, project: str | None = None, user_name: str = ""
+) -> Layers:
+    """The Hub's policies on ``outpost``, the Outpost's user rules and, when a request names
+    one, the ``project`` as Hub user ``user_name`` may use it, for flavors_resolve."""
     policies = HubPolicy.objects.filter(hub=hub, outpost=outpost).values_list(
         "flavor_id", "allowed", "cap", "overrides"
     )
@@ -79,6 +83,9 @@ def flavor_layers(*, hub: Hub, outpost: Outpost) -> Layers:
             )
             for rule in rules
         ),
+        project=None
+        if not project
+        else project_terms(hub=hub, outpost=outpost, name=project, user_name=user_name),
     )
 
 
@@ -87,6 +94,8 @@ def flavor_resolution(
     hub: Hub,
     outpost: Outpost,
     authentication: Mapping[str, Any] | None = None,
+    project: str | None = None,
+    user_name: str = "",
     flavors: QuerySet[Flavor] | None = None,
 ) -> Resolution:
     """flavors_resolve over the rows of the database."""
@@ -94,8 +103,9 @@ def flavor_resolution(
         outpost=outpost,
         flavors=Flavor.objects.filter(outpost=outpost) if flavors is None else flavors,
         hub=hub,
-        layers=flavor_layers(hub=hub, outpost=outpost),
+        layers=flavor_layers(hub=hub, outpost=outpost, project=project, user_name=user_name),
         authentication=authentication,
+        user_name=user_name,
     )
 
 
@@ -105,10 +115,12 @@ def flavor_list_for_hub(
     outpost: Outpost,
     authentication: Mapping[str, Any] | None = None,
     user_id: str | None = None,
+    project: str | None = None,
 ) -> list[FlavorInUse]:
     """The flavors ``hub`` (and the user ``authentication`` describes) may use on
     ``outpost``, highest weight first, as flavors/resolution.py decides; with ``user_id``
-    also how many servers of each that Hub user has.
+    also how many servers of each that Hub user has; with ``project`` what that project's
+    grants give the user ``authentication["name"]``.
 
     The counts are one query however many flavors and servers there are.
     """
@@ -121,7 +133,12 @@ def flavor_list_for_hub(
     )
     counts = {row.pk: row for row in rows}
     resolution = flavor_resolution(
-        hub=hub, outpost=outpost, authentication=authentication, flavors=rows
+        hub=hub,
+        outpost=outpost,
+        authentication=authentication,
+        project=project,
+        user_name=str((authentication or {}).get("name") or ""),
+        flavors=rows,
     )
     return [
         FlavorInUse(

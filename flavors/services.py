@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Admission:
     """What admission decided for one start: its flavor as resolved (None on an Outpost
-    without flavors). The start writes it onto the server in the same transaction."""
+    without flavors) and the project it counts against. The start writes them onto the
+    server in the same transaction."""
 
     flavor: EffectiveFlavor | None
+    project_id: int | None = None
 
     @property
     def flavor_id(self) -> int | None:
@@ -43,12 +45,16 @@ def flavor_admit(
     server_name: str,
     user_id: str,
     authentication: Mapping[str, Any] | None = None,
+    project: str | None = None,
+    user_name: str = "",
 ) -> Admission:
     """Admit a start of ``user_id`` on ``outpost``, or raise StartRefused with the contract's
     message (api-contract.md §4).
 
     The limits: the Outpost's per-user limit, then for the flavor as resolved for this Hub
-    and user its ``max`` over all Hubs, the Hub's own cap and ``max_per_user``. Locks the
+    and user its ``max`` over all Hubs, the Hub's own cap, ``max_per_user`` and, when the
+    start names a ``project`` (Hub user ``user_name`` must be a member with a live grant),
+    the project's allocation. Locks the
     Outpost row first: admissions on one Outpost run one after another, so concurrent starts
     can never overbook. The lock lasts until the caller's transaction ends, which must also
     insert the server (server_start does): call it inside one. Without a flavor name the
@@ -57,9 +63,16 @@ def flavor_admit(
     """
     assert transaction.get_connection().in_atomic_block, "flavor_admit needs a transaction"
     outpost = outpost_for_update(outpost=outpost)
-    resolution = flavor_resolution(hub=hub, outpost=outpost, authentication=authentication)
-    if resolution.refusal:
-        raise StartRefused(f"{server_name} - {resolution.refusal}")
+    resolution = flavor_resolution(
+        hub=hub,
+        outpost=outpost,
+        authentication=authentication,
+        project=project,
+        user_name=user_name,
+    )
+    for refusal in (resolution.refusal, resolution.project_refusal):
+        if refusal:
+            raise StartRefused(f"{server_name} - {refusal}")
     active = Server.objects.active().filter(outpost=outpost)
     of_user = active.filter(hub=hub, user_id=user_id)
 
@@ -97,7 +110,15 @@ def flavor_admit(
             f"{server_name} - Start with flavor {flavor.name} not allowed. "
             f"Each user may only start {flavor.max_per_user} of {flavor.name}"
         )
-    return Admission(flavor=flavor)
+    if (
+        flavor.project_cap is not None
+        and of_flavor.filter(project_id=resolution.project_id).count() >= flavor.project_cap
+    ):
+        raise StartRefused(
+            f"{server_name} - Start with {flavor.name} for project {project} not allowed. "
+            f"Its allocation ({flavor.project_cap}) is in use."
+        )
+    return Admission(flavor=flavor, project_id=resolution.project_id)
 
 
 def flavors_changed(*, outpost: Outpost) -> None:

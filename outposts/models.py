@@ -270,6 +270,14 @@ class Server(models.Model):
     flavor = models.ForeignKey(
         "flavors.Flavor", on_delete=models.PROTECT, null=True, blank=True, related_name="servers"
     )
+    project = models.ForeignKey(
+        "projects.Project",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="servers",
+        help_text="The project the start named (user_options.project), whose allocation counts it.",
+    )
     flavor_settings = models.JSONField(
         default=dict,
         blank=True,

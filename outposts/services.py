@@ -101,6 +101,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             server_name=request.name,
             user_id=request.user_id,
             authentication=request.authentication,
+            project=str(request.user_options.get("project") or "") or None,
+            user_name=request.user_name,
         )
         allowed = set(outpost.allowed_overrides)
         # flavor and project were admission's inputs; a spawner sees them only if listed.
@@ -110,6 +112,7 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             outpost=outpost,
             flavor_id=admission.flavor_id,
             flavor_settings=admission.flavor_settings,
+            project_id=admission.project_id,
             name=request.name,
             start_id=request.start_id,
             user_id=request.user_id,

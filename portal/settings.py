@@ -117,6 +117,7 @@ INSTALLED_APPS = [
     "guardian",
     "outposts",
     "flavors",
+    "projects",
     "tunnels",
 ]
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.resolution import EffectiveFlavor
 from outposts.models import Hub, Outpost, Server, SpawnEvent
+from projects.models import Allocation, Grant, Member, Project
 
 HUB_SECRET = "a-hub-secret-for-tests"
 USER_PASSWORD = "a-password-for-tests"
@@ -167,3 +168,39 @@ class UserFactory(factory.django.DjangoModelFactory):
         self.set_password(extracted or USER_PASSWORD)
         if create:
             self.save(update_fields=["password"])
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    outpost = factory.SubFactory(OutpostFactory)
+    name = factory.Sequence(lambda n: f"project{n}")
+
+
+class MemberFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Member
+
+    project = factory.SubFactory(ProjectFactory)
+    hub = factory.SubFactory(HubFactory)
+    user_name = factory.Sequence(lambda n: f"user{n}")
+
+
+class AllocationFactory(factory.django.DjangoModelFactory):
+    """An allocation of a flavor of the project's Outpost."""
+
+    class Meta:
+        model = Allocation
+
+    project = factory.SubFactory(ProjectFactory)
+    flavor = factory.SubFactory(FlavorFactory, outpost=factory.SelfAttribute("..project.outpost"))
+    max_servers = 5
+
+
+class GrantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Grant
+
+    member = factory.SubFactory(MemberFactory)
+    flavor = factory.SubFactory(FlavorFactory)

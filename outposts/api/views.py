@@ -248,6 +248,7 @@ class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
             outpost=self.outpost,
             authentication=authentication.validated_data,
             user_id=user.validated_data.get("user_id"),
+            project=str(authentication.validated_data.get("project") or "") or None,
         )
         return self.flavors_response(listing)
 
