@@ -6,7 +6,14 @@ from datetime import timedelta
 import pytest
 
 from flavors.models import Flavor
-from flavors.resolution import EffectiveFlavor, Layers, PolicyTerms, RuleTerms, flavors_resolve
+from flavors.resolution import (
+    EffectiveFlavor,
+    Layers,
+    PolicyTerms,
+    ProjectTerms,
+    RuleTerms,
+    flavors_resolve,
+)
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost
 from outposts.services import StartRequest, server_start
@@ -307,3 +314,49 @@ def test_the_state_message_is_part_of_the_refusal():
     outpost = Outpost(slug="hpc", state=Outpost.State.DRAINING, state_message="Back at 8:00.")
     resolution = flavors_resolve(outpost=outpost, flavors=[], hub=HUB)
     assert resolution.refusal == "Outpost hpc is draining and accepts no starts. Back at 8:00."
+
+
+# --- Project grants: the last layer ----------------------------------------------------------
+
+
+def project(**fields) -> ProjectTerms:
+    return ProjectTerms(**{"id": 7, "name": "climate", "member": True, **fields})
+
+
+def test_a_project_gives_its_member_the_granted_flavors_of_its_allocation():
+    climate = project(
+        allocated={LARGE.pk: 2, SMALL.pk: 9}, granted_ids=frozenset({LARGE.pk, GPU.pk})
+    )
+    resolution = layered_with(climate)
+    assert names(resolution) == ["large"]
+    assert resolution.named("large").project_cap == 2
+    assert resolution.named("large").decided_by == ("project climate",)
+    assert (resolution.project_id, resolution.project_refusal) == (7, None)
+    assert resolution.left_out == (
+        ("gpu", "project climate has no allocation of it"),
+        ("small", "no live grant of it in project climate"),
+    )
+
+
+def test_a_non_member_or_an_unknown_project_gets_nothing_and_a_reason():
+    outsider = layered_with(project(member=False), user_name="eve")
+    assert outsider.flavors == () and outsider.project_id is None
+    assert outsider.project_refusal == "eve of hub1 is not a member of project climate."
+    unknown = layered_with(project(id=None, member=False))
+    assert unknown.project_refusal == "There is no project climate here."
+
+
+def test_a_project_never_widens_the_hubs_policy():
+    climate = project(allocated={GPU.pk: 2}, granted_ids=frozenset({GPU.pk}))
+    resolution = layered_with(climate, policies=[PolicyTerms(SMALL.pk)])
+    assert resolution.flavors == ()
+
+
+def layered_with(project_terms, *, policies=(), user_name="ann"):
+    return flavors_resolve(
+        outpost=Outpost(slug="hpc"),
+        flavors=OUTPOST_FLAVORS,
+        hub=HUB,
+        layers=Layers(policies=tuple(policies), project=project_terms),
+        user_name=user_name,
+    )
