@@ -79,6 +79,8 @@ class Grant(models.Model):
     """A member may start servers of one of the project's allocated flavors, until it
     expires (no expiry: until revoked)."""
 
+    # The project is the member's: it is here so that a project's page lists its grants.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="grants")
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="grants")
     flavor = models.ForeignKey("flavors.Flavor", on_delete=models.CASCADE, related_name="grants")
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -102,9 +104,11 @@ class Grant(models.Model):
         return f"{self.member} may use {self.flavor.name}"
 
     def clean(self) -> None:
-        if not (self.member_id and self.flavor_id):
+        if not (self.project_id and self.member_id and self.flavor_id):
             return
-        project = self.member.project
+        project = self.project
+        if self.member.project_id != project.pk:
+            raise ValidationError({"member": f"Choose a member of project {project.name}."})
         if not project.allocations.filter(flavor_id=self.flavor_id).exists():
             raise ValidationError(
                 {

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.db.models import Q
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q, QuerySet
 from django.utils import timezone
+from guardian.shortcuts import get_objects_for_user, get_users_with_perms
 
 from flavors.resolution import ProjectTerms
+from outposts.selectors import outposts_administered_by
 from projects.models import Allocation, Grant, Member, Project
 
 if TYPE_CHECKING:
     from outposts.models import Hub, Outpost
 
 
-def project_terms(
-    *, hub: Hub, outpost: Outpost, name: str, user_name: str
-) -> ProjectTerms | None:
+def project_terms(*, hub: Hub, outpost: Outpost, name: str, user_name: str) -> ProjectTerms | None:
     """Project ``name`` of ``outpost`` as Hub user ``user_name`` of ``hub`` may use it:
     membership, the allocation, and the flavors of their grants that are live now.
 
@@ -41,4 +43,24 @@ def project_terms(
         granted_ids=frozenset(
             Grant.objects.filter(live, member=member).values_list("flavor_id", flat=True)
         ),
+    )
+
+
+def projects_managed_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
+    """The projects ``user`` may manage: those they hold ``projects.manage_project`` on,
+    and every project of the Outposts they administer (all for superusers)."""
+    if not (user.is_active and user.is_staff):
+        return Project.objects.none()
+    managed = get_objects_for_user(
+        user, "projects.manage_project", klass=Project, accept_global_perms=False
+    )
+    return Project.objects.filter(
+        Q(pk__in=managed.values("pk")) | Q(outpost__in=outposts_administered_by(user=user))
+    )
+
+
+def project_managers(*, project: Project) -> QuerySet[AbstractBaseUser]:
+    """The users holding ``projects.manage_project`` on ``project`` itself."""
+    return get_users_with_perms(
+        project, only_with_perms_in=["manage_project"], with_superusers=False
     )

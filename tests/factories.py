@@ -203,4 +203,5 @@ class GrantFactory(factory.django.DjangoModelFactory):
         model = Grant
 
     member = factory.SubFactory(MemberFactory)
+    project = factory.SelfAttribute("member.project")
     flavor = factory.SubFactory(FlavorFactory)
