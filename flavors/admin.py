@@ -16,16 +16,35 @@ from django.http import HttpRequest
 from flavors.models import Flavor
 from flavors.services import flavors_changed
 from outposts.admin.scoping import OutpostScopedAdmin
+from outposts.capacity import flavors_with_in_use
 from outposts.models import Outpost
 
 
 @admin.register(Flavor)
 class FlavorAdmin(OutpostScopedAdmin):
-    list_display = ["name", "display_name", "outpost", "weight", "max", "max_per_user", "runtime"]
+    list_display = [
+        "name",
+        "display_name",
+        "outpost",
+        "weight",
+        "in_use",
+        "max",
+        "max_per_user",
+        "runtime",
+    ]
     list_filter = [("outpost", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["outpost"]
     search_fields = ["name", "display_name"]
     fields = ["outpost", *Flavor.SETTINGS]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Flavor]:
+        # Counted in the list's own query: one per page, not one per flavor.
+        return flavors_with_in_use(flavors=super().get_queryset(request))
+
+    @admin.display(description="in use", ordering="in_use")
+    def in_use(self, obj: Flavor) -> int:
+        """Active servers of the flavor, as its max counts them (queued and unknown too)."""
+        return obj.in_use  # type: ignore[attr-defined]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         # A flavor's policies, rules and servers are its Outpost's: moving it would leave

@@ -19,6 +19,7 @@ from flavors.preview import flavor_preview
 from flavors.services import flavors_changed
 from outposts.admin.policies import HubPolicyInline, PolicyPreviewForm, UserRuleInline
 from outposts.admin.scoping import OutpostPartInline, OutpostScopedAdmin, administers_any
+from outposts.capacity import capacity_overview
 from outposts.models import Outpost
 from outposts.selectors import outposts_administered_by
 
@@ -148,7 +149,25 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
             self.admin_site.admin_view(self.preview_view),
             name="outposts_outpost_preview",
         )
-        return [preview, *super().get_urls()]
+        # Before the model's own URLs: "<path:object_id>/" would take "capacity/" as an id.
+        capacity = path(
+            "capacity/",
+            self.admin_site.admin_view(self.capacity_view),
+            name="outposts_outpost_capacity",
+        )
+        return [capacity, preview, *super().get_urls()]
+
+    def capacity_view(self, request: HttpRequest) -> TemplateResponse:
+        """The capacity dashboard of the Outposts the user administers (superusers: all)."""
+        if not administers_any(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Capacity",
+            "opts": self.opts,
+            "overview": capacity_overview(outposts=outposts_administered_by(user=request.user)),
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/capacity.html", context)
 
     def preview_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
         """The "who can use what" preview: the flavors a Hub's user would get here, and why.
