@@ -141,6 +141,13 @@ class ProjectAdmin(admin.ModelAdmin):
             return ["outpost", "name", "description", "managers"]
         return ["outpost", "name", "description"]
 
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and not administers(request, obj.outpost_id):
+            # Each call makes a new form class: this leaves the managers out for this request.
+            form.base_fields.pop("managers", None)
+        return form
+
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         if obj is None:
             return []
