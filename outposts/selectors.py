@@ -4,12 +4,13 @@ worker side's (locked rows, starts past their timeout, lost stops)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
-from guardian.shortcuts import get_objects_for_user
+from guardian.shortcuts import get_objects_for_user, get_users_with_perms
 
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
@@ -44,6 +45,13 @@ def outposts_administered_by(*, user: AbstractBaseUser | AnonymousUser) -> Query
         return Outpost.objects.all()
     return get_objects_for_user(
         user, "outposts.change_outpost", klass=Outpost, accept_global_perms=True
+    )
+
+
+def outpost_site_admins(*, outpost: Outpost) -> QuerySet[Any]:
+    """The users holding ``outposts.change_outpost`` on ``outpost`` itself (its site admins)."""
+    return get_users_with_perms(
+        outpost, only_with_perms_in=["change_outpost"], with_superusers=False
     )
 
 

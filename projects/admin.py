@@ -27,8 +27,17 @@ from projects.selectors import project_managers, projects_managed_by
 from projects.services import grant_record_granter, project_managers_set
 
 
+def _managed_ids(request: HttpRequest) -> set[int]:
+    # Cached on the request: every admin page asks (its navigation lists the apps).
+    cached: set[int] | None = getattr(request, "_managed_project_ids", None)
+    if cached is None:
+        cached = set(projects_managed_by(user=request.user).values_list("pk", flat=True))
+        request._managed_project_ids = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def manages(request: HttpRequest, project: Project) -> bool:
-    return projects_managed_by(user=request.user).filter(pk=project.pk).exists()
+    return project.pk in _managed_ids(request)
 
 
 class ProjectPartInline(admin.TabularInline):
@@ -121,7 +130,7 @@ class ProjectAdmin(admin.ModelAdmin):
         return projects_managed_by(user=request.user).select_related("outpost")
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return projects_managed_by(user=request.user).exists() or administers_any(request)
+        return bool(_managed_ids(request)) or administers_any(request)
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if obj is None:

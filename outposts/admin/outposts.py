@@ -7,6 +7,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
@@ -21,7 +23,8 @@ from outposts.admin.policies import HubPolicyInline, PolicyPreviewForm, UserRule
 from outposts.admin.scoping import OutpostPartInline, OutpostScopedAdmin, administers_any
 from outposts.capacity import capacity_overview
 from outposts.models import Outpost
-from outposts.selectors import outposts_administered_by
+from outposts.selectors import outpost_site_admins, outposts_administered_by
+from outposts.services import outpost_site_admins_set
 
 
 class FlavorInline(OutpostPartInline, admin.TabularInline):
@@ -38,6 +41,19 @@ class OutpostForm(forms.ModelForm):
     clashing with another Outpost's): Django would raise ValueError for an error on a field
     the form lacks (a 500); it is shown above the form instead.
     """
+
+    site_admins = forms.ModelMultipleChoiceField(
+        queryset=get_user_model().objects.filter(is_staff=True, is_active=True),
+        required=False,
+        widget=FilteredSelectMultiple("site admins", is_stacked=False),
+        help_text="Staff users who administer this Outpost: its settings, flavors, policies, "
+        "rules, projects and servers, and nothing of other Outposts.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "site_admins" in self.fields:
+            self.fields["site_admins"].initial = list(outpost_site_admins(outpost=self.instance))
 
     def add_error(self, field: str | None, error: ValidationError | str | Any) -> None:
         if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
@@ -129,6 +145,19 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return request.user.is_superuser
 
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> list[Any]:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if request.user.is_superuser:
+            fieldsets.append(("Site admins", {"fields": ["site_admins"]}))
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        if not request.user.is_superuser:
+            # A new form class per call: this leaves the picker out for this request only.
+            form.base_fields.pop("site_admins", None)
+        return form
+
     def get_inlines(self, request: HttpRequest, obj: Model | None) -> list[Any]:
         # Policies and rules name flavors, which a new Outpost has yet to have saved.
         return list(self.inlines) if obj is not None else [FlavorInline]
@@ -137,6 +166,8 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         self, request: HttpRequest, form: OutpostForm, formsets: list[Any], change: bool
     ) -> None:
         super().save_related(request, form, formsets, change)
+        if request.user.is_superuser and "site_admins" in form.cleaned_data:
+            outpost_site_admins_set(outpost=form.instance, users=form.cleaned_data["site_admins"])
         # One push per save, however many flavors, policies and rules it changed.
         if {"state", "state_message"} & set(form.changed_data) or any(
             formset.has_changed() for formset in formsets
