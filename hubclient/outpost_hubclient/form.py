@@ -30,9 +30,16 @@ class OutpostOffer:
     flavors: list[FlavorOffer] = field(default_factory=list)
     error: str = ""
     state: OutpostState = OutpostState()
+    # What each of the user's projects allows here (userflavors with the project).
+    project_flavors: Mapping[str, list[FlavorOffer]] = field(default_factory=dict)
 
-    def flavor(self, name: str) -> FlavorOffer | None:
-        return next((offer for offer in self.flavors if offer.name == name), None)
+    def flavors_for(self, project: str = "") -> list[FlavorOffer]:
+        """The flavors offered without a project, or in ``project`` (those without one when
+        the project's were not asked for: the portal's admission decides)."""
+        return self.project_flavors.get(project, self.flavors) if project else self.flavors
+
+    def flavor(self, name: str, project: str = "") -> FlavorOffer | None:
+        return next((offer for offer in self.flavors_for(project) if offer.name == name), None)
 
     @property
     def usable(self) -> bool:
@@ -116,18 +123,24 @@ def _attrs(**attributes: str | bool) -> str:
     return " ".join(parts)
 
 
-# Shows only the chosen system's flavors and the chosen flavor's description. Without
-# JavaScript every option stays visible and options_from_form still rejects wrong pairs.
+# Shows only the flavors of the chosen system and project, and the chosen flavor's
+# description. Without JavaScript every option stays visible and options_from_form still
+# rejects wrong combinations.
 _FORM_SCRIPT = """<script>
 (function () {
   var system = document.getElementById("outpost-system");
   var flavor = document.getElementById("outpost-flavor");
+  var project = document.getElementById("outpost-project");
   if (!system || !flavor) { return; }
+  function fitting(option) {
+    return option.dataset.outpost === system.value
+      && option.dataset.project === (project ? project.value : "");
+  }
   function sync(chooseFirst) {
     var current = flavor.options[flavor.selectedIndex];
-    var stillFits = current && current.dataset.outpost === system.value && !current.disabled;
+    var stillFits = current && fitting(current) && !current.disabled;
     Array.prototype.forEach.call(flavor.options, function (option) {
-      var fits = option.dataset.outpost === system.value;
+      var fits = fitting(option);
       option.hidden = !fits;
       if (fits && !option.disabled && (chooseFirst || !stillFits)) {
         option.selected = true; stillFits = true; chooseFirst = false;
@@ -140,6 +153,7 @@ _FORM_SCRIPT = """<script>
     });
   }
   system.addEventListener("change", function () { sync(true); });
+  if (project) { project.addEventListener("change", function () { sync(true); }); }
   flavor.addEventListener("change", function () { sync(false); });
   sync(false);
 })();
@@ -173,28 +187,38 @@ def make_options_form(
 
     flavor_options = []
     descriptions = []
-    for offer in offers:
-        for flavor in offer.flavors:
-            label, startable = describe_flavor(flavor)
-            startable = startable and offer.usable
-            is_chosen = offer.name == chosen_outpost and flavor.name == chosen_flavor
-            attrs = _attrs(
-                value=flavor.name,
+    listings = [
+        (offer, project, flavor)
+        for offer in offers
+        for project in ("", *projects)
+        for flavor in offer.flavors_for(project)
+    ]
+    for offer, project, flavor in listings:
+        label, startable = describe_flavor(flavor)
+        startable = startable and offer.usable
+        is_chosen = (offer.name, project, flavor.name) == (
+            chosen_outpost,
+            chosen_project,
+            chosen_flavor,
+        )
+        attrs = _attrs(
+            value=flavor.name,
+            data_outpost=offer.name,
+            data_project=project,
+            selected=is_chosen and startable,
+            disabled=not startable,
+        )
+        flavor_options.append(f"<option {attrs}>{escape(label)}</option>")
+        if flavor.description and not project:
+            text_attrs = _attrs(
+                class_="form-text outpost-flavor-description",
                 data_outpost=offer.name,
-                selected=is_chosen and startable,
-                disabled=not startable,
+                data_flavor=flavor.name,
             )
-            flavor_options.append(f"<option {attrs}>{escape(label)}</option>")
-            if flavor.description:
-                text_attrs = _attrs(
-                    class_="form-text outpost-flavor-description",
-                    data_outpost=offer.name,
-                    data_flavor=flavor.name,
-                )
-                descriptions.append(
-                    f"<div {text_attrs}>{escape(flavor.display_name)}: "
-                    f"{escape(flavor.description)}</div>"
-                )
+            descriptions.append(
+                f"<div {text_attrs}>{escape(flavor.display_name)}: "
+                f"{escape(flavor.description)}</div>"
+            )
 
     notes = [
         f'<div class="form-text text-warning">{escape(offer.display_name)}: '
@@ -278,19 +302,21 @@ def make_user_options(
         raise InvalidOptions(
             f"{offer.display_name} cannot be used right now: {offer.why_unusable()}"
         )
-    flavor_name = _single(form_data, "flavor")
-    if not offer.flavors:
-        raise InvalidOptions(f"{offer.display_name} offers you no flavor.")
-    if offer.flavor(flavor_name) is None:
-        offered = ", ".join(flavor.name for flavor in offer.flavors)
-        raise InvalidOptions(
-            f"Flavor {flavor_name!r} is not offered to you on {offer.display_name}. "
-            f"Offered: {offered}."
-        )
-    user_options = {"outpost": outpost_name, "flavor": flavor_name}
     project = _single(form_data, "project")
     if project:
         check_project(project, pattern=project_pattern, projects=projects)
+    where = f"{offer.display_name} in project {project}" if project else offer.display_name
+    flavor_name = _single(form_data, "flavor")
+    offered = offer.flavors_for(project)
+    if not offered:
+        raise InvalidOptions(f"{where} offers you no flavor.")
+    if offer.flavor(flavor_name, project) is None:
+        raise InvalidOptions(
+            f"Flavor {flavor_name!r} is not offered to you on {where}. "
+            f"Offered: {', '.join(flavor.name for flavor in offered)}."
+        )
+    user_options = {"outpost": outpost_name, "flavor": flavor_name}
+    if project:
         user_options["project"] = project
     return user_options
 

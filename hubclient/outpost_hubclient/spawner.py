@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -302,29 +302,39 @@ class OutpostPortalSpawner(Spawner):
             auth_state_keys=self.auth_state_keys,
         )
 
-    async def fetch_offers(self) -> list[OutpostOffer]:
-        """What each configured Outpost offers this user, asked of all Outposts at once.
+    async def fetch_offers(self, projects: Sequence[str] = ()) -> list[OutpostOffer]:
+        """What each configured Outpost offers this user, without a project and in each of
+        ``projects``, asked of all Outposts at once.
 
         With the user's id, so that the portal counts the user's own servers against each
         flavor's ``max_per_user``; the answer's headers say whether the Outpost is draining.
+        A project's flavors are what the portal's grants in it allow the user.
         """
         authentication = await self.authentication()
 
-        async def offer_of(outpost: OutpostConfig) -> OutpostOffer:
+        async def flavors_of(outpost: OutpostConfig, project: str) -> Answer:
             url = userflavors_url(outpost.url, user_id=self.user.id)
+            body = {**authentication, "project": project} if project else authentication
+            answer = await self.request(outpost, "POST", url, body=body, quick=True)
+            if answer.code != 200:
+                raise OutpostError(parse_refusal(answer.body, code=answer.code))
+            return answer
+
+        async def offer_of(outpost: OutpostConfig) -> OutpostOffer:
             try:
-                answer = await self.request(outpost, "POST", url, body=authentication, quick=True)
-                if answer.code != 200:
-                    raise OutpostError(parse_refusal(answer.body, code=answer.code))
-                flavors = parse_flavors(answer.body)
+                answers = await asyncio.gather(
+                    *(flavors_of(outpost, project) for project in ("", *projects))
+                )
+                flavors = [parse_flavors(answer.body) for answer in answers]
             except (OutpostError, TypeError, ValueError) as error:
                 self.log.warning("Flavors of Outpost %s unavailable: %s", outpost.name, error)
                 return OutpostOffer(outpost.name, outpost.display_name, error=str(error))
             return OutpostOffer(
                 outpost.name,
                 outpost.display_name,
-                flavors=flavors,
-                state=parse_outpost_state(answer.headers),
+                flavors=flavors[0],
+                state=parse_outpost_state(answers[0].headers),
+                project_flavors=dict(zip(projects, flavors[1:], strict=True)),
             )
 
         offers = await asyncio.gather(*(offer_of(o) for o in self.outpost_configs()))
@@ -343,8 +353,8 @@ class OutpostPortalSpawner(Spawner):
         return self._projects
 
     async def render_options_form(self) -> str:
-        offers = await self.fetch_offers()
         projects = await self.fetch_projects()
+        offers = await self.fetch_offers(projects)
         return make_options_form(offers, projects=projects, selected=self.user_options)
 
     async def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
@@ -354,8 +364,8 @@ class OutpostPortalSpawner(Spawner):
         for again. A method, so it shadows JupyterHub's ``Spawner.options_from_form`` option:
         configuring that option has no effect on this spawner.
         """
-        offers = self._offers or await self.fetch_offers()
         projects = self._projects or await self.fetch_projects()
+        offers = self._offers or await self.fetch_offers(projects)
         return make_user_options(
             formdata, offers=offers, projects=projects, project_pattern=self.project_pattern
         )

@@ -83,7 +83,7 @@ def test_form_shows_systems_flavors_and_free_slots():
 def test_full_flavors_and_unreachable_systems_cannot_be_chosen():
     form = make_options_form(offers())
 
-    assert re.search(r'<option value="gpu" data-outpost="hpc" disabled>', form)
+    assert re.search(r'<option value="gpu" data-outpost="hpc" data-project="" disabled>', form)
     assert re.search(r'<option value="down" disabled>', form)
     assert "The Outpost could not be reached." in form
 
@@ -97,7 +97,7 @@ def test_form_offers_the_users_projects_and_preselects_earlier_choices():
 
     assert option_texts(form, "outpost-project") == ["(no project)", "hpc-01", "hpc-02"]
     assert '<option value="hpc" selected>' in form
-    assert '<option value="any" data-outpost="hpc" selected>' in form
+    assert '<option value="any" data-outpost="hpc" data-project="hpc-02" selected>' in form
     assert '<option value="hpc-02" selected>' in form
 
 
@@ -194,7 +194,7 @@ def test_a_full_flavor_chosen_earlier_is_not_preselected():
         selected={"outpost": "local", "flavor": "gpu"},
     )
 
-    assert '<option value="gpu" data-outpost="local" disabled>' in form
+    assert '<option value="gpu" data-outpost="local" data-project="" disabled>' in form
 
 
 def draining_offers() -> list[OutpostOffer]:
@@ -422,3 +422,37 @@ async def test_unreachable_outpost_is_shown_unavailable_not_a_broken_form(portal
 
     assert "Local (unavailable)" in form
     assert "could not be reached" in form
+
+
+def project_offers() -> list[OutpostOffer]:
+    """hpc offers small and large without a project; climate's grants give only large."""
+    small, large = FlavorOffer("small", "Small"), FlavorOffer("large", "Large")
+    return [
+        OutpostOffer(
+            "hpc",
+            "HPC cluster",
+            flavors=[small, large],
+            project_flavors={"climate": [large], "ocean": []},
+        )
+    ]
+
+
+def test_each_project_lists_the_flavors_its_grants_allow():
+    form = make_options_form(project_offers(), projects=["climate", "ocean"])
+    listed = re.findall(r'<option value="(\w+)" data-outpost="hpc" data-project="(\w*)"', form)
+    assert listed == [("small", ""), ("large", ""), ("large", "climate")]
+
+
+def test_a_flavor_must_be_one_the_chosen_project_allows():
+    choose = {"outpost": ["hpc"], "flavor": ["small"], "project": ["climate"]}
+    with pytest.raises(InvalidOptions, match="not offered to you on HPC cluster in project"):
+        make_user_options(choose, offers=project_offers(), projects=["climate", "ocean"])
+    choose["flavor"] = ["large"]
+    assert make_user_options(choose, offers=project_offers(), projects=["climate"]) == {
+        "outpost": "hpc",
+        "flavor": "large",
+        "project": "climate",
+    }
+    choose["project"] = ["ocean"]
+    with pytest.raises(InvalidOptions, match="HPC cluster in project ocean offers you no flavor"):
+        make_user_options(choose, offers=project_offers(), projects=["ocean"])

@@ -542,6 +542,23 @@ async def test_a_hung_outpost_is_asked_once_and_shown_unavailable(portal, make_s
     assert "Local (unavailable)" in form
 
 
+async def test_the_form_asks_for_the_flavors_of_each_of_the_users_projects(portal, make_spawner):
+    # given a user who works in two projects
+    spawner = make_spawner()
+    spawner.user_projects = lambda spawner: ["climate", "ocean"]
+    # when the spawn form is rendered
+    form = await spawner.render_options_form()
+    # then the portal was asked without a project and once per project, with the user's id
+    asked = portal.requests_of("POST", "/userflavors")
+    assert sorted(request.body.get("project", "") for request in asked) == [
+        "",
+        "climate",
+        "ocean",
+    ]
+    assert all("user_id=" in request.query for request in asked)
+    assert 'data-project="climate"' in form and 'data-project="ocean"' in form
+
+
 # --- TLS -------------------------------------------------------------------------------------
 
 
