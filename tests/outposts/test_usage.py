@@ -118,6 +118,18 @@ def test_a_running_server_counts_up_to_now(history):
     assert [(row.labels, row.hours_text) for row in result.rows] == [(("mine", "large"), "6.00")]
 
 
+def test_an_ended_server_without_a_stop_time_counts_up_to_its_last_change(two_outposts):
+    # given a server recorded as stopped, without a stop time, last changed two hours after
+    # it became ready
+    mine, _ = two_outposts
+    server = ServerFactory(outpost=mine, status=S.STOPPED, ready_at=at(6, 10), stopped_at=None)
+    Server.objects.filter(pk=server.pk).update(updated_at=at(6, 12))
+    # when November's usage is asked
+    by_outpost = report(Outpost.objects.all(), ["outpost"])
+    # then it counts those two hours, not up to now
+    assert by_outpost == {("mine",): (1, "2.00")}
+
+
 def test_usage_survives_a_flavor_rename_and_a_project_deletion(history):
     # given the large flavor renamed and the project "old" deleted after their servers ran
     history["large"].name = "xlarge"
