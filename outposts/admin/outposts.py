@@ -11,9 +11,10 @@ from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, QueryDict
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from guardian.admin import ReinforcedGuardedModelAdminMixin
 
 from flavors.models import Flavor
@@ -25,6 +26,7 @@ from outposts.capacity import capacity_overview
 from outposts.models import Outpost
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
+from outposts.usage import UsageForm, usage_chart, usage_report
 
 
 class FlavorInline(OutpostPartInline, admin.TabularInline):
@@ -186,7 +188,48 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
             self.admin_site.admin_view(self.capacity_view),
             name="outposts_outpost_capacity",
         )
-        return [capacity, preview, *super().get_urls()]
+        usage = path(
+            "usage/",
+            self.admin_site.admin_view(self.usage_view),
+            name="outposts_outpost_usage",
+        )
+        return [capacity, usage, preview, *super().get_urls()]
+
+    def usage_view(self, request: HttpRequest) -> TemplateResponse:
+        """Flavor-hours of the Outposts the user administers (superusers: all), as a table
+        and a chart of the same figures; the form's query also fetches them as CSV."""
+        if not administers_any(request):
+            raise PermissionDenied
+        query = request.GET
+        if not {"from", "to", "by"} & set(query):
+            # A first visit: this month so far, per Outpost and flavor.
+            today = timezone.localdate()
+            query = QueryDict(mutable=True)
+            query.update({"from": today.replace(day=1).isoformat(), "to": today.isoformat()})
+            query.setlist("by", ["outpost", "flavor"])
+        form = UsageForm(query)
+        report = chart = None
+        csv_url = ""
+        if form.is_valid():
+            start, end = form.range()
+            report = usage_report(
+                outposts=outposts_administered_by(user=request.user),
+                start=start,
+                end=end,
+                by=form.cleaned_data["by"],
+            )
+            chart = usage_chart(report=report)
+            csv_url = f"{reverse('usage-csv')}?{query.urlencode()}"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage",
+            "opts": self.opts,
+            "form": form,
+            "report": report,
+            "chart": chart,
+            "csv_url": csv_url,
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/usage.html", context)
 
     def capacity_view(self, request: HttpRequest) -> TemplateResponse:
         """The capacity dashboard of the Outposts the user administers (superusers: all)."""
