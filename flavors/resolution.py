@@ -57,6 +57,7 @@ class EffectiveFlavor:
     hub_cap: int | None = None
     # Servers of it the named project may run at once (its allocation); None: no project.
     project_cap: int | None = None
+    project_hours_per_month: int | None = None
     decided_by: tuple[str, ...] = ()
 
     @classmethod
@@ -138,6 +139,8 @@ class ProjectTerms:
     member: bool = False
     allocated: Mapping[int, int] = field(default_factory=dict)
     granted_ids: frozenset[int] = frozenset()
+    # flavor id -> flavor-hours per month, for the allocations that limit them.
+    hours_per_month: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ def _by_project(
                 replace(
                     flavor,
                     project_cap=project.allocated[flavor.flavor_id],
+                    project_hours_per_month=project.hours_per_month.get(flavor.flavor_id),
                     decided_by=(*flavor.decided_by, f"project {project.name}"),
                 )
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from flavors.resolution import EffectiveFlavor
 from flavors.selectors import flavor_resolution
@@ -14,6 +15,7 @@ from outposts import dispatch
 from outposts.errors import StartRefused
 from outposts.models import Server
 from outposts.selectors import outpost_for_update
+from outposts.usage import project_flavor_hours
 
 if TYPE_CHECKING:
     from outposts.models import Hub, Outpost
@@ -118,6 +120,19 @@ def flavor_admit(
             f"{server_name} - Start with {flavor.name} for project {project} not allowed. "
             f"Its allocation ({flavor.project_cap}) is in use."
         )
+    if flavor.project_hours_per_month is not None:
+        month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        used = project_flavor_hours(
+            project_id=resolution.project_id,
+            flavor_id=flavor.flavor_id,
+            start=month_start,
+            end=timezone.now(),
+        )
+        if used >= flavor.project_hours_per_month:
+            raise StartRefused(
+                f"{server_name} - Project {project} has used its "
+                f"{flavor.project_hours_per_month} flavor-hours of {flavor.name} for this month."
+            )
     return Admission(flavor=flavor, project_id=resolution.project_id)
 
 

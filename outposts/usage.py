@@ -114,6 +114,37 @@ def _labels(values: dict[str, Any], column: str) -> tuple[Any, str]:
     return values["flavor_id"], values["flavor__name"] or NO_FLAVOR
 
 
+def _seconds_within(
+    values: dict[str, Any], *, start: datetime, end: datetime, now: datetime
+) -> float:
+    """How long a server (its ready_at, stopped_at, status, updated_at) ran in [start, end)."""
+    stopped = values["stopped_at"]
+    if stopped is None:
+        stopped = values["updated_at"] if values["status"] in Server.ENDED else now
+    return (min(stopped, end) - max(values["ready_at"], start)).total_seconds()
+
+
+def _overlapping(queryset: QuerySet[Server], *, start: datetime, end: datetime) -> QuerySet[Server]:
+    return queryset.filter(ready_at__isnull=False, ready_at__lt=end).filter(
+        Q(stopped_at__isnull=True) | Q(stopped_at__gt=start)
+    )
+
+
+def project_flavor_hours(
+    *, project_id: int, flavor_id: int, start: datetime, end: datetime, now: datetime | None = None
+) -> float:
+    """The flavor-hours the project's servers of one flavor ran within [start, end): what an
+    allocation's hours are counted against (flavors.services.flavor_admit)."""
+    now = now or timezone.now()
+    servers = _overlapping(
+        Server.objects.filter(project_id=project_id, flavor_id=flavor_id), start=start, end=end
+    ).values("ready_at", "stopped_at", "status", "updated_at")
+    return (
+        sum(max(0.0, _seconds_within(values, start=start, end=end, now=now)) for values in servers)
+        / 3600
+    )
+
+
 def usage_report(
     *,
     outposts: QuerySet[Outpost],
@@ -127,8 +158,7 @@ def usage_report(
     columns = usage_columns(by=by)
     now = now or timezone.now()
     servers = (
-        Server.objects.filter(outpost__in=outposts, ready_at__isnull=False, ready_at__lt=end)
-        .filter(Q(stopped_at__isnull=True) | Q(stopped_at__gt=start))
+        _overlapping(Server.objects.filter(outpost__in=outposts), start=start, end=end)
         .order_by()
         .values(*_FIELDS)
     )
@@ -136,10 +166,7 @@ def usage_report(
     counts: dict[tuple[Any, ...], int] = defaultdict(int)
     labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
     for values in servers:
-        stopped = values["stopped_at"]
-        if stopped is None:
-            stopped = values["updated_at"] if values["status"] in Server.ENDED else now
-        ran = (min(stopped, end) - max(values["ready_at"], start)).total_seconds()
+        ran = _seconds_within(values, start=start, end=end, now=now)
         if ran <= 0:
             continue
         pairs = [_labels(values, column) for column in columns]

@@ -51,7 +51,8 @@ class Member(models.Model):
 
 
 class Allocation(models.Model):
-    """How many servers of one flavor a project may run at once."""
+    """How many servers of one flavor a project may run at once, and optionally how many
+    flavor-hours of it it may use per month."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="allocations")
     flavor = models.ForeignKey(
@@ -59,6 +60,12 @@ class Allocation(models.Model):
     )
     max_servers = models.PositiveIntegerField(
         help_text="Active servers of this flavor the project's members may have together."
+    )
+    hours_per_month = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Flavor-hours of this flavor the project may use per calendar month (UTC); "
+        "empty = no limit. A start once they are used up is refused.",
     )
 
     class Meta:

@@ -33,13 +33,19 @@ def project_terms(*, hub: Hub, outpost: Outpost, name: str, user_name: str) -> P
     if member is None:
         return ProjectTerms(id=project.pk, name=name)
     live = Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    allocations = list(
+        Allocation.objects.filter(project=project).values_list(
+            "flavor_id", "max_servers", "hours_per_month"
+        )
+    )
     return ProjectTerms(
         id=project.pk,
         name=name,
         member=True,
-        allocated=dict(
-            Allocation.objects.filter(project=project).values_list("flavor_id", "max_servers")
-        ),
+        allocated={flavor_id: servers for flavor_id, servers, _ in allocations},
+        hours_per_month={
+            flavor_id: hours for flavor_id, _, hours in allocations if hours is not None
+        },
         granted_ids=frozenset(
             Grant.objects.filter(live, member=member).values_list("flavor_id", flat=True)
         ),

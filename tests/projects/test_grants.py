@@ -17,6 +17,7 @@ from tests.factories import (
     GrantFactory,
     MemberFactory,
     ProjectFactory,
+    ServerFactory,
 )
 from tests.support.api import ASYNC, BASE, send, start_body
 from tests.support.concurrency import starts_at_once
@@ -175,3 +176,35 @@ def test_200_simultaneous_starts_against_an_allocation_of_5_admit_exactly_5(outp
         "Start with large for project climate not allowed. Its allocation (5) is in use."
     }
     assert Server.objects.active().filter(project=project).count() == 5
+
+
+@pytest.mark.django_db
+def test_a_project_over_its_flavor_hours_for_the_month_is_refused(
+    climate, hub, hub_client, monkeypatch
+):
+    # given the middle of a month (whatever day the test runs on)
+    month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr(timezone, "now", lambda: month_start + timedelta(days=14))
+    # and large allocated with 10 flavor-hours a month, 9.5 of them used by ann's servers
+    allocation = climate.allocations.get(flavor__name="large")
+    allocation.hours_per_month = 10
+    allocation.save()
+    used = ServerFactory(
+        hub=hub,
+        outpost=climate.outpost,
+        flavor=allocation.flavor,
+        project=climate,
+        status=Server.Status.STOPPED,
+    )
+    # 9.5 h this month, and one more hour before the month began (not counted)
+    Server.objects.filter(pk=used.pk).update(
+        ready_at=month_start - timedelta(hours=1), stopped_at=month_start + timedelta(hours=9.5)
+    )
+    # then a start still fits while under the limit
+    assert start(hub_client, 1, user="ann", flavor="large", project="climate").status_code == 202
+    # when more of the month is used: 10.5 h
+    Server.objects.filter(pk=used.pk).update(stopped_at=month_start + timedelta(hours=10.5))
+    # then the next start is refused, saying why
+    assert refusal(start(hub_client, 2, user="ann", flavor="large", project="climate")) == (
+        "s2 - Project climate has used its 10 flavor-hours of large for this month."
+    )
