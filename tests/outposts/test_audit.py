@@ -14,8 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from flavors.models import Flavor, UserRule
+from outposts import hubs
 from outposts.lifecycle import reconcile
-from outposts.models import Hub, Outpost, Server
+from outposts.models import Hub, HubAPIKey, Outpost, Server
 from tests.factories import (
     HUB_SECRET,
     FlavorFactory,
@@ -287,3 +288,19 @@ def test_a_rules_flavors_changed_are_recorded_for_its_outposts_admin(
     assert entry.changes["flavors"]["operation"] == "add"
     assert entry.changes["flavors"]["objects"] == [str(flavor)]
     assert entry_page(client, entry).status_code == 200
+
+
+def test_a_new_api_key_is_recorded_without_its_key_or_digest(client, superuser):
+    # given a Hub
+    hub = HubFactory(name="hub1")
+    # when an API key is minted for it
+    api_key, key = hubs.hub_api_key_create(hub=hub, name="k1")
+    # then the audit records the key's creation, with neither the key nor its digest
+    [entry] = entries_of(HubAPIKey, api_key.pk)
+    assert entry.action == LogEntry.Action.CREATE
+    assert entry.changes["key_digest"] == ["(empty)", "(hidden)"]
+    page = entry_page(client, entry).content.decode()
+    assert "hub1 key k1" in page
+    for secret in (key, api_key.key_digest):
+        assert secret not in json.dumps(entry.changes)
+        assert secret not in page
