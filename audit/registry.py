@@ -23,6 +23,8 @@ from django.apps import apps
 from django.db.models import Model
 from django.db.models.signals import pre_save
 
+from portal.crypto import EncryptedJSONField
+
 MASK = "audit.registry.secret_mask"
 
 
@@ -30,7 +32,8 @@ MASK = "audit.registry.secret_mask"
 class Audited:
     model: str
     outpost: str | None
-    # Credentials and encrypted fields: the audit says they changed, never what they hold.
+    # Credentials: the audit says they changed, never what they hold (encrypted fields are
+    # masked without being named here).
     masked: tuple[str, ...] = ()
     # Written by the portal itself on every use (leases, last use): not a change anyone made.
     excluded: tuple[str, ...] = ()
@@ -45,7 +48,7 @@ AUDITED = [
     Audited(
         "outposts.Hub",
         outpost=None,
-        masked=("secret_digest", "flavors_update_token"),
+        masked=("secret_digest",),
         m2m=("outposts",),
     ),
     Audited("outposts.HubAPIKey", outpost=None, masked=("key_digest",), excluded=("last_used_at",)),
@@ -88,10 +91,12 @@ def audit_register_all() -> None:
         )
         # Concrete fields only: auditlog would also list reverse relations (a Hub's servers).
         fields = [f.name for f in model._meta.concrete_fields if f.name not in audited.excluded]
+        # An encrypted field is masked whether or not its registration remembers to say so.
+        encrypted = [f.name for f in model._meta.fields if isinstance(f, EncryptedJSONField)]
         auditlog.register(
             model,
             include_fields=fields,
-            mask_fields=list(audited.masked),
+            mask_fields=sorted({*audited.masked, *encrypted}),
             mask_callable=MASK,
             m2m_fields=set(audited.m2m),
         )
