@@ -115,10 +115,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "guardian",
+    "auditlog",
     "outposts",
     "flavors",
     "projects",
     "tunnels",
+    # After auditlog: its admin replaces auditlog's, and it registers the audited models.
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -127,6 +130,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The logged-in user becomes the actor of the audit entries a request makes.
+    "auditlog.middleware.AuditlogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from audit.services import audit_stop
 from outposts import services
 from outposts.admin.scoping import OutpostScopedAdmin, administers, administers_any
 from outposts.models import Server, SpawnEvent
@@ -106,6 +107,13 @@ class ServerAdmin(OutpostScopedAdmin):
         # The queryset is already limited to the user's Outposts by get_queryset.
         asked = 0
         for server in queryset.active():
-            services.server_stop(server=server)
+            status_before = server.status
+            server = services.server_stop(server=server)
+            audit_stop(
+                server=server,
+                actor=request.user,
+                reason="Stopped from the admin",
+                status_before=status_before,
+            )
             asked += 1
         self.message_user(request, f"Asked {asked} server(s) to stop.", messages.SUCCESS)

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import RECONCILER, audit_stop
 from outposts import dispatch, selectors
 from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
 from outposts.lifecycle.start import server_start_time_out
@@ -83,7 +84,14 @@ def _reconcile(outpost: Outpost) -> None:
 
     for server in selectors.servers_past_runtime(outpost=outpost, limit=batch):
         log.info("Server %s reached the end of its runtime; stopping it", server.pk)
-        server_stop(server=server)
+        status_before = server.status
+        server = server_stop(server=server)
+        audit_stop(
+            server=server,
+            actor=RECONCILER,
+            reason="Reached the end of its runtime",
+            status_before=status_before,
+        )
 
     runners: dict[int, SpawnerRunner] = {}
     results: dict[int, Any] = {}
@@ -141,9 +149,12 @@ def _server_polled(*, server_id: int, result: Any) -> None:
         log.warning("Cannot poll server %s: %r", server_id, result)
         if expired:
             log.warning("Server %s unknown for longer than its grace; ending it", server_id)
-            server_mark_failed(
+            ended = server_mark_failed(
                 server_id=server_id,
                 error="The Outpost lost contact with the server's system and ended it.",
+            )
+            _audit_end(
+                ended, before=server.status, reason="Unknown for longer than the Outpost's grace"
             )
         return
     if result is None:
@@ -152,4 +163,13 @@ def _server_polled(*, server_id: int, result: Any) -> None:
         ).update(status=Server.Status.RUNNING, last_poll_at=now, unknown_since=None, updated_at=now)
         return
     log.info("Server %s exited with status %s", server_id, result)
-    server_mark_stopped(server_id=server_id, exit_code=int(result))
+    before = Server.objects.filter(pk=server_id).values_list("status", flat=True).first()
+    ended = server_mark_stopped(server_id=server_id, exit_code=int(result))
+    _audit_end(ended, before=before, reason=f"Exited with status {int(result)}")
+
+
+def _audit_end(server: Server | None, *, before: str | None, reason: str) -> None:
+    # The end services also answer a server that had already ended (a stop won the race):
+    # only an end this round made is the reconciler's.
+    if server is not None and before is not None and server.status != before:
+        audit_stop(server=server, actor=RECONCILER, reason=reason, status_before=before)

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.registry import audit_actor
 from outposts.provisioning import ConfigError, config_apply
 
 
@@ -36,7 +37,9 @@ class Command(BaseCommand):
         except yaml.YAMLError as error:
             raise CommandError(f"{file} is not valid YAML: {error}") from None
         try:
-            summary = config_apply(data=data or {}, dry_run=dry_run)
+            # No one is logged in: the audit names the command and the file as the actor.
+            with audit_actor(label=f"apply_config {file}"):
+                summary = config_apply(data=data or {}, dry_run=dry_run)
         except ConfigError as error:
             raise CommandError(f"{file}: {error}; nothing was changed") from None
         for line in summary.lines():

@@ -1,0 +1,1 @@
+"""The audit: who changed what, when, with secrets masked (django-auditlog underneath)."""
