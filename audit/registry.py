@@ -45,6 +45,10 @@ AUDITED = [
     Audited("flavors.Flavor", outpost="outpost_id"),
     Audited("flavors.HubPolicy", outpost="outpost_id"),
     Audited("flavors.UserRule", outpost="outpost_id", m2m=("hubs", "flavors")),
+    Audited("projects.Project", outpost="outpost_id"),
+    Audited("projects.Member", outpost="project.outpost_id"),
+    Audited("projects.Allocation", outpost="project.outpost_id"),
+    Audited("projects.Grant", outpost="project.outpost_id"),
     Audited(
         "outposts.Hub",
         outpost=None,

@@ -116,6 +116,12 @@ def test_a_manager_grants_a_member_a_flavor_who_then_starts_it_through_the_hub(
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
     assert "pi" in page.inner_text("#grants-group")  # granted by
+    # and the audit records who granted what
+    from auditlog.models import LogEntry
+
+    (entry,) = LogEntry.objects.filter(content_type__model="grant")
+    assert (entry.actor.username, entry.action) == ("pi", LogEntry.Action.CREATE)
+    assert "ann of" in entry.object_repr and "large" in entry.object_repr
 
     # then ann's start of large in the project runs
     events = start(hub, "ann")
