@@ -2,7 +2,8 @@
 
 Superusers see every entry. A site admin sees the entries of the Outposts they administer:
 those of the Outposts themselves, of their flavors, policies and rules, and of the stops of
-their servers. Hub entries belong to no Outpost (a Hub spans them): superusers only.
+their servers. Hub entries belong to no Outpost (a Hub spans them): superusers only. A
+project's managers see the entries of their projects' members, allocations and grants.
 """
 
 from __future__ import annotations
@@ -12,17 +13,14 @@ from typing import Any
 from auditlog.admin import LogEntryAdmin
 from auditlog.models import LogEntry
 from django.contrib import admin
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 
 from outposts.admin.scoping import administers, administers_any
 from outposts.selectors import outposts_administered_by
+from projects.admin import managed_project_ids
 
 admin.site.unregister(LogEntry)
-
-
-def _outpost_id(entry: LogEntry) -> int | None:
-    return (entry.additional_data or {}).get("outpost_id")
 
 
 @admin.register(LogEntry)
@@ -49,15 +47,22 @@ class ScopedLogEntryAdmin(LogEntryAdmin):
         entries = super().get_queryset(request).select_related("content_type", "actor")
         if request.user.is_superuser:
             return entries
-        ids = list(outposts_administered_by(user=request.user).values_list("pk", flat=True))
-        return entries.filter(additional_data__outpost_id__in=ids)
+        outposts = list(outposts_administered_by(user=request.user).values_list("pk", flat=True))
+        projects = list(managed_project_ids(request))
+        return entries.filter(
+            Q(additional_data__outpost_id__in=outposts)
+            | Q(additional_data__project_id__in=projects)
+        )
 
     def _allowed(self, request: HttpRequest, obj: Model | None) -> bool:
         if request.user.is_superuser:
             return True
         if obj is None:
-            return administers_any(request)
-        return administers(request, _outpost_id(obj))  # type: ignore[arg-type]
+            return administers_any(request) or bool(managed_project_ids(request))
+        data = obj.additional_data or {}  # type: ignore[attr-defined]
+        return administers(request, data.get("outpost_id")) or (
+            data.get("project_id") in managed_project_ids(request)
+        )
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._allowed(request, None)

@@ -38,6 +38,8 @@ class Audited:
     # Written by the portal itself on every use (leases, last use): not a change anyone made.
     excluded: tuple[str, ...] = ()
     m2m: tuple[str, ...] = field(default=())
+    # The attribute path of the row's project: its managers see the entry too.
+    project: str | None = None
 
 
 AUDITED = [
@@ -45,10 +47,10 @@ AUDITED = [
     Audited("flavors.Flavor", outpost="outpost_id"),
     Audited("flavors.HubPolicy", outpost="outpost_id"),
     Audited("flavors.UserRule", outpost="outpost_id", m2m=("hubs", "flavors")),
-    Audited("projects.Project", outpost="outpost_id"),
-    Audited("projects.Member", outpost="project.outpost_id"),
-    Audited("projects.Allocation", outpost="project.outpost_id"),
-    Audited("projects.Grant", outpost="project.outpost_id"),
+    Audited("projects.Project", outpost="outpost_id", project="pk"),
+    Audited("projects.Member", outpost="project.outpost_id", project="project_id"),
+    Audited("projects.Allocation", outpost="project.outpost_id", project="project_id"),
+    Audited("projects.Grant", outpost="project.outpost_id", project="project_id"),
     Audited(
         "outposts.Hub",
         outpost=None,
@@ -58,8 +60,10 @@ AUDITED = [
     Audited("outposts.HubAPIKey", outpost=None, masked=("key_digest",), excluded=("last_used_at",)),
 ]
 
-# The Outpost of each audited model, by model class (filled by audit_register_all).
+# The Outpost and the project of each audited model's rows, by model class (filled by
+# audit_register_all).
 _outpost_of: dict[type[Model], Any] = {}
+_project_of: dict[type[Model], Any] = {}
 # Who acts when no user is logged in (a command, the reconciler): a label in the entries.
 _actor_label: ContextVar[str | None] = ContextVar("audit_actor_label", default=None)
 # The instance auditlog is about to log: pre_log sees it, LogEntry's pre_save does not.
@@ -74,6 +78,12 @@ def secret_mask(value: str) -> str:
 def entry_outpost_id(instance: Model) -> int | None:
     """The Outpost id an audit entry about ``instance`` belongs to (None: superusers only)."""
     getter = _outpost_of.get(type(instance))
+    return getter(instance) if getter is not None else None
+
+
+def entry_project_id(instance: Model) -> int | None:
+    """The project id an audit entry about ``instance`` belongs to, if any."""
+    getter = _project_of.get(type(instance))
     return getter(instance) if getter is not None else None
 
 
@@ -93,6 +103,8 @@ def audit_register_all() -> None:
         _outpost_of[model] = (
             operator.attrgetter(audited.outpost) if audited.outpost else (lambda _row: None)
         )
+        if audited.project:
+            _project_of[model] = operator.attrgetter(audited.project)
         # Concrete fields only: auditlog would also list reverse relations (a Hub's servers).
         fields = [f.name for f in model._meta.concrete_fields if f.name not in audited.excluded]
         # An encrypted field is masked whether or not its registration remembers to say so.
@@ -120,18 +132,21 @@ def _scope_entry(sender: type[LogEntry], instance: LogEntry, **kwargs: Any) -> N
     if label and instance.actor_id is None:
         data.setdefault("actor", label)
     if "outpost_id" not in data:
-        data["outpost_id"] = _outpost_id_of_entry(instance)
+        row = _row_of_entry(instance)
+        data["outpost_id"] = None if row is None else entry_outpost_id(row)
+        project_id = None if row is None else entry_project_id(row)
+        if project_id is not None:
+            data["project_id"] = project_id
     instance.additional_data = data
 
 
-def _outpost_id_of_entry(entry: LogEntry) -> int | None:
+def _row_of_entry(entry: LogEntry) -> Model | None:
     model = entry.content_type.model_class()
     if model not in _outpost_of:
         return None
     remembered = _logging.get()
     # A deleted row is gone from the database: only the instance auditlog logged knows it.
     if type(remembered) is model and str(remembered.pk) == str(entry.object_pk):
-        return entry_outpost_id(remembered)
+        return remembered
     # m2m changes send no pre_log; their row exists.
-    row = model._default_manager.filter(pk=entry.object_pk).first()
-    return entry_outpost_id(row) if row is not None else None
+    return model._default_manager.filter(pk=entry.object_pk).first()

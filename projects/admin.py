@@ -27,7 +27,7 @@ from projects.selectors import project_managers, projects_managed_by
 from projects.services import grant_record_granter, project_managers_set
 
 
-def _managed_ids(request: HttpRequest) -> set[int]:
+def managed_project_ids(request: HttpRequest) -> set[int]:
     # Cached on the request: every admin page asks (its navigation lists the apps).
     cached: set[int] | None = getattr(request, "_managed_project_ids", None)
     if cached is None:
@@ -37,7 +37,7 @@ def _managed_ids(request: HttpRequest) -> set[int]:
 
 
 def manages(request: HttpRequest, project: Project) -> bool:
-    return project.pk in _managed_ids(request)
+    return project.pk in managed_project_ids(request)
 
 
 class ProjectPartInline(admin.TabularInline):
@@ -130,7 +130,7 @@ class ProjectAdmin(admin.ModelAdmin):
         return projects_managed_by(user=request.user).select_related("outpost")
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(_managed_ids(request)) or administers_any(request)
+        return bool(managed_project_ids(request)) or administers_any(request)
 
     def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         if obj is None:

@@ -131,3 +131,20 @@ def test_the_outposts_admin_picks_the_managers_on_the_project_page(client, proje
     # and the site admin cannot see the other Outpost's project
     client.force_login(admin)
     assert client.get(change_url(projects["other"])).status_code == 302
+
+
+def test_a_manager_sees_the_audit_of_their_project_only(client, manager, projects):
+    # given a grant in the manager's project, and a change in the other project
+    data = change_form_data(client.get(change_url(projects["climate"])))
+    inline_add(data, GRANTS, member=projects["ann"].pk, flavor=projects["large"].pk)
+    assert client.post(change_url(projects["climate"]), data).status_code == 302
+    projects["other"].description = "changed elsewhere"
+    projects["other"].save()
+    # when the manager opens the audit
+    response = client.get(reverse("admin:auditlog_logentry_changelist"))
+    # then they see their project's entries, their grant among them, and nothing else
+    assert response.status_code == 200
+    listed = sorted(entry.object_repr for entry in response.context["cl"].result_list)
+    assert listed == sorted(
+        ["climate", "climate: 3 of large", "ann of hub1", "ann of hub1 may use large"]
+    )
