@@ -182,9 +182,10 @@ def test_200_simultaneous_starts_against_an_allocation_of_5_admit_exactly_5(outp
 def test_a_project_over_its_flavor_hours_for_the_month_is_refused(
     climate, hub, hub_client, monkeypatch
 ):
-    # given the middle of a month (whatever day the test runs on)
+    # given the middle of a month (whatever day the test runs on), at an odd time of day
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    monkeypatch.setattr(timezone, "now", lambda: month_start + timedelta(days=14))
+    now = month_start + timedelta(days=14, hours=13, minutes=37, seconds=12, microseconds=5)
+    monkeypatch.setattr(timezone, "now", lambda: now)
     # and large allocated with 10 flavor-hours a month, 9.5 of them used by ann's servers
     allocation = climate.allocations.get(flavor__name="large")
     allocation.hours_per_month = 10
@@ -202,8 +203,10 @@ def test_a_project_over_its_flavor_hours_for_the_month_is_refused(
     )
     # then a start still fits while under the limit
     assert start(hub_client, 1, user="ann", flavor="large", project="climate").status_code == 202
-    # when more of the month is used: 10.5 h
-    Server.objects.filter(pk=used.pk).update(stopped_at=month_start + timedelta(hours=10.5))
+    # when the month's use reaches the limit, counted from the month's first microsecond
+    Server.objects.filter(pk=used.pk).update(
+        stopped_at=month_start + timedelta(hours=10, microseconds=3)
+    )
     # then the next start is refused, saying why
     assert refusal(start(hub_client, 2, user="ann", flavor="large", project="climate")) == (
         "s2 - Project climate has used its 10 flavor-hours of large for this month."
