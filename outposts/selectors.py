@@ -10,10 +10,11 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
-from guardian.shortcuts import get_objects_for_user, get_users_with_perms
+from guardian.shortcuts import get_objects_for_user
 
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
 from portal.crypto import credential_digests
+from portal.permissions import permission_holders
 
 
 def hub_by_secret(*, name: str, secret: str) -> Hub | None:
@@ -50,9 +51,7 @@ def outposts_administered_by(*, user: AbstractBaseUser | AnonymousUser) -> Query
 
 def outpost_site_admins(*, outpost: Outpost) -> QuerySet[Any]:
     """The users holding ``outposts.change_outpost`` on ``outpost`` itself (its site admins)."""
-    return get_users_with_perms(
-        outpost, only_with_perms_in=["change_outpost"], with_superusers=False
-    )
+    return permission_holders(obj=outpost, codename="change_outpost")
 
 
 def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:

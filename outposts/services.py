@@ -15,13 +15,13 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from guardian.shortcuts import assign_perm, remove_perm
 
 from flavors.services import flavor_admit
 from outposts import callbacks, dispatch
 from outposts.models import Hub, Outpost, Server
-from outposts.selectors import outpost_for_update, outpost_site_admins, server_for_update
+from outposts.selectors import outpost_for_update, server_for_update
 from portal.crypto import encrypt_text
+from portal.permissions import permission_holders_set
 
 # JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
 USER_ID = re.compile(r"[0-9]+")
@@ -182,9 +182,4 @@ def server_address_deferred(*, server: Server) -> Server:
 
 def outpost_site_admins_set(*, outpost: Outpost, users: Iterable[Any]) -> None:
     """Make exactly ``users`` the site admins of ``outpost`` (its object permission)."""
-    wanted = {user.pk: user for user in users}
-    for user in outpost_site_admins(outpost=outpost):
-        if wanted.pop(user.pk, None) is None:
-            remove_perm("outposts.change_outpost", user, outpost)
-    for user in wanted.values():
-        assign_perm("outposts.change_outpost", user, outpost)
+    permission_holders_set(obj=outpost, codename="change_outpost", users=users)

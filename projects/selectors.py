@@ -8,10 +8,11 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from guardian.shortcuts import get_objects_for_user, get_users_with_perms
+from guardian.shortcuts import get_objects_for_user
 
 from flavors.resolution import ProjectTerms
 from outposts.selectors import outposts_administered_by
+from portal.permissions import permission_holders
 from projects.models import Allocation, Grant, Member, Project
 
 if TYPE_CHECKING:
@@ -67,6 +68,4 @@ def projects_managed_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[P
 
 def project_managers(*, project: Project) -> QuerySet[AbstractBaseUser]:
     """The users holding ``projects.manage_project`` on ``project`` itself."""
-    return get_users_with_perms(
-        project, only_with_perms_in=["manage_project"], with_superusers=False
-    )
+    return permission_holders(obj=project, codename="manage_project")
