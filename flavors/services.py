@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from flavors.resolution import EffectiveFlavor
 from flavors.selectors import flavor_resolution
@@ -15,7 +14,7 @@ from outposts import dispatch
 from outposts.errors import StartRefused
 from outposts.models import Server
 from outposts.selectors import outpost_for_update
-from outposts.usage import project_flavor_hours
+from outposts.usage import project_flavor_hours_this_month
 
 if TYPE_CHECKING:
     from outposts.models import Hub, Outpost
@@ -121,12 +120,8 @@ def flavor_admit(
             f"Its allocation ({flavor.project_cap}) is in use."
         )
     if flavor.project_hours_per_month is not None:
-        month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        used = project_flavor_hours(
-            project_id=resolution.project_id,
-            flavor_id=flavor.flavor_id,
-            start=month_start,
-            end=timezone.now(),
+        used = project_flavor_hours_this_month(
+            project_id=resolution.project_id, flavor_id=flavor.flavor_id
         )
         if used >= flavor.project_hours_per_month:
             raise StartRefused(

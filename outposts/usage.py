@@ -28,7 +28,7 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from outposts.models import Outpost, Server
+from outposts.models import Server
 
 # What a report may be grouped by, in the order its columns appear.
 GROUPINGS = ("outpost", "hub", "user", "project", "flavor")
@@ -145,27 +145,38 @@ def project_flavor_hours(
     )
 
 
+def month_start(now: datetime) -> datetime:
+    """The first microsecond of ``now``'s calendar month: where monthly allocations count from."""
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def project_flavor_hours_this_month(
+    *, project_id: int, flavor_id: int, now: datetime | None = None
+) -> float:
+    """The flavor-hours a project used of one flavor since its month began (UTC)."""
+    now = now or timezone.now()
+    return project_flavor_hours(
+        project_id=project_id, flavor_id=flavor_id, start=month_start(now), end=now, now=now
+    )
+
+
 def usage_report(
     *,
-    outposts: QuerySet[Outpost],
+    servers: QuerySet[Server],
     start: datetime,
     end: datetime,
     by: tuple[str, ...] | list[str],
     now: datetime | None = None,
 ) -> UsageReport:
-    """Flavor-hours of the servers of ``outposts`` within [start, end), grouped ``by`` any of
-    GROUPINGS. ``now`` (default: the current time) ends the intervals of active servers."""
+    """Flavor-hours of ``servers`` within [start, end), grouped ``by`` any of GROUPINGS.
+    ``now`` (default: the current time) ends the intervals of active servers."""
     columns = usage_columns(by=by)
     now = now or timezone.now()
-    servers = (
-        _overlapping(Server.objects.filter(outpost__in=outposts), start=start, end=end)
-        .order_by()
-        .values(*_FIELDS)
-    )
+    overlapping = _overlapping(servers, start=start, end=end).order_by().values(*_FIELDS)
     seconds: dict[tuple[Any, ...], float] = defaultdict(float)
     counts: dict[tuple[Any, ...], int] = defaultdict(int)
     labels: dict[tuple[Any, ...], tuple[str, ...]] = {}
-    for values in servers:
+    for values in overlapping:
         ran = _seconds_within(values, start=start, end=end, now=now)
         if ran <= 0:
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 
 class Project(models.Model):
@@ -109,6 +110,10 @@ class Grant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member} may use {self.flavor.name}"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
     def clean(self) -> None:
         if not (self.project_id and self.member_id and self.flavor_id):

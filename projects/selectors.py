@@ -1,17 +1,21 @@
-"""Reads of projects: what one Hub user may use of a project, for flavor resolution."""
+"""Reads of projects: what one Hub user may use of a project (for flavor resolution), who
+manages which project, and what a project's page shows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from flavors.resolution import ProjectTerms
+from outposts.models import Server
 from outposts.selectors import outposts_administered_by
+from outposts.usage import project_flavor_hours_this_month
 from portal.permissions import permission_holders
 from projects.models import Allocation, Grant, Member, Project
 
@@ -66,6 +70,70 @@ def projects_managed_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[P
     )
 
 
+def usage_servers_visible_to(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Server] | None:
+    """The servers whose usage ``user`` may read: those of the Outposts they administer and
+    of the projects they manage. None when they do neither."""
+    outposts = outposts_administered_by(user=user)
+    projects = projects_managed_by(user=user)
+    if not (outposts.exists() or projects.exists()):
+        return None
+    return Server.objects.filter(Q(outpost__in=outposts) | Q(project__in=projects))
+
+
 def project_managers(*, project: Project) -> QuerySet[AbstractBaseUser]:
     """The users holding ``projects.manage_project`` on ``project`` itself."""
     return permission_holders(obj=project, codename="manage_project")
+
+
+@dataclass(frozen=True)
+class AllocationUse:
+    """One flavor of a project's allocation, and how much of it the project uses now."""
+
+    allocation: Allocation
+    active: int
+    hours_this_month: float | None  # None: the allocation counts no hours
+
+    @property
+    def hours_text(self) -> str:
+        return "" if self.hours_this_month is None else f"{self.hours_this_month:.1f}"
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    project: Project
+    allocations: tuple[AllocationUse, ...]
+    members: tuple[Member, ...]
+    grants: tuple[Grant, ...]
+
+
+def project_page(*, project: Project) -> ProjectPage:
+    """What a project's page shows: its allocation and use, its members and its grants."""
+    allocations = list(Allocation.objects.filter(project=project).select_related("flavor"))
+    active = dict(
+        Server.objects.active()
+        .filter(project=project)
+        .values("flavor_id")
+        .annotate(servers=Count("pk"))
+        .values_list("flavor_id", "servers")
+    )
+    return ProjectPage(
+        project=project,
+        allocations=tuple(
+            AllocationUse(
+                allocation=allocation,
+                active=active.get(allocation.flavor_id, 0),
+                hours_this_month=None
+                if allocation.hours_per_month is None
+                else project_flavor_hours_this_month(
+                    project_id=project.pk, flavor_id=allocation.flavor_id
+                ),
+            )
+            for allocation in allocations
+        ),
+        members=tuple(Member.objects.filter(project=project).select_related("hub")),
+        grants=tuple(
+            Grant.objects.filter(project=project).select_related(
+                "member__hub", "flavor", "granted_by"
+            )
+        ),
+    )

@@ -23,7 +23,7 @@ from flavors.services import flavors_changed
 from outposts.admin.policies import HubPolicyInline, PolicyPreviewForm, UserRuleInline
 from outposts.admin.scoping import OutpostPartInline, OutpostScopedAdmin, administers_any
 from outposts.capacity import capacity_overview
-from outposts.models import Outpost
+from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
 from outposts.usage import UsageForm, usage_chart, usage_report
@@ -213,7 +213,9 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         if form.is_valid():
             start, end = form.range()
             report = usage_report(
-                outposts=outposts_administered_by(user=request.user),
+                servers=Server.objects.filter(
+                    outpost__in=outposts_administered_by(user=request.user)
+                ),
                 start=start,
                 end=end,
                 by=form.cleaned_data["by"],

@@ -108,14 +108,14 @@ def test_a_manager_grants_a_member_a_flavor_who_then_starts_it_through_the_hub(
     projects = "/admin/projects/project/"
     admin_login(page, portal.url, username="pi", password=MANAGER_PASSWORD, next_path=projects)
     page.screenshot(path=str(tmp_path / "0-projects.png"), full_page=True)
-    page.click("#result_list a:text-is('climate')")
-    page.click("#grants-group .add-row a")
-    page.select_option("select[name='grants-0-member']", label=f"ann of {portal.hub_name}")
-    page.select_option("select[name='grants-0-flavor']", label="Large (large)")
+    page.click("#result_list a:text-is('climate')")  # the manager lands on its page
+    page.select_option("#grant-form select[name='grant-member']", label=f"ann of {portal.hub_name}")
+    page.select_option("#grant-form select[name='grant-flavor']", label="Large (large)")
     page.screenshot(path=str(tmp_path / "1-grant.png"), full_page=True)
-    page.click("input[name=_continue]")
+    page.click("#grant-form input[type=submit]")
     page.wait_for_selector(".messagelist .success")
-    assert "pi" in page.inner_text("#grants-group")  # granted by
+    page.screenshot(path=str(tmp_path / "2-granted.png"), full_page=True)
+    assert "pi" in page.inner_text("tr[data-grant='ann:large'] .grant-granted-by")
     # and the audit records who granted what
     from auditlog.models import LogEntry
 

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from guardian.shortcuts import assign_perm
 
 from outposts.models import Outpost, Server
 from outposts.usage import NO_PROJECT, usage_report
+from projects.models import Project
 from tests.factories import FlavorFactory, HubFactory, ProjectFactory, ServerFactory, UserFactory
 from tests.support.html_tables import rows_with
 from tests.support.svg_bars import svg_bars
@@ -69,7 +71,9 @@ def history(two_outposts):
 
 
 def report(outposts, by, **kwargs):
-    result = usage_report(outposts=outposts, start=START, end=END, by=by, **kwargs)
+    result = usage_report(
+        servers=Server.objects.filter(outpost__in=outposts), start=START, end=END, by=by, **kwargs
+    )
     return {row.labels: (row.servers, row.hours_text) for row in result.rows}
 
 
@@ -108,7 +112,7 @@ def test_a_running_server_counts_up_to_now(history):
     # given the server still running since 30 November 20:00
     # when usage is asked up to a later date, two hours after the end of November
     result = usage_report(
-        outposts=Outpost.objects.filter(slug="mine"),
+        servers=Server.objects.filter(outpost__slug="mine"),
         start=at(30, 0),
         end=datetime(2027, 1, 1, tzinfo=UTC),
         by=["flavor"],
@@ -150,7 +154,7 @@ def test_the_usage_is_read_in_one_query(history, django_assert_num_queries):
     # then one query reads it
     with django_assert_num_queries(1):
         usage_report(
-            outposts=Outpost.objects.all(),
+            servers=Server.objects.all(),
             start=START,
             end=END,
             by=["user", "project", "hub", "flavor", "outpost"],
@@ -264,6 +268,22 @@ def test_a_site_admin_sees_only_their_outposts_usage(client, site_admin, history
     } == mine_users
     assert "carol" not in html
     assert "theirs" not in html
+
+
+def test_a_project_manager_exports_only_their_projects_usage(client, history):
+    # given the manager of project climate, who administers no Outpost
+    pi = UserFactory(username="pi", is_staff=True)
+    assign_perm("projects.manage_project", pi, Project.objects.get(name="climate"))
+    client.force_login(pi)
+    # when they export usage per project and user
+    rows = exported(client, by="project,user")
+    # then only climate's servers count, whichever Hub their users came from
+    assert {
+        (row["hub"], row["user"], row["project"]): (int(row["servers"]), row["flavor_hours"])
+        for row in rows
+    } == {("alpha", "alice", "climate"): (1, "4.00"), ("beta", "bob", "climate"): (1, "3.00")}
+    # and the site admins' usage page stays closed to them
+    assert client.get(reverse(PAGE), NOVEMBER).status_code == 403
 
 
 def test_a_superuser_sees_every_outpost(client, superuser, history):
