@@ -21,14 +21,16 @@ QUEUED = (Server.Status.REQUESTED, Server.Status.PENDING)
 
 @dataclass(frozen=True)
 class HubShare:
-    """One Hub's part of a flavor: its active servers, and its Hub policy's cap (None: no
-    cap, only the flavor's max applies). ``allowed`` False: a policy forbids the flavor to
-    the Hub (servers started before it may still run)."""
+    """One Hub's part of a flavor: its active servers (of which ``queued`` and ``unknown``),
+    and its Hub policy's cap (None: no cap, only the flavor's max applies). ``allowed`` False:
+    a policy forbids the flavor to the Hub (servers started before it may still run)."""
 
     hub: str
     active: int
     cap: int | None
     allowed: bool = True
+    queued: int = 0
+    unknown: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,24 +100,27 @@ def capacity_overview(*, outposts: QuerySet[Outpost]) -> CapacityOverview:
     )
 
     by_status: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    # (outpost, flavor) -> status -> servers; (outpost, flavor) -> Hub -> active servers
+    # (outpost, flavor) -> status -> servers; (outpost, flavor) -> Hub -> status -> servers,
+    # of the active ones
     of_flavor: dict[tuple[int, int | None], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    of_hub: dict[tuple[int, int | None], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    of_hub: dict[tuple[int, int | None], dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
     for row in counts:
         key = (row["outpost_id"], row["flavor_id"])
         by_status[row["outpost_id"]][row["status"]] += row["servers"]
         of_flavor[key][row["status"]] += row["servers"]
         if row["status"] in ACTIVE:
-            of_hub[key][row["hub__name"]] += row["servers"]
+            of_hub[key][row["hub__name"]][row["status"]] += row["servers"]
 
     def flavor_capacity(
         outpost_id: int, flavor_id: int | None, name: str | None, display_name: str, max: int | None
     ) -> FlavorCapacity:
         statuses = of_flavor[(outpost_id, flavor_id)]
-        active = of_hub[(outpost_id, flavor_id)]
+        of_hubs = of_hub[(outpost_id, flavor_id)]
         # A Hub shows when it has servers here or a policy on the flavor.
         hubs = sorted(
-            set(active) | {hub for (flavor, hub) in policies if flavor_id and flavor == flavor_id}
+            set(of_hubs) | {hub for (flavor, hub) in policies if flavor_id and flavor == flavor_id}
         )
         shares = []
         for hub in hubs:
@@ -123,7 +128,7 @@ def capacity_overview(*, outposts: QuerySet[Outpost]) -> CapacityOverview:
             shares.append(
                 HubShare(
                     hub=hub,
-                    active=active.get(hub, 0),
+                    **_counts(of_hubs.get(hub, {})),
                     cap=policy["cap"] if policy else None,
                     allowed=policy["allowed"] if policy else True,
                 )
@@ -132,9 +137,7 @@ def capacity_overview(*, outposts: QuerySet[Outpost]) -> CapacityOverview:
             name=name,
             display_name=display_name,
             max=max,
-            active=sum(statuses.get(status, 0) for status in ACTIVE),
-            queued=sum(statuses.get(status, 0) for status in QUEUED),
-            unknown=statuses.get(Server.Status.UNKNOWN, 0),
+            **_counts(statuses),
             hubs=tuple(shares),
         )
 
@@ -163,6 +166,15 @@ def capacity_overview(*, outposts: QuerySet[Outpost]) -> CapacityOverview:
             )
         )
     return CapacityOverview(outposts=tuple(entries))
+
+
+def _counts(statuses: dict[str, int]) -> dict[str, int]:
+    """Active, queued and unknown servers, from servers by status."""
+    return {
+        "active": sum(statuses.get(status, 0) for status in ACTIVE),
+        "queued": sum(statuses.get(status, 0) for status in QUEUED),
+        "unknown": statuses.get(Server.Status.UNKNOWN, 0),
+    }
 
 
 def flavors_with_in_use(*, flavors: QuerySet[Flavor]) -> QuerySet[Flavor]:

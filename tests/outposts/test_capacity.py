@@ -105,10 +105,16 @@ MINE_FLAVORS = {
     },
 }
 MINE_SHARES = {
-    ("small", "alpha"): {"hub": "alpha", "active": "6", "cap": "6"},
-    ("small", "beta"): {"hub": "beta", "active": "2", "cap": "none"},
-    ("large", "alpha"): {"hub": "alpha", "active": "2", "cap": "3"},
-    ("large", "beta"): {"hub": "beta", "active": "0", "cap": "not allowed"},
+    ("small", "alpha"): {"hub": "alpha", "active": "6", "cap": "6", "queued": "2", "unknown": "1"},
+    ("small", "beta"): {"hub": "beta", "active": "2", "cap": "none", "queued": "1", "unknown": "0"},
+    ("large", "alpha"): {"hub": "alpha", "active": "2", "cap": "3", "queued": "0", "unknown": "1"},
+    ("large", "beta"): {
+        "hub": "beta",
+        "active": "0",
+        "cap": "not allowed",
+        "queued": "0",
+        "unknown": "0",
+    },
 }
 MINE_STATUSES = {
     "requested": "1",
@@ -161,8 +167,9 @@ def test_the_dashboard_shows_the_hand_counted_figures(client, superuser, seeded)
     assert flavors[("theirs", "")]["active"] == "1"
     shares = page_rows(html, "hub-share")
     assert {key[1:]: cells for key, cells in shares.items() if key[0] == "mine"} == MINE_SHARES
-    assert shares[("theirs", "gpu", "alpha")] == {"hub": "alpha", "active": "1", "cap": "none"}
-    assert shares[("theirs", "", "beta")] == {"hub": "beta", "active": "1", "cap": "none"}
+    idle = {"active": "1", "cap": "none", "queued": "0", "unknown": "0"}
+    assert shares[("theirs", "gpu", "alpha")] == {"hub": "alpha", **idle}
+    assert shares[("theirs", "", "beta")] == {"hub": "beta", **idle}
     statuses = page_rows(html, "status")
     assert statuses[("mine",)] == MINE_STATUSES
     assert statuses[("off",)] == {status: "0" for status in MINE_STATUSES}
@@ -263,8 +270,8 @@ def test_capacity_overview_counts_in_four_queries_whatever_the_servers(
         queued=3,
         unknown=1,
         hubs=(
-            HubShare(hub="alpha", active=6, cap=6),
-            HubShare(hub="beta", active=2, cap=None),
+            HubShare(hub="alpha", active=6, cap=6, queued=2, unknown=1),
+            HubShare(hub="beta", active=2, cap=None, queued=1),
         ),
     )
     assert before.flavors[0].free == 2
