@@ -29,6 +29,7 @@ from django.utils.html import format_html
 from flavors.models import Flavor
 from outposts.admin.scoping import administers, administers_any
 from outposts.selectors import outposts_administered_by
+from portal.permissions import cached_per_request
 from projects.forms import GrantForm, MemberAddForm
 from projects.models import Allocation, Grant, Member, Project
 from projects.selectors import project_managers, project_page, projects_managed_by
@@ -41,13 +42,9 @@ from projects.services import (
 )
 
 
+@cached_per_request
 def managed_project_ids(request: HttpRequest) -> set[int]:
-    # Cached on the request: every admin page asks (its navigation lists the apps).
-    cached: set[int] | None = getattr(request, "_managed_project_ids", None)
-    if cached is None:
-        cached = set(projects_managed_by(user=request.user).values_list("pk", flat=True))
-        request._managed_project_ids = cached  # type: ignore[attr-defined]
-    return cached
+    return set(projects_managed_by(user=request.user).values_list("pk", flat=True))
 
 
 def manages(request: HttpRequest, project: Project) -> bool:

@@ -20,15 +20,12 @@ from django.http import HttpRequest
 
 from outposts.models import Outpost
 from outposts.selectors import outposts_administered_by
+from portal.permissions import cached_per_request
 
 
+@cached_per_request
 def _administered_ids(request: HttpRequest) -> set[int]:
-    # Cached on the request: a change list asks for every row.
-    cached: set[int] | None = getattr(request, "_administered_outpost_ids", None)
-    if cached is None:
-        cached = set(outposts_administered_by(user=request.user).values_list("pk", flat=True))
-        request._administered_outpost_ids = cached  # type: ignore[attr-defined]
-    return cached
+    return set(outposts_administered_by(user=request.user).values_list("pk", flat=True))
 
 
 def administers(request: HttpRequest, outpost_id: int | None) -> bool:
