@@ -174,6 +174,17 @@ class Hub(models.Model):
         blank=True,
         help_text="Token for the Hub's flavor-update call-back when the request names none.",
     )
+    may_restart_tunnels = models.BooleanField(
+        default=False,
+        help_text="The Hub may ask an Outpost it uses to re-create its tunnels through a "
+        "jump host or to a node (POST <base>tunnels/restart).",
+    )
+    recreate_forward_token = EncryptedJSONField(
+        null=True,
+        blank=True,
+        help_text="For a Hub that tunnels itself: a token of the Hub's API with the scope "
+        "custom:sshnode:restart, for its recreate-forward endpoint.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

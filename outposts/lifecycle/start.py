@@ -32,6 +32,7 @@ from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.selectors import server_for_update, server_unwanted
+from tunnels.services import TunnelError, tunnel_open_for_server
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class _Landing(StrEnum):
     UNWANTED = "unwanted"
     # Another attempt owns the server now: what this one made is its own to clean up.
     SUPERSEDED = "superseded"
+    # It runs, but cannot be tunnelled (its address is not host:port, no tunnel port left).
+    UNREACHABLE = "unreachable"
 
 
 def _start_succeeded(
@@ -162,9 +165,17 @@ def _start_succeeded(
             return _Landing.SUPERSEDED
         if server.stop_requested_at is not None:
             return _Landing.UNWANTED
+        try:
+            # What the Hub is given: the tunnel agent's address if the Outpost needs one.
+            hub_address = tunnel_open_for_server(server=server, address=address)
+        except TunnelError as error:
+            log.warning("Server %s cannot be tunnelled: %s", server_id, error)
+            server.error = str(error)
+            server.save(update_fields=["error", "updated_at"])
+            return _Landing.UNREACHABLE
         now = timezone.now()
         server.status = Server.Status.RUNNING
-        server.address = address
+        server.address = hub_address
         server.ready_at = now
         server.last_poll_at = now
         server.spawner_state = state
@@ -260,11 +271,14 @@ def _start_land(runner: SpawnerRunner, address: str, ownership: _StartOwnership)
         run_sync(runner.stop, now=True)
     except Exception:
         log.exception("Could not stop server %s after its start; handing over", server_id)
-        if landing == _Landing.UNWANTED:
+        if landing in (_Landing.UNWANTED, _Landing.UNREACHABLE):
             server_stop_hand_over(server_id=server_id, state=state)
         return
     if landing == _Landing.UNWANTED:
         server_mark_stopped(server_id=server_id, exit_code=0)
+    elif landing == _Landing.UNREACHABLE:
+        server = Server.objects.filter(pk=server_id).only("error").first()
+        server_mark_failed(server_id=server_id, error=server.error if server else "Unreachable.")
 
 
 def _start_take_over(server_id: int) -> Server | None:
