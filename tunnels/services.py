@@ -75,22 +75,23 @@ def tunnel_open_for_server(*, server: Server, address: str) -> str:
     if ssh is None or ssh.reach != OutpostSSH.Reach.AGENT:
         return address
     scheme, remote_host, remote_port = address_split(address)
-    tunnel = Tunnel.objects.select_for_update().filter(server=server).first()
-    if tunnel is not None and tunnel.desired_state == Tunnel.Desired.OPEN:
-        Tunnel.objects.filter(pk=tunnel.pk).update(
-            remote_host=remote_host,
-            remote_port=remote_port,
-            generation=F("generation") + 1,
-            state=Tunnel.State.PENDING,
-            failures=0,
-            updated_at=timezone.now(),
-        )
-        tunnel.refresh_from_db()
-    else:
-        Tunnel.objects.filter(server=server).delete()
-        tunnel = _tunnel_create(
-            server=server, ssh=ssh, remote_host=remote_host, remote_port=remote_port
-        )
+    with transaction.atomic():
+        tunnel = Tunnel.objects.select_for_update().filter(server=server).first()
+        if tunnel is not None and tunnel.desired_state == Tunnel.Desired.OPEN:
+            Tunnel.objects.filter(pk=tunnel.pk).update(
+                remote_host=remote_host,
+                remote_port=remote_port,
+                generation=F("generation") + 1,
+                state=Tunnel.State.PENDING,
+                failures=0,
+                updated_at=timezone.now(),
+            )
+            tunnel.refresh_from_db()
+        else:
+            Tunnel.objects.filter(server=server).delete()
+            tunnel = _tunnel_create(
+                server=server, ssh=ssh, remote_host=remote_host, remote_port=remote_port
+            )
     return address_join(scheme=scheme, host=ssh.tunnel_host, port=tunnel.bind_port)
 
 
