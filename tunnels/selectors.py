@@ -98,3 +98,21 @@ def hub_forward_targets(*, outpost: Outpost) -> list[tuple[int, int]]:
 
 def server_tunnel(*, server: Server) -> Tunnel | None:
     return Tunnel.objects.filter(server=server).first()
+
+
+def server_reach_text(*, server: Server) -> str:
+    """How the Hub reaches ``server``, in words for the admin."""
+    tunnel = server_tunnel(server=server)
+    if tunnel is not None:
+        text = (
+            f"Through tunnel agent {tunnel.agent}: {tunnel.bind_host}:{tunnel.bind_port} -> "
+            f"{tunnel.remote_host}:{tunnel.remote_port}, {tunnel.get_state_display().lower()}, "
+            f"generation {tunnel.generation}"
+        )
+        return f"{text}; last error: {tunnel.last_error}" if tunnel.last_error else text
+    reach = outpost_reach(outpost=server.outpost)
+    if reach == OutpostSSH.Reach.HUB:
+        return "The Hub tunnels to it itself."
+    if reach == OutpostSSH.Reach.AGENT:
+        return "Through the tunnel agent (no tunnel yet)."
+    return "Directly, at its address."

@@ -17,6 +17,7 @@ from typing import Any
 from django.urls import include, path, re_path
 
 from outposts.api import views
+from tunnels.api.views import TunnelRestartView
 
 NAME = r"(?P<name>[^/]*)"  # may be empty: the user's default server
 START_ID = r"(?P<start_id>[^/]+)"
@@ -51,6 +52,7 @@ ROUTES = (
     ),
     Route("flavors", r"flavors", "flavors", views.FlavorsView.as_view()),
     Route("userflavors", r"userflavors", "userflavors", views.UserFlavorsView.as_view()),
+    Route("tunnels-restart", r"tunnels/restart", "tunnels/restart", TunnelRestartView.as_view()),
 )
 
 # Relative to an Outpost's base URL; each path also with a trailing slash.

@@ -57,9 +57,7 @@ def test_a_server_is_reached_through_the_tunnel_the_agent_opened(
     # given a server on a node, and the address the Hub was given for it
     node_server = web_server("hello from the node")
     outpost = agent_outpost(sshd)
-    server, address = tunnelled_server(
-        outpost, settings, remote=f"127.0.0.1:{node_server.port}"
-    )
+    server, address = tunnelled_server(outpost, settings, remote=f"127.0.0.1:{node_server.port}")
     assert address != f"127.0.0.1:{node_server.port}"
     assert page_through(address) is None  # nothing listens there before the agent
     # when the agent runs
