@@ -34,7 +34,7 @@ def parse_known_hosts(text: str) -> paramiko.HostKeys:
             continue
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno=number)
-        except (paramiko.SSHException, ValueError) as error:
+        except (paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as error:
             raise KnownHostsError(f"Line {number} is not a known_hosts line: {error}") from error
         if entry is None or entry.key is None:
             raise KnownHostsError(f"Line {number} is not a known_hosts line.")
