@@ -29,6 +29,8 @@ truth for what it names), e.g.::
         flavors: [{name: large, max: 10, runtime: {hours: 2}}]
         hub_policies: [{hub: hub1, flavor: large, cap: 5}]
         user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
+        ssh: {reach: agent, jump_host: login.hpc.example.org, user: tunnel,
+              key_path: /etc/outpost/tunnel_key, known_hosts: "..."}   # docs/tunnels.md
     hubs:
       - name: hub1
         secret_env: HUB1_SECRET
@@ -64,6 +66,7 @@ from flavors.services import flavors_changed
 from outposts.hubs import hub_create, hub_update
 from outposts.models import Hub, Outpost
 from portal.crypto import EncryptedJSONField, reencrypt_text
+from tunnels.provisioning import outpost_ssh_apply
 
 OUTPOST_FIELDS = {
     "slug",
@@ -84,8 +87,18 @@ OUTPOST_FIELDS = {
     "flavors",
     "hub_policies",
     "user_rules",
+    "ssh",
 }
-HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active", "callback_url_prefixes"}
+HUB_FIELDS = {
+    "name",
+    "secret",
+    "secret_env",
+    "outposts",
+    "active",
+    "callback_url_prefixes",
+    "may_restart_tunnels",
+    "recreate_forward_token_env",
+}
 
 
 def _seconds(where: str, name: str, value: Any) -> timedelta:
@@ -153,6 +166,14 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
             )
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError(f"{where}: field 'secret' must be a non-empty string")
+    recreate_forward_token = None
+    if "recreate_forward_token_env" in entry:
+        recreate_forward_token = os.environ.get(str(entry["recreate_forward_token_env"]))
+        if not recreate_forward_token:
+            raise ConfigError(
+                f"{where}: field 'recreate_forward_token_env': environment variable "
+                f"{entry['recreate_forward_token_env']} is not set"
+            )
     slugs = entry.get("outposts") or []
     if not isinstance(slugs, list):
         raise ConfigError(f"{where}: field 'outposts' must be a list of Outpost slugs")
@@ -165,16 +186,29 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
         "is_active": bool(entry.get("active", True)),
         # Validated by Hub.clean(): http(s) URL prefixes only.
         "callback_url_prefixes": entry.get("callback_url_prefixes", []),
+        "may_restart_tunnels": bool(entry.get("may_restart_tunnels", False)),
     }
     hub = Hub.objects.filter(name=entry["name"]).first()
     try:
         if hub is not None:
-            changed = hub_update(hub=hub, secret=secret, outposts=outposts, **settings)
+            changed = hub_update(
+                hub=hub,
+                secret=secret,
+                outposts=outposts,
+                recreate_forward_token=recreate_forward_token,
+                **settings,
+            )
             (summary.updated if changed else summary.unchanged).append(where)
         elif secret is None:
             raise ConfigError(f"{where}: a new Hub needs 'secret' or 'secret_env'")
         else:
-            hub_create(name=entry["name"], secret=secret, outposts=outposts, **settings)
+            hub_create(
+                name=entry["name"],
+                secret=secret,
+                outposts=outposts,
+                recreate_forward_token=recreate_forward_token,
+                **settings,
+            )
             summary.created.append(where)
     except ValidationError as error:
         raise config_error(where, error) from None
@@ -221,6 +255,7 @@ def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummar
             outpost = _apply_outpost(where, entry, summary)
             flavors = _entries(where, entry, "flavors")
             flavors_apply(outpost=outpost, entries=flavors, label=where, summary=summary)
+            outpost_ssh_apply(outpost=outpost, entry=entry.get("ssh"), label=where, summary=summary)
             outposts.append((outpost, entry, summary.changes - changes))
 
         names: list[str] = []

@@ -87,6 +87,13 @@ class OutpostSSHAdmin(OutpostScopedAdmin):
     def has_key(self, obj: OutpostSSH) -> bool:
         return obj.key is not None
 
+    def delete_model(self, request: HttpRequest, obj: OutpostSSH) -> None:
+        services.outpost_ssh_delete(ssh=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[OutpostSSH]) -> None:
+        for ssh in queryset:
+            services.outpost_ssh_delete(ssh=ssh)
+
     def save_model(self, request: HttpRequest, obj: OutpostSSH, form: Any, change: bool) -> None:
         if services.outpost_ssh_save(ssh=obj):
             self.message_user(

@@ -213,7 +213,11 @@ class TunnelAgent:
         wanted = {
             tunnel.pk: tunnel
             for tunnel in tunnels
-            if tunnel.desired_state == Tunnel.Desired.OPEN and tunnel.server.is_active
+            if tunnel.desired_state == Tunnel.Desired.OPEN
+            and tunnel.server.is_active
+            # SSH settings removed meanwhile: nothing to open it with (their removal closes
+            # the Outpost's tunnels too, tunnels.services.outpost_ssh_delete).
+            and hasattr(tunnel.outpost, "ssh")
         }
         for tunnel in tunnels:
             if tunnel.pk not in wanted:

@@ -232,6 +232,17 @@ def outpost_ssh_save(*, ssh: OutpostSSH) -> bool:
     return changed
 
 
+def outpost_ssh_delete(*, ssh: OutpostSSH) -> None:
+    """Remove an Outpost's SSH settings: its servers are reached directly from now on, and
+    the agent closes their tunnels (a server started through one keeps that address until
+    it is started again)."""
+    with transaction.atomic():
+        Tunnel.objects.filter(outpost_id=ssh.outpost_id, desired_state=Tunnel.Desired.OPEN).update(
+            desired_state=Tunnel.Desired.CLOSED, updated_at=timezone.now()
+        )
+        ssh.delete()
+
+
 def outpost_ssh_host_key_add(*, ssh_id: int, line: str) -> None:
     """Add a known_hosts line to an Outpost's known hosts (the agent, accepting a new key
     where an admin allowed it). Does not restart the tunnels: nothing was connected yet."""

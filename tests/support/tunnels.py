@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from outposts import dispatch
 from tests.support.portal import ROOT, portal_process_env
 from tests.support.processes import free_port, response_if_up, stop_group, wait_until
 
@@ -103,3 +104,18 @@ def agent_runner(tmp_path: Path) -> Iterator[Callable[[str], AgentProcess]]:
     yield start
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """What the services queue, by dispatch function name, instead of Celery."""
+    calls: dict[str, list[dict]] = {}
+    for name in (
+        "queue_outpost_tunnels_restart",
+        "queue_hub_forwards_recreate",
+        "queue_tunnel_restart_for_node",
+    ):
+        monkeypatch.setattr(
+            dispatch, name, lambda _name=name, **kw: calls.setdefault(_name, []).append(kw)
+        )
+    return calls

@@ -73,3 +73,13 @@ def test_the_server_page_says_how_the_server_is_reached(client, site_admin, tunn
         f"Through tunnel agent default: 127.0.0.1:{mine.bind_port} -&gt; node-mine:8888".encode()
         in (page.content)
     )
+
+
+def test_deleting_an_outposts_ssh_settings_closes_its_tunnels(client, site_admin, tunnels):
+    mine, theirs = tunnels
+    ssh = OutpostSSH.objects.get(outpost=mine.outpost)
+    response = client.post(f"/admin/tunnels/outpostssh/{ssh.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not OutpostSSH.objects.filter(pk=ssh.pk).exists()
+    assert Tunnel.objects.get(pk=mine.pk).desired_state == Tunnel.Desired.CLOSED
+    assert Tunnel.objects.get(pk=theirs.pk).desired_state == Tunnel.Desired.OPEN

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from outposts import dispatch
 from outposts.models import Server
 from tests.factories import (
     HubFactory,
@@ -19,21 +18,6 @@ from tunnels import services
 from tunnels.models import OutpostSSH, Tunnel
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """What the services queue, by dispatch function name, instead of Celery."""
-    calls: dict[str, list[dict]] = {}
-    for name in (
-        "queue_outpost_tunnels_restart",
-        "queue_hub_forwards_recreate",
-        "queue_tunnel_restart_for_node",
-    ):
-        monkeypatch.setattr(
-            dispatch, name, lambda _name=name, **kw: calls.setdefault(_name, []).append(kw)
-        )
-    return calls
 
 
 def test_a_server_of_an_agent_outpost_gets_the_agents_address_and_a_tunnel(settings):
