@@ -4,6 +4,7 @@ Jupyter servers on a node."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -72,32 +73,30 @@ class AgentProcess:
         stop_group(self.proc, timeout=15)
 
 
+def agent_start(directory: Path, name: str, *, env: dict[str, str] | None = None) -> AgentProcess:
+    """Start ``manage.py run_tunnel_agent --name NAME`` on the test database, logging into
+    ``directory``; the caller stops it."""
+    log_path = directory / f"agent-{name}-{secrets.token_hex(3)}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "run_tunnel_agent", "--name", name, "--interval", "0.5"],
+            cwd=ROOT,
+            env=env or portal_process_env(directory),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return AgentProcess(name=name, proc=proc, log_path=log_path)
+
+
 @pytest.fixture
 def agent_runner(tmp_path: Path) -> Iterator[Callable[[str], AgentProcess]]:
-    """Start ``manage.py run_tunnel_agent --name NAME`` processes on the test database
-    (the test must use a transactional database); all stopped at teardown."""
+    """Start tunnel agents on the test database (the test must use a transactional
+    database); all stopped at teardown."""
     started: list[AgentProcess] = []
 
     def start(name: str) -> AgentProcess:
-        log_path = tmp_path / f"agent-{name}-{len(started)}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "run_tunnel_agent",
-                    "--name",
-                    name,
-                    "--interval",
-                    "0.5",
-                ],
-                cwd=ROOT,
-                env=portal_process_env(tmp_path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        agent = AgentProcess(name=name, proc=proc, log_path=log_path)
+        agent = agent_start(tmp_path, name)
         started.append(agent)
         return agent
 
