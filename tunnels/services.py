@@ -247,7 +247,15 @@ def outpost_ssh_host_key_add(*, ssh_id: int, line: str) -> None:
     """Add a known_hosts line to an Outpost's known hosts (the agent, accepting a new key
     where an admin allowed it). Does not restart the tunnels: nothing was connected yet."""
     with transaction.atomic():
-        ssh = OutpostSSH.objects.select_for_update().filter(pk=ssh_id).first()
+        # The Outpost's name only (the audit entry's label): the agent may read no more of it
+        # (tunnels/agent_role.py).
+        ssh = (
+            OutpostSSH.objects.select_for_update(of=("self",))
+            .select_related("outpost")
+            .only(*(field.name for field in OutpostSSH._meta.concrete_fields), "outpost__name")
+            .filter(pk=ssh_id)
+            .first()
+        )
         if ssh is None or not ssh.accept_new_host_keys:
             return
         lines = [existing for existing in ssh.known_hosts.splitlines() if existing.strip()]
