@@ -269,6 +269,12 @@ HUB_CALL_VERIFY: bool | str = os.environ.get("PORTAL_HUB_CALL_CA_BUNDLE") or env
 )
 HUB_CALL_MAX_RETRIES = int(os.environ.get("PORTAL_HUB_CALL_MAX_RETRIES", "5"))
 
+# Delayed tunnelling (docs/tunnels-delayed.md): the portal's base URL as compute nodes reach
+# it, for outpost-start-server's address report (an Outpost's own server_callback_url wins);
+# how long the wrapper keeps trying to reach it, in seconds.
+SERVER_CALLBACK_URL = os.environ.get("PORTAL_SERVER_CALLBACK_URL", "")
+SERVER_REPORT_TIMEOUT = float(os.environ.get("PORTAL_SERVER_REPORT_TIMEOUT", "120"))
+
 # How long a synchronous API start or stop waits for its task before answering.
 SYNC_WAIT_TIMEOUT = float(os.environ.get("PORTAL_SYNC_WAIT_TIMEOUT", "60"))
 

@@ -69,6 +69,8 @@ class ServerAdmin(OutpostScopedAdmin):
         "user_name",
         "status",
         "address",
+        "reported_address",
+        "reported_at",
         "user_options",
         "overrides",
         "exit_code",
