@@ -26,6 +26,9 @@ truth for what it names), e.g.::
         allowed_overrides: [image]           # misc traits a Hub may set
         allowed_user_options: [partition]    # user_options keys the spawner gets
         min_system_uid: 1000                 # refuse users whose account is below; null = off
+        server_reports_address: true         # servers run through outpost-start-server
+        allowed_node_patterns: ["node*.hpc.example.org", "10.1.0.0/16"]
+        allowed_port_min: 20000              # the ports they may report
         flavors: [{name: large, max: 10, runtime: {hours: 2}}]
         hub_policies: [{hub: hub1, flavor: large, cap: 5}]
         user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
@@ -84,6 +87,11 @@ OUTPOST_FIELDS = {
     "poll_interval",
     "start_timeout",
     "unknown_grace",
+    "server_reports_address",
+    "server_callback_url",
+    "allowed_node_patterns",
+    "allowed_port_min",
+    "allowed_port_max",
     "flavors",
     "hub_policies",
     "user_rules",
@@ -132,6 +140,11 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "poll_interval": defaults.poll_interval,
         "start_timeout": defaults.start_timeout,
         "unknown_grace": defaults.unknown_grace,
+        "server_reports_address": bool(entry.get("server_reports_address", False)),
+        "server_callback_url": entry.get("server_callback_url") or "",
+        "allowed_node_patterns": entry.get("allowed_node_patterns") or [],
+        "allowed_port_min": entry.get("allowed_port_min", defaults.allowed_port_min),
+        "allowed_port_max": entry.get("allowed_port_max", defaults.allowed_port_max),
     }
     for name in ("poll_interval", "start_timeout", "unknown_grace"):
         if entry.get(name) is not None:

@@ -71,6 +71,8 @@ class ServerAdmin(OutpostScopedAdmin):
         "status",
         "address",
         "reached",
+        "reported_address",
+        "reported_at",
         "user_options",
         "overrides",
         "exit_code",

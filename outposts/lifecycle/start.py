@@ -33,6 +33,7 @@ from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.selectors import server_for_update, server_unwanted
 from tunnels.services import TunnelError, tunnel_open_for_server
+from tunnels.reports import server_report_env, server_reported_address
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class _StartClaim:
 
 def _timed_out_error(server: Server) -> str:
     minutes = server.outpost.start_timeout.total_seconds() / 60
+    if server.outpost.server_reports_address and not server.reported_address:
+        return (
+            f"The server did not report its address within {minutes:g} minutes: it must run "
+            "through outpost-start-server and reach the portal from its node."
+        )
     return f"The server did not start within {minutes:g} minutes."
 
 
@@ -213,8 +219,16 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         log.info("Start of server %s cancelled by a stop", server_id)
         server_mark_stopped(server_id=server_id, exit_code=0)
         return
+    reported_address = None
     try:
-        runner = SpawnerRunner.for_server(server)
+        portal_env = None
+        if server.outpost.server_reports_address:
+            # A token for this attempt's server only; it lands where its wrapper reports.
+            portal_env = server_report_env(server=server, lease=claim.lease)
+            reported_address = sync_to_async(
+                lambda: server_reported_address(server_id=server_id), thread_sensitive=True
+            )
+        runner = SpawnerRunner.for_server(server, portal_env=portal_env)
         tls = TLSMaterial.from_token(tls_token)
     except Exception as error:
         log.exception("Cannot build the spawner of server %s", server_id)
@@ -238,6 +252,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         stop_requested=sync_to_async(lambda: server_unwanted(server_id=server_id)),
         heartbeat=sync_to_async(ownership.beat),
         timeout=timeout,
+        reported_address=reported_address,
     )
     if result.outcome == StartOutcome.RUNNING:
         _start_land(runner, result.address, ownership)
@@ -248,6 +263,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         log.info("Start of server %s cancelled by a stop", server_id)
         server_mark_stopped(server_id=server_id, exit_code=0)
     elif result.outcome == StartOutcome.TIMED_OUT:
+        server.refresh_from_db(fields=["reported_address"])
         server_mark_failed(server_id=server_id, error=_timed_out_error(server))
     else:
         log.error("Start of server %s failed", server_id, exc_info=result.error)
