@@ -32,8 +32,8 @@ from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.selectors import server_for_update, server_unwanted
-from tunnels.services import TunnelError, tunnel_open_for_server
 from tunnels.reports import server_report_env, server_reported_address
+from tunnels.services import TunnelError, tunnel_open_for_server
 
 log = logging.getLogger(__name__)
 
