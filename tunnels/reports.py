@@ -13,7 +13,6 @@ new attempt replaces it), and refused once the server ended or a stop was asked 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from datetime import datetime
 from urllib.parse import urljoin
@@ -27,6 +26,7 @@ from outposts.errors import PortalError
 from outposts.models import Server
 from outposts.selectors import server_for_update
 from portal.crypto import credential_digest, credential_matches, new_credential
+from tunnels.services import address_join, address_split
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,6 @@ class ReportConflict(ReportRefused):
 
 class ServerEnded(ReportRefused):
     status = 410
-
-
-def address_join(*, host: str, port: int) -> str:
-    """``host:port``, an IPv6 address in brackets."""
-    bare = host.strip("[]")
-    try:
-        if ipaddress.ip_address(bare).version == 6:
-            return f"[{bare}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
-
-
-def address_split(address: str) -> tuple[str, int]:
-    """The ``(host, port)`` of ``host:port`` (``[v6]:port`` too)."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def server_report_url(*, server: Server) -> str:
@@ -138,7 +121,10 @@ def server_reported_address(*, server_id: int) -> tuple[str, int] | None:
         .values_list("reported_address", flat=True)
         .first()
     )
-    return address_split(address) if address else None
+    if not address:
+        return None
+    _, host, port = address_split(address)
+    return host, port
 
 
 def server_address_reported(*, server: Server, host: str, port: int) -> str:

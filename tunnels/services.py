@@ -8,6 +8,7 @@ start process reports it (delayed tunnelling). Both call ``tunnel_open_for_serve
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from typing import Any
@@ -53,7 +54,14 @@ def address_split(address: str) -> tuple[str, str, int]:
     return scheme, parts.hostname, port
 
 
-def address_join(*, scheme: str, host: str, port: int) -> str:
+def address_join(*, host: str, port: int, scheme: str = "") -> str:
+    """``host:port`` (an IPv6 address in brackets), as ``scheme://host:port`` if given."""
+    bare = host.strip("[]")
+    try:
+        if ipaddress.ip_address(bare).version == 6:
+            host = f"[{bare}]"
+    except ValueError:
+        pass
     return f"{scheme}://{host}:{port}" if scheme else f"{host}:{port}"
 
 

@@ -37,6 +37,8 @@ def test_known_hosts_parse_and_refuse_garbage():
         ("node1:8888", ("", "node1", 8888)),
         ("http://node1:8888/user/x/", ("http", "node1", 8888)),
         ("https://10.0.0.5:443", ("https", "10.0.0.5", 443)),
+        ("[fd00::7]:8888", ("", "fd00::7", 8888)),
+        ("http://[::1]:8888", ("http", "::1", 8888)),
     ],
 )
 def test_addresses_split_and_join(address, split):
