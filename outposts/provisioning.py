@@ -26,6 +26,8 @@ truth for what it names), e.g.::
         allowed_overrides: [image]           # misc traits a Hub may set
         allowed_user_options: [partition]    # user_options keys the spawner gets
         min_system_uid: 1000                 # refuse users whose account is below; null = off
+        unix_user_rule: template             # Slurm: the job's account (name, template, table)
+        unix_user_template: "hpc_{name}"
         flavors: [{name: large, max: 10, runtime: {hours: 2}}]
         hub_policies: [{hub: hub1, flavor: large, cap: 5}]
         user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
@@ -76,6 +78,9 @@ OUTPOST_FIELDS = {
     "allowed_overrides",
     "allowed_user_options",
     "min_system_uid",
+    "unix_user_rule",
+    "unix_user_template",
+    "unix_user_table",
     "max_servers_per_user",
     "queue",
     "poll_interval",
@@ -114,6 +119,9 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "allowed_user_options": entry.get("allowed_user_options") or [],
         # null switches the check off, so only a missing key means the default.
         "min_system_uid": entry.get("min_system_uid", defaults.min_system_uid),
+        "unix_user_rule": entry.get("unix_user_rule") or defaults.unix_user_rule,
+        "unix_user_template": entry.get("unix_user_template") or "",
+        "unix_user_table": entry.get("unix_user_table") or {},
         "max_servers_per_user": entry.get("max_servers_per_user"),
         "queue": entry.get("queue") or "",
         "poll_interval": defaults.poll_interval,

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +24,13 @@ from django.utils.html import strip_tags
 from django.utils.module_loading import import_string
 from traitlets.config import Config
 
-from outposts.runner.checks import check_name_safe, check_not_system_account
+from outposts.runner import slurm
+from outposts.runner.accounts import UnixAccountRule
+from outposts.runner.checks import (
+    check_name_safe,
+    check_not_system_account,
+    request_env_allowed,
+)
 from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
 from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
 
@@ -149,6 +156,11 @@ class ServerSpec:
     user_options: dict[str, Any]
     state: dict[str, Any] | None
     min_system_uid: int | None = None
+    # Batch spawners (outposts/runner/slurm.py): the Outpost's Hub-user -> Unix-account rule,
+    # the trait names the flavor set (a Hub's user_options never replace them) and its runtime.
+    unix_account_rule: UnixAccountRule = UnixAccountRule()
+    flavor_traits: frozenset[str] = frozenset()
+    runtime: timedelta | None = None
 
     @classmethod
     def from_server(cls, server: Server) -> ServerSpec:
@@ -184,6 +196,9 @@ class ServerSpec:
             user_options=user_options,
             state=server.spawner_state,
             min_system_uid=outpost.min_system_uid,
+            unix_account_rule=UnixAccountRule.from_outpost(outpost),
+            flavor_traits=frozenset(server.resources),
+            runtime=server.runtime,
         )
 
 
@@ -194,6 +209,8 @@ class SpawnerRunner:
         self.spec = spec
         check_name_safe(spec.user_name, what="user name")
         check_name_safe(spec.server_name, what="server name", allow_empty=True)
+        # The address a delayed start reported (address_reported), if any.
+        self._reported: tuple[str, int] | None = None
         self.spawner = self._build()
 
     @classmethod
@@ -228,6 +245,16 @@ class SpawnerRunner:
             user_options=dict(spec.user_options),
         )
         user.spawners[spec.server_name] = spawner
+        if slurm.is_slurm(spawner_class):
+            # Before load_state: the state's account (the job's) wins over today's rule.
+            slurm.adapt(
+                spawner,
+                account=(spec.state or {}).get(slurm.STATE_ACCOUNT)
+                or spec.unix_account_rule.account_for(spec.user_name),
+                user_options=dict(spec.user_options),
+                flavor_traits=spec.flavor_traits,
+                runtime=spec.runtime,
+            )
         prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or url_path_join(
             user.url, url_escape_path(spec.server_name), "/"
         )
@@ -237,7 +264,15 @@ class SpawnerRunner:
             spawner.load_state(spec.state)
         original_get_env = spawner.get_env
         original_poll = spawner.poll
-        request_env = dict(env)
+        # Variables the spawner's commands (a shell, sudo, sbatch) would obey never come from
+        # the Hub (outposts/runner/checks.py).
+        request_env = {k: v for k, v in env.items() if request_env_allowed(k)}
+        if len(request_env) < len(env):
+            log.info(
+                "Server %s: request env %s not passed on",
+                spec.server_id,
+                sorted(set(env) - set(request_env)),
+            )
 
         def get_env(self: Spawner) -> dict[str, str]:
             # The Hub's env wins over what the spawner computes, except where the server
@@ -301,6 +336,8 @@ class SpawnerRunner:
             spawner._start_pending = False
             remember_child(spawner)
             await self._finish_pump(pump)
+        if self._reported is not None:
+            result = self._reported  # where the server said it listens
         address = format_address(result)
         if isinstance(result, tuple | list) and len(result) == 2:
             spawner.server.ip, spawner.server.port = result[0] or "127.0.0.1", int(result[1])
@@ -311,7 +348,30 @@ class SpawnerRunner:
 
         It runs where the spawner runs (the Outpost's worker), where the accounts are real.
         """
-        check_not_system_account(self.spec.user_name, min_uid=self.spec.min_system_uid)
+        account = self.unix_account
+        check_not_system_account(account, min_uid=self.spec.min_system_uid)
+        if slurm.is_slurm(type(self.spawner)):
+            slurm.check_account_exists(account)
+
+    @property
+    def unix_account(self) -> str:
+        """The account the server runs as: the mapped one for batch spawners, else the name."""
+        return str(getattr(self.spawner, "req_username", "") or self.spec.user_name)
+
+    @property
+    def reported_address(self) -> tuple[str, int] | None:
+        return self._reported
+
+    def address_reported(self, host: str, port: int) -> None:
+        """The seam of delayed starts: the server reported where it listens.
+
+        batchspawner's start() waits until ``spawner.port`` is set (the stock Hub sets it from
+        its batchspawner API, which the portal must not use); setting it here lets start()
+        return, and the reported host replaces the node name squeue gave. Called from the
+        start's watch loop (outposts/runner/watch.py, ``address_report``).
+        """
+        self._reported = (host, int(port))
+        self.spawner.port = int(port)
 
     async def _pump_progress(self, on_progress: ProgressCallback | None) -> None:
         if on_progress is None:

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 # Gets the spawner's state while a start runs; answers whether this attempt still owns it.
 Heartbeat = Callable[[dict[str, Any]], Awaitable[bool]]
+# The (host, port) the server reported through the portal's call-back, None until then
+# (delayed starts: batchspawner waits for a port it cannot learn itself).
+AddressReport = Callable[[], Awaitable[tuple[str, int] | None]]
 
 
 class StartOutcome(StrEnum):
@@ -44,6 +47,7 @@ async def start_watched(
     stop_requested: Callable[[], Awaitable[bool]],
     timeout: float,
     heartbeat: Heartbeat | None = None,
+    address_report: AddressReport | None = None,
     check_every: float = 1.0,
 ) -> StartResult:
     """Start, but give up when a stop is requested or ``timeout`` seconds pass.
@@ -52,7 +56,9 @@ async def start_watched(
     state: a batch job or a process may exist long before start() returns, and whoever
     recovers from a crash of this worker needs that state to stop it. When the heartbeat says
     another attempt owns the server now, this one gives up. Whatever the spawner made is
-    stopped again when the start does not end running.
+    stopped again when the start does not end running. ``address_report`` is asked as often
+    for the address the server reported; once there is one the runner hands it to the
+    spawner (SpawnerRunner.address_reported), which lets a batch spawner's start() return.
     """
     try:
         runner.check_may_start()
@@ -68,6 +74,11 @@ async def start_watched(
         await asyncio.wait({start}, timeout=min(check_every, max(deadline - loop.time(), 0)))
         if start.done():
             break
+        if address_report is not None and runner.reported_address is None:
+            reported = await _reported(runner, address_report)
+            if reported is not None:
+                runner.address_reported(*reported)
+                continue
         if heartbeat is not None and not await _beat(runner, heartbeat):
             outcome = StartOutcome.SUPERSEDED
         elif await stop_requested():
@@ -99,6 +110,14 @@ async def _beat(runner: SpawnerRunner, heartbeat: Heartbeat) -> bool:
         # A database blip must not cancel a start; the next beat tries again.
         log.exception("Heartbeat of the start of server %s failed", runner.spec.server_id)
         return True
+
+
+async def _reported(runner: SpawnerRunner, address_report: AddressReport) -> tuple[str, int] | None:
+    try:
+        return await address_report()
+    except Exception:
+        log.exception("Reading the reported address of server %s failed", runner.spec.server_id)
+        return None
 
 
 async def _cleanup(runner: SpawnerRunner) -> None:
