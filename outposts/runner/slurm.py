@@ -102,7 +102,6 @@ REASONS = {
     "AssocMaxJobsLimit": "your account runs as many jobs as it may",
     "AssocGrpCPULimit": "your account uses all the CPUs it may",
     "Reservation": "waiting for its reservation",
-    "None": "",
 }
 
 
@@ -145,7 +144,10 @@ def pending_message(job_id: str, state: str, reason: str, start: str) -> str:
     if state != "PENDING":
         return f"Slurm job {job_id} is {state.lower()}."
     meaning = REASONS.get(reason, "")
-    why = f" ({reason}: {meaning})" if meaning else (f" ({reason})" if reason else "")
+    if reason in ("", "None"):  # not looked at by the scheduler yet
+        why = ""
+    else:
+        why = f" ({reason}: {meaning})" if meaning else f" ({reason})"
     if start and start not in ("N/A", "Unknown", "None"):
         when = f"; expected start {start.replace('T', ' ')}"
     else:

@@ -10,6 +10,7 @@ runs a command without it, except in the last test, which reports through a stan
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from outposts.runner import slurm as slurm_backend
 from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.services import StartRequest
-from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
+from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 from tests.support.processes import wait_until
 from tests.support.slurm import NODE_CPUS, SlurmCluster
 
@@ -97,6 +98,12 @@ def site(slurm_cluster, settings, tmp_path, monkeypatch):
         runtime=timedelta(minutes=30),
         resources={"req_nprocs": "1", "req_memory": "200M", "req_partition": "debug"},
     )
+    FlavorFactory(
+        outpost=outpost,
+        name="too-long",
+        runtime=timedelta(hours=1),  # the "short" partition allows 10 minutes
+        resources={"req_nprocs": "1", "req_memory": "200M", "req_partition": "short"},
+    )
     hub = HubFactory(outposts=[outpost])
     yield {"outpost": outpost, "hub": hub, "cluster": slurm_cluster}
     slurm_cluster.cancel_all()
@@ -116,25 +123,28 @@ def admit(site, *, user="olga", name="lab", flavor="small", env=None, **options)
 
 
 @pytest.fixture
-def in_background() -> Iterator[Callable[[Callable[[], None]], threading.Thread]]:
-    """Run a start task in a thread (it waits for a job that never reports a port); the
-    test stops the server, and teardown waits for the thread to end."""
-    threads: list[threading.Thread] = []
+def in_background() -> Iterator[Callable[[Server], threading.Thread]]:
+    """Run a server's start task in a thread (it waits for a job that never reports a port);
+    the test stops the server; teardown stops those a failed test left, and waits for the
+    threads to end."""
+    started: list[tuple[Server, threading.Thread]] = []
 
-    def run(task: Callable[[], None]) -> threading.Thread:
+    def run(server: Server) -> threading.Thread:
         def target() -> None:
             try:
-                task()
+                server_start_run(server_id=server.pk)
             finally:
                 connection.close()
 
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        threads.append(thread)
+        started.append((server, thread))
         return thread
 
     yield run
-    for thread in threads:
+    for server, thread in started:
+        if thread.is_alive():
+            services.server_stop(server=server)
         thread.join(timeout=60)
         assert not thread.is_alive(), "a start task did not end"
 
@@ -164,7 +174,7 @@ def test_a_start_is_a_job_of_the_mapped_user_with_the_flavors_limits(site, in_ba
     # given a start of olga's with the small flavor and the allow-listed options
     server = admit(site, account="proj42", project="p-17", partition="short")
     # when the start task runs it
-    thread = in_background(lambda: server_start_run(server_id=server.pk))
+    thread = in_background(server)
     job_id = job_of(server)
     # then Slurm runs the job as hpc_olga with the flavor's time, CPUs and memory, and the
     # options where the flavor sets nothing (the partition; account and project)
@@ -187,7 +197,7 @@ def test_a_hub_cannot_choose_a_partition_the_flavor_sets_nor_a_bigger_job(site, 
     # given a start of the flavor pinned to "debug", asking for "short" and for 2 CPUs
     server = admit(site, flavor="pinned", partition="short", nprocs="2", runtime="99-0")
     # when
-    thread = in_background(lambda: server_start_run(server_id=server.pk))
+    thread = in_background(server)
     job = wait_until(lambda: site["cluster"].job(job_of(server)), what="the job")
     # then the flavor's partition, CPUs and runtime hold
     assert job["Partition"] == "debug"
@@ -216,7 +226,7 @@ def test_slurm_and_shell_variables_of_the_request_never_reach_sbatch(site, in_ba
         },
     )
     # when
-    thread = in_background(lambda: server_start_run(server_id=server.pk))
+    thread = in_background(server)
     job_id = job_of(server)
     job = wait_until(lambda: site["cluster"].job(job_id), what="the job")
     # then the job has the flavor's time in the default partition, sbatch ran from the real
@@ -251,15 +261,15 @@ def test_a_pending_job_shows_its_reason_and_expected_start_and_a_cancel_removes_
     wait_until(lambda: cluster.job(blocker).get("JobState") == "RUNNING", what="the blocker")
     # when olga starts a server
     server = admit(site)
-    thread = in_background(lambda: server_start_run(server_id=server.pk))
+    thread = in_background(server)
     job_id = job_of(server)
     # then she reads that her job waits for resources, and when it is expected to start
     pending = wait_until(
-        lambda: [m for m in messages(server) if "expected start 2" in m],
-        what="a progress event with the expected start",
+        lambda: [m for m in messages(server) if "(Resources: " in m and "expected start 2" in m],
+        what="a progress event with the reason and the expected start",
         details=lambda: "\n".join(messages(server)),
     )
-    assert pending[0].startswith(f"Slurm job {job_id} is pending (Resources: ")
+    assert pending[0].startswith(f"Slurm job {job_id} is pending (Resources: waiting for free")
     # and when the reason changes (held), a new event says so
     cluster.run("scontrol", "uhold", job_id)
     wait_until(
@@ -401,3 +411,49 @@ def test_a_job_that_reports_its_address_through_the_seam_becomes_reachable(site)
         assert answer == {"user": "hpc_olga"}
     finally:
         asyncio.run(runner.stop(now=True))
+
+
+def test_through_the_api_a_job_held_by_its_partition_shows_why_and_a_delete_cancels_it(
+    site, celery_worker, portal_web, fake_hub
+):
+    # given the portal's web server and a worker for the Slurm Outpost
+    outpost, hub, cluster = site["outpost"], site["hub"], site["cluster"]
+    celery_worker(outpost.celery_queue)
+    base = f"{portal_web}/outposts/{outpost.slug}/services"
+    auth = base64.b64encode(f"{hub.name}:{HUB_SECRET}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}", "execution-type": "async"}
+    # when the Hub starts olga's server with a flavor longer than its partition allows
+    body = {
+        "name": "lab",
+        "env": fake_hub.env("olga", "lab"),
+        "user_options": {"start_id": "s1", "flavor": "too-long"},
+        "misc": {"port": 51285, "ip": "0.0.0.0"},
+    }
+    answer = requests.post(base, json=body, headers=headers, timeout=30)
+    assert (answer.status_code, answer.json()) == (202, {"service": ""})
+    # then the Hub shows her why the job waits
+    server = Server.objects.get(outpost=outpost, name="lab", start_id="s1")
+    job_id = job_of(server)
+    assert cluster.job(job_id)["UserId"].startswith("hpc_olga(")
+    event = wait_until(
+        lambda: [
+            call.body["message"]
+            for call in fake_hub.posts("/users/progress/events/olga/lab")
+            if "PartitionTimeLimit" in call.body["message"]
+        ],
+        timeout=60,
+        what="the pending reason at the Hub",
+    )[0]
+    assert event.startswith(f"Slurm job {job_id} is pending (PartitionTimeLimit: ")
+    poll = requests.get(f"{base}/lab/s1", headers=headers, timeout=10)
+    assert poll.json() == {"status": None, "logs": []}
+    # when the Hub deletes the server while its job waits
+    stop = requests.delete(f"{base}/lab/s1", headers=headers, timeout=30)
+    assert stop.status_code == 202
+    # then the job is gone from the queue and the server stopped
+    wait_until(lambda: job_id not in cluster.job_ids(), timeout=60, what="the job to go")
+    wait_until(
+        lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED,
+        timeout=60,
+        what="the server to be stopped",
+    )

@@ -13,6 +13,7 @@ No Django here.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -137,6 +138,16 @@ def ensure_accounts(names: tuple[str, ...] = TEST_ACCOUNTS) -> None:
             subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
 
 
+def clean_homes(names: tuple[str, ...] = TEST_ACCOUNTS) -> None:
+    """Remove what earlier sessions' jobs left in the accounts' homes: job ids start at 1 in
+    every session, so an old job's files would pass for a new one's."""
+    for name in names:
+        home = Path(pwd.getpwnam(name).pw_dir)
+        for pattern in ("outpost-*", "jupyterhub_slurmspawner_*.log"):
+            for path in home.glob(pattern):
+                path.unlink(missing_ok=True)
+
+
 def ensure_sudoers(names: tuple[str, ...] = TEST_ACCOUNTS) -> None:
     """The rule docs/slurm.md asks of a site, for the worker's account (root here): run the
     three Slurm commands as the mapped users, keeping the environment (SLURM_CONF, the
@@ -198,6 +209,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if not (SLURM_SBIN / "slurmctld").exists():
         pytest.fail("Slurm is not installed: run scripts/test-services")
     ensure_accounts()
+    clean_homes()
     ensure_sudoers()
     # Readable by the test accounts: sbatch, run as them, reads slurm.conf (pytest's own
     # tmp folders are mode 700).
