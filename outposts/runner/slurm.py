@@ -291,6 +291,14 @@ def adapt(
                 yield {"progress": 30, "message": pending_message(self.job_id, *seen)}
             await asyncio.sleep(PROGRESS_INTERVAL)
 
+    original_stop = spawner.stop
+
+    async def stop(self: Any, now: bool = False) -> None:
+        # Nothing was submitted (sbatch failed or never answered): `scancel` without a job
+        # id would only fail, and make the stop task retry for nothing.
+        if self.job_id:
+            await original_stop(now=now)
+
     def user_env(self: Any, env: dict[str, str]) -> dict[str, str]:
         # batchspawner's UserEnvMixin reads the Hub user's name; the job's user is the account.
         try:
@@ -318,6 +326,7 @@ def adapt(
     spawner.query_job_status = MethodType(query_job_status, spawner)
     spawner.poll = MethodType(poll, spawner)
     spawner.progress = MethodType(progress, spawner)
+    spawner.stop = MethodType(stop, spawner)
     spawner.user_env = MethodType(user_env, spawner)
     spawner.get_state = MethodType(get_state, spawner)
     spawner.load_state = MethodType(load_state, spawner)

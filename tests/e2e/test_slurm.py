@@ -22,6 +22,7 @@ import requests
 from django.db import connection
 
 from outposts import services
+from outposts.lifecycle.end import server_stop_run
 from outposts.lifecycle.reconcile import outpost_reconcile
 from outposts.lifecycle.start import server_start_run
 from outposts.models import Server, SpawnEvent
@@ -317,6 +318,19 @@ def reconcile(server: Server) -> Server:
     outpost_reconcile(outpost_id=server.outpost_id)
     server.refresh_from_db()
     return server
+
+
+def test_stopping_a_running_server_cancels_its_job(site):
+    # given a running server's job
+    cluster = site["cluster"]
+    server, job_id = running_server(site, cluster)
+    # when the Hub stops it and the stop task runs
+    services.server_stop(server=server)
+    server_stop_run(server_id=server.pk)
+    # then its job is gone and the server stopped
+    server.refresh_from_db()
+    assert server.status == Server.Status.STOPPED
+    wait_until(lambda: job_id not in cluster.job_ids(), what="the job to leave squeue")
 
 
 def test_the_reconciler_sees_a_job_cancelled_from_outside_as_stopped(site):
