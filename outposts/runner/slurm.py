@@ -172,11 +172,19 @@ def _command_prefix(spawner: SlurmSpawner) -> list[str]:
     return [*prefix, "squeue"]
 
 
+# What squeue and scancel get of the worker's own environment. batchspawner would give them
+# all of it, and `sudo -E` hands that on to a process of the user's, who can read its
+# environment: the worker's database URL and keys must never be in it.
+WORKER_ENV_KEPT = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
 def command_env(spawner: SlurmSpawner) -> dict[str, str]:
-    """The environment of squeue and scancel: the worker's, with the Outpost's
-    ``environment`` trait (SLURM_CONF) over it; none of the server's secrets."""
+    """The environment of squeue and scancel: PATH and the locale of the worker, with the
+    Outpost's ``environment`` trait (SLURM_CONF) over them; no secret of the worker's nor
+    of the server's."""
+    kept = {name: os.environ[name] for name in WORKER_ENV_KEPT if name in os.environ}
     own = {k: v for k, v in (spawner.environment or {}).items() if isinstance(v, str)}
-    return {**os.environ, **own}
+    return {**kept, **own}
 
 
 async def _squeue_job(spawner: SlurmSpawner) -> tuple[str, str, str] | None:
@@ -233,8 +241,8 @@ def adapt(
     original_load_state = spawner.load_state
 
     async def run_command(self: Any, cmd: str, input: Any = None, env: Any = None) -> str:
-        # batchspawner gives sbatch the server's env but squeue and scancel none (the
-        # worker's own): they too need the Outpost's environment (SLURM_CONF).
+        # batchspawner gives sbatch the server's env, squeue and scancel the worker's whole
+        # own: they get the Outpost's environment (SLURM_CONF) and nothing secret instead.
         if env is None:
             env = command_env(self)
         # batchspawner's query swallows a failed command: remember that it failed.

@@ -359,17 +359,22 @@ def test_a_job_slurm_forgot_is_stopped(site):
     assert reconcile(server).status == Server.Status.STOPPED
 
 
-def test_a_failing_squeue_marks_the_server_unknown_not_stopped(site):
+def test_a_failing_squeue_marks_the_server_unknown_not_stopped(site, monkeypatch):
     # given a site's squeue wrapper that fails while a flag file exists (a controller
     # restart, an LDAP hiccup), and a running server; in the cluster's folder, which the
     # job's user can read
     folder = site["cluster"].folder
     flag = folder / f"squeue-down-{uuid.uuid4().hex[:6]}"
     wrapper = folder / f"squeue-{uuid.uuid4().hex[:6]}"
+    # (written where the user may write; read back by root)
+    seen_env = Path(f"/tmp/outpost-squeue-env-{uuid.uuid4().hex[:8]}")
     wrapper.write_text(
-        f"#!/bin/sh\nif [ -e {flag} ]; then echo 'squeue: error: no answer' >&2; exit 1; fi\n"
+        f"#!/bin/sh\nenv > {seen_env}\n"
+        f"if [ -e {flag} ]; then echo 'squeue: error: no answer' >&2; exit 1; fi\n"
         'exec /usr/bin/squeue "$@"\n'
     )
+    # a secret of the worker's (its database URL, its keys)
+    monkeypatch.setenv("PORTAL_TEST_SECRET", "s3cret-of-the-worker")
     wrapper.chmod(0o755)
     cluster = site["cluster"]
     server, job_id = running_server(
@@ -384,6 +389,12 @@ def test_a_failing_squeue_marks_the_server_unknown_not_stopped(site):
     # and once squeue answers again it is running again
     flag.unlink()
     assert reconcile(server).status == Server.Status.RUNNING
+    # and squeue, run as the user (who can read its environment), got the Outpost's
+    # SLURM_CONF but nothing of the worker's secrets
+    env_text = seen_env.read_text()
+    seen_env.unlink()
+    assert f"SLURM_CONF={cluster.conf}" in env_text
+    assert "s3cret-of-the-worker" not in env_text
 
 
 def test_a_job_that_reports_its_address_through_the_seam_becomes_reachable(site):
