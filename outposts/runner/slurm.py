@@ -10,6 +10,8 @@
   for more memory or another partition than the flavor's, or replace ``cmd``;
 - reports the job's state, Slurm's pending reason and expected start time as progress,
   once per change, instead of batchspawner's "Pending in queue..." every second;
+- passes Slurm's reason on when sbatch refuses a job ("Requested node configuration is not
+  available"), instead of a bare failure;
 - tells "the job is gone" from "squeue could not answer": batchspawner reads both as gone
   (poll returns 1, the server would be stopped); here only Slurm's own word ends a server,
   and a failed query makes poll raise, which the reconciler records as *unknown*.
@@ -29,6 +31,7 @@ from datetime import timedelta
 from types import MethodType
 from typing import TYPE_CHECKING, Any
 
+from outposts.errors import SpawnerFailed
 from outposts.runner.accounts import NoUnixAccount
 from outposts.runner.checks import UnsafeName
 
@@ -85,6 +88,8 @@ FINAL_STATES = frozenset(
     }
 )
 INVALID_JOB = "Invalid job id specified"
+# sbatch's words when the controller refuses a job (too many CPUs, a bad account, a QOS).
+SUBMIT_REFUSED = re.compile(r"Batch job submission failed: ([^\n]{1,200})")
 
 # What common pending reasons mean for someone waiting at the spawn page.
 REASONS = {
@@ -96,6 +101,7 @@ REASONS = {
     "JobHeldAdmin": "held by the administrators",
     "PartitionTimeLimit": "its time limit exceeds the partition's",
     "PartitionNodeLimit": "it asks for more nodes than the partition allows",
+    "PartitionConfig": "it asks for more than the partition's nodes have",
     "PartitionDown": "the partition is down",
     "ReqNodeNotAvail": "the nodes it needs are not available",
     "QOSMaxJobsPerUserLimit": "you run as many jobs as your QOS allows",
@@ -299,6 +305,18 @@ def adapt(
                 yield {"progress": 30, "message": pending_message(self.job_id, *seen)}
             await asyncio.sleep(PROGRESS_INTERVAL)
 
+    original_submit = spawner.submit_batch_script
+
+    async def submit_batch_script(self: Any) -> str:
+        try:
+            return await original_submit()
+        except RuntimeError as error:
+            refusal = SUBMIT_REFUSED.search(str(error))
+            if refusal is None:
+                raise
+            # Slurm's own reason (no paths or hosts in it) is what the user can act on.
+            raise SpawnerFailed(f"Slurm refused the job: {refusal.group(1).strip()}") from error
+
     original_stop = spawner.stop
 
     async def stop(self: Any, now: bool = False) -> None:
@@ -334,6 +352,7 @@ def adapt(
     spawner.query_job_status = MethodType(query_job_status, spawner)
     spawner.poll = MethodType(poll, spawner)
     spawner.progress = MethodType(progress, spawner)
+    spawner.submit_batch_script = MethodType(submit_batch_script, spawner)
     spawner.stop = MethodType(stop, spawner)
     spawner.user_env = MethodType(user_env, spawner)
     spawner.get_state = MethodType(get_state, spawner)

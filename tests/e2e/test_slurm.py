@@ -32,7 +32,7 @@ from outposts.runner.watch import StartOutcome, start_watched
 from outposts.services import StartRequest
 from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 from tests.support.processes import wait_until
-from tests.support.slurm import NODE_CPUS, SlurmCluster
+from tests.support.slurm import NODE_CPUS, NODE_MEMORY_MB, SlurmCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -283,6 +283,26 @@ def test_a_pending_job_shows_its_reason_and_expected_start_and_a_cancel_removes_
     assert server.status == Server.Status.STOPPED
     wait_until(lambda: job_id not in cluster.job_ids(), what="the job to leave squeue")
     assert messages(server).count(pending[0]) == 1  # once per change, not every poll
+
+
+def test_a_job_slurm_refuses_fails_the_start_with_slurms_reason(site):
+    # given a flavor asking for more memory than any node has (too many CPUs would pend,
+    # with reason PartitionConfig)
+    FlavorFactory(
+        outpost=site["outpost"],
+        name="huge",
+        runtime=timedelta(hours=1),
+        resources={"req_memory": f"{NODE_MEMORY_MB * 4}M"},
+    )
+    server = admit(site, flavor="huge")
+    # when the start task runs it
+    server_start_run(server_id=server.pk)
+    # then the start fails with Slurm's reason, which the Hub shows the user
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert server.error.startswith("Slurm refused the job: ")
+    assert "node configuration is not available" in server.error
+    assert not site["cluster"].job_ids()
 
 
 def running_server(site, cluster: SlurmCluster, **config) -> tuple[Server, str]:
