@@ -4,13 +4,16 @@ start task's lifecycle and the reconciler, with the ordinary batchspawner.SlurmS
 The jobs run as the Unix accounts the Outpost's rule maps the Hub users to (``hpc_{name}``).
 What a started job needs to become *ready* (the server reporting its address through the
 portal's call-back) is another part of the portal: here a job either waits in the queue or
-runs a command without it, except in the last test, which reports through a stand-in.
+runs a command without it, except one test, whose job runs jupyterhub-singleuser through
+outpost-start-server and reports through the portal's real call-back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,16 +30,13 @@ from outposts.lifecycle.reconcile import outpost_reconcile
 from outposts.lifecycle.start import server_start_run
 from outposts.models import Server, SpawnEvent
 from outposts.runner import slurm as slurm_backend
-from outposts.runner.spawner import SpawnerRunner, run_sync
-from outposts.runner.watch import StartOutcome, start_watched
 from outposts.services import StartRequest
 from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory, ServerFactory
-from tests.support.processes import wait_until
+from tests.support.processes import json_if_up, wait_until
 from tests.support.slurm import NODE_CPUS, NODE_MEMORY_MB, SlurmCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-JOBS = Path(__file__).resolve().parents[1] / "support" / "slurm_jobs"
 # The default SlurmSpawner script, plus the lines a site adds for the allow-listed options
 # account and project (the stock script has none).
 BATCH_SCRIPT = """#!/bin/bash
@@ -65,7 +65,7 @@ def slurm_config(cluster: SlurmCluster, **traits) -> dict:
         "batch_submit_cmd": "/usr/bin/sbatch --parsable",
         "batch_query_cmd": "/usr/bin/squeue -h -j {job_id} -o '%T %B'",
         "batch_cancel_cmd": "/usr/bin/scancel {job_id}",
-        "batchspawner_singleuser_cmd": str(JOBS / "job-wrapper"),
+        "batchspawner_singleuser_cmd": str(cluster.programs / "job-wrapper"),
         "cmd": ["/bin/sleep", "600"],
         "req_srun": "",
         **traits,
@@ -417,45 +417,73 @@ def test_a_failing_squeue_marks_the_server_unknown_not_stopped(site, monkeypatch
     assert "s3cret-of-the-worker" not in env_text
 
 
-def test_a_job_that_reports_its_address_through_the_seam_becomes_reachable(site):
-    # given a job whose command listens on a free port and reports host:port into a file
-    # (standing in for the portal's call-back, which records the reported address)
-    cluster = site["cluster"]
-    site["outpost"].spawner_config = slurm_config(cluster, cmd=[str(JOBS / "report-and-serve")])
-    site["outpost"].save()
-    server = admit(site)
-    server.refresh_from_db()
-    runner = SpawnerRunner.for_server(server)
-
-    async def reported():
-        job_id = runner.spawner.job_id
-        path = Path(f"/home/hpc_olga/outpost-address-{job_id}")
-        if not job_id or not path.exists():
-            return None
-        host, _, port = path.read_text().partition(":")
-        return host, int(port)
-
-    async def never() -> bool:
-        return False
-
-    # when the start runs, waiting for that report as for the portal's call-back
-    result = run_sync(
-        start_watched,
-        runner,
-        tls=None,
-        on_progress=None,
-        stop_requested=never,
-        timeout=120,
-        reported_address=reported,
-        check_every=0.5,
+def job_python_path() -> str:
+    """Where the job's Python finds jupyterhub: the portal's own site-packages. The jobs run
+    Debian's python3 (the same 3.11 as the venv), since the venv's interpreter may lie under a
+    home the job's user cannot read."""
+    site_packages = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    readable = subprocess.run(
+        ["sudo", "-u", "hpc_olga", "test", "-r", str(site_packages / "jupyterhub" / "__init__.py")],
+        check=False,
     )
-    try:
-        # then it ends running, at the reported address, served by hpc_olga's job
-        assert result.outcome == StartOutcome.RUNNING, result.error
-        answer = requests.get(f"http://{result.address}/", timeout=10).json()
-        assert answer == {"user": "hpc_olga"}
-    finally:
-        asyncio.run(runner.stop(now=True))
+    if readable.returncode != 0:
+        pytest.skip(f"{site_packages} is not readable by the test's job user")
+    return str(site_packages)
+
+
+def test_a_start_through_the_api_runs_jupyter_in_a_job_reached_at_its_reported_address(
+    site, celery_worker, portal_web, fake_hub
+):
+    # given a Slurm Outpost whose jobs run jupyterhub-singleuser through outpost-start-server,
+    # which reports the job's address to the portal's call-back
+    outpost, hub, cluster = site["outpost"], site["hub"], site["cluster"]
+    outpost.spawner_config = slurm_config(
+        cluster,
+        batchspawner_singleuser_cmd=(
+            f"{cluster.programs / 'job-wrapper'} /usr/bin/python3 "
+            f"{cluster.programs / 'outpost_start_server.py'} --"
+        ),
+        # sudo drops PYTHONPATH from what it passes on: the command sets it itself.
+        cmd=["/usr/bin/env", f"PYTHONPATH={job_python_path()}", "/usr/bin/python3", "-m"]
+        + ["jupyterhub.singleuser"],
+    )
+    outpost.server_reports_address = True
+    outpost.server_callback_url = portal_web
+    # The job listens on all interfaces and reports its node's name, as on a real cluster.
+    node = socket.gethostname()
+    outpost.allowed_node_patterns = [node]
+    outpost.allowed_port_min, outpost.allowed_port_max = 23000, 23999
+    outpost.full_clean()
+    outpost.save()
+    celery_worker(outpost.celery_queue)
+    base = f"{portal_web}/outposts/{outpost.slug}/services"
+    auth = base64.b64encode(f"{hub.name}:{HUB_SECRET}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}"}
+    body = {
+        "name": "lab",
+        "env": fake_hub.env("olga", "lab"),
+        "user_options": {"start_id": "j1", "flavor": "small"},
+        "misc": {},
+    }
+    # when a stock Hub starts olga's server, waiting for the answer
+    answer = requests.post(base, json=body, headers=headers, timeout=240)
+    # then the answer is the address the job reported, a port of the Outpost's range
+    assert answer.status_code == 200, answer.text
+    address = answer.json()["service"]
+    server = Server.objects.get(outpost=outpost, name="lab", start_id="j1")
+    assert address == server.address == server.reported_address, server.error
+    host, port = address.rsplit(":", 1)
+    assert host == node and 23000 <= int(port) <= 23999
+    # and it is a Slurm job of olga's mapped account, in which Jupyter answers over HTTP
+    job_id = job_of(server)
+    assert cluster.job(job_id)["UserId"].startswith("hpc_olga(")
+    status = wait_until(lambda: json_if_up(f"http://{address}/user/olga/lab/api"), timeout=60)
+    assert "version" in status
+    assert "The server reported its address" in " ".join(messages(server))
+    # when the Hub deletes it, the job is gone from the queue
+    stop = requests.delete(f"{base}/lab/j1", headers=headers, timeout=60)
+    assert stop.status_code == 200, stop.text
+    wait_until(lambda: job_id not in cluster.job_ids(), timeout=60, what="the job to go")
 
 
 def test_through_the_api_a_job_held_by_its_partition_shows_why_and_a_delete_cancels_it(

@@ -34,6 +34,9 @@ NODE_CPUS = 2
 NODE_MEMORY_MB = 2000
 SUDOERS_FILE = Path("/etc/sudoers.d/outpost-portal-tests")
 SLURM_BIN = Path("/usr/bin")
+ROOT = Path(__file__).resolve().parents[2]
+JOB_PROGRAMS = ROOT / "tests" / "support" / "slurm_jobs"
+START_WRAPPER = ROOT / "startserver" / "outpost_start_server.py"
 SLURM_SBIN = Path("/usr/sbin")
 
 
@@ -84,6 +87,12 @@ class SlurmCluster:
 
     folder: Path
     conf: Path
+
+    @property
+    def programs(self) -> Path:
+        """The jobs' programs (tests/support/slurm_jobs and the start wrapper), copied where
+        the test accounts can read them, wherever the checkout lies (a home may be mode 700)."""
+        return self.folder / "bin"
 
     @property
     def env(self) -> dict[str, str]:
@@ -222,6 +231,10 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     conf.write_text(slurm_conf(folder, ctld_port=ctld_port, slurmd_port=slurmd_port))
     conf.chmod(0o644)
     cluster = SlurmCluster(folder=folder, conf=conf)
+    cluster.programs.mkdir()
+    for program in [*JOB_PROGRAMS.iterdir(), START_WRAPPER]:
+        shutil.copy(program, cluster.programs / program.name)
+        (cluster.programs / program.name).chmod(0o755)
     munged = _start_munged()
     daemons: list[int | None] = []
     try:
