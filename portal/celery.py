@@ -4,11 +4,15 @@ import os
 
 from celery import Celery
 
+from outposts.workers import WorkerHeartbeatStep
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Every worker stamps the queues it serves in the database (outposts/workers.py says why).
+app.steps["consumer"].add(WorkerHeartbeatStep)
 
 
 @app.on_after_finalize.connect
@@ -19,3 +23,4 @@ def _ensure_broker_folders(sender: Celery, **kwargs: object) -> None:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         for key in ("data_folder_in", "processed_folder", "control_folder"):
             os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key], exist_ok=True)
+
