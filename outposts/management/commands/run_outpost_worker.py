@@ -77,8 +77,10 @@ class Command(BaseCommand):
         if print_command:
             self.stdout.write(shlex.join(command))
             return
-        self.stdout.write(f"run_outpost_worker: Outpost {outpost.slug}, queue {outpost.celery_queue}")
+        queue = outpost.celery_queue
+        self.stdout.write(f"run_outpost_worker: Outpost {outpost.slug}, queue {queue}")
         self.stdout.flush()
         # The worker opens its own connections; none of ours may leak into it.
         connections.close_all()
-        os.execv(command[0], command)
+        # An argument list, no shell: nothing in it is parsed again.
+        os.execv(command[0], command)  # noqa: S606
