@@ -23,4 +23,3 @@ def _ensure_broker_folders(sender: Celery, **kwargs: object) -> None:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         for key in ("data_folder_in", "processed_folder", "control_folder"):
             os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key], exist_ok=True)
-
