@@ -561,3 +561,21 @@ class SpawnEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.progress}% {self.message}"
+
+
+class WorkerHeartbeat(models.Model):
+    """When a Celery worker serving this queue was last seen (outposts/workers.py).
+
+    Every running worker stamps the rows of the queues it consumes from, on a timer of its
+    own; one row per queue, naming the worker that stamped it last.
+    """
+
+    queue = models.CharField(max_length=100, unique=True)
+    hostname = models.CharField(max_length=255, help_text="The worker's Celery node name.")
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self) -> str:
+        return f"{self.queue}: {self.hostname} at {self.last_seen_at:%Y-%m-%d %H:%M:%S}"

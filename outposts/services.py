@@ -20,6 +20,7 @@ from flavors.services import flavor_admit
 from outposts import callbacks, dispatch
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
+from outposts.workers import outpost_worker_absence
 from portal.crypto import encrypt_text
 from portal.permissions import permission_holders_set
 
@@ -129,6 +130,10 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
         callbacks.server_record_event(server=server, progress=10, message="Start request accepted.")
+        # Rather than silence while nobody serves the queue (outposts/workers.py).
+        absence = outpost_worker_absence(outpost=outpost)
+        if absence:
+            callbacks.server_record_event(server=server, progress=10, message=absence)
         tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
         dispatch.queue_server_start(server=server, tls_token=encrypt_text(json.dumps(tls)))
     return server, True

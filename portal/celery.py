@@ -4,11 +4,15 @@ import os
 
 from celery import Celery
 
+from outposts.workers import WorkerHeartbeatStep
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Every worker stamps the queues it serves in the database (outposts/workers.py says why).
+app.steps["consumer"].add(WorkerHeartbeatStep)
 
 
 @app.on_after_finalize.connect

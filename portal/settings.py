@@ -254,6 +254,12 @@ CELERY_BEAT_SCHEDULE = {
 # every server a child of the process that polls it (see outposts/runner.py).
 CELERY_WORKER_POOL = os.environ.get("PORTAL_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = int(os.environ.get("PORTAL_WORKER_CONCURRENCY", "8"))
+# Every worker stamps the queues it serves this often (outposts/workers.py); a queue not
+# stamped within WORKER_SEEN_WITHIN has no live worker, and a start queued there says so.
+WORKER_HEARTBEAT_INTERVAL = float(os.environ.get("PORTAL_WORKER_HEARTBEAT_INTERVAL", "30"))
+WORKER_SEEN_WITHIN = float(
+    os.environ.get("PORTAL_WORKER_SEEN_WITHIN", str(4 * WORKER_HEARTBEAT_INTERVAL))
+)
 # How many due servers one reconciler run polls per Outpost.
 RECONCILE_BATCH_SIZE = int(os.environ.get("PORTAL_RECONCILE_BATCH_SIZE", "100"))
 # How long one poll of a server may take before the system counts as unreachable.

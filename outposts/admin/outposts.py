@@ -27,6 +27,11 @@ from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
 from outposts.usage import UsageForm, usage_chart, usage_report
+from outposts.workers import (
+    outpost_worker_seen_annotated,
+    outposts_with_worker_seen,
+    worker_seen_text,
+)
 
 
 class FlavorInline(OutpostPartInline, admin.TabularInline):
@@ -92,7 +97,15 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     form = OutpostForm
     # guardian's change form with a "Who can use what" button next to its own.
     change_form_template = "admin/outposts/outpost/change_form.html"
-    list_display = ["name", "slug", "state", "is_default", "spawner_class", "celery_queue"]
+    list_display = [
+        "name",
+        "slug",
+        "state",
+        "is_default",
+        "spawner_class",
+        "celery_queue",
+        "worker_seen",
+    ]
     list_filter = ["state"]
     search_fields = ["name", "slug"]
     inlines = [FlavorInline, HubPolicyInline, UserRuleInline]
@@ -120,6 +133,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
                 "fields": [
                     "max_servers_per_user",
                     "queue",
+                    "worker_seen",
                     "poll_interval",
                     "start_timeout",
                     "unknown_grace",
@@ -151,12 +165,22 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         return obj.pk
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Outpost]:
-        return admin.ModelAdmin.get_queryset(self, request).filter(
-            pk__in=outposts_administered_by(user=request.user)
+        return outposts_with_worker_seen(
+            outposts=admin.ModelAdmin.get_queryset(self, request).filter(
+                pk__in=outposts_administered_by(user=request.user)
+            )
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return [] if request.user.is_superuser else list(self.SUPERUSER_ONLY_FIELDS)
+        shown = ["worker_seen"]
+        return shown if request.user.is_superuser else [*self.SUPERUSER_ONLY_FIELDS, *shown]
+
+    @admin.display(description="worker seen recently")
+    def worker_seen(self, obj: Outpost) -> str:
+        """Whether a worker serving the Outpost's queue stamped it lately (docs/workers.md)."""
+        if obj.pk is None:
+            return "-"
+        return worker_seen_text(seen=outpost_worker_seen_annotated(outpost=obj))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A site admin could not reach an Outpost they created (no permission on it yet).

@@ -21,6 +21,7 @@ from outposts.lifecycle import end, start
 from outposts.models import Server
 from outposts.runner.spawner import SpawnerRunner
 from outposts.services import StartRequest
+from outposts.workers import worker_heartbeat_record
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 from tests.support.hub import FakeHub
 from tests.support.processes import alive, json_if_up, wait_until
@@ -405,6 +406,8 @@ def test_lifecycle_tasks_go_to_the_outposts_queue_and_hub_calls_to_the_default_o
     # given
     outpost = OutpostFactory(slug="routing-test")
     hub = HubFactory(outposts=[outpost])
+    # a live worker on the queue: the start has one event to send ("Start request accepted.")
+    worker_heartbeat_record(queues=["outpost.routing-test"], hostname="w@host")
     broker.delete("outpost.routing-test", "celery")
     try:
         # when
