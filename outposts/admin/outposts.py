@@ -106,6 +106,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
                     "spawner_config",
                     "allowed_overrides",
                     "allowed_user_options",
+                    "allowed_env",
                     "min_system_uid",
                 ],
                 "description": LOCAL_PROCESS_WARNING,

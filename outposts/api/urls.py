@@ -17,6 +17,7 @@ from typing import Any
 from django.urls import include, path, re_path
 
 from outposts.api import views
+from outposts.api.exceptions import not_found_view
 
 NAME = r"(?P<name>[^/]*)"  # may be empty: the user's default server
 START_ID = r"(?P<start_id>[^/]+)"
@@ -67,6 +68,9 @@ urlpatterns = [
     re_path(
         r"^", include((outpost_api_urlpatterns, "outpost-api"), namespace="default-outpost-api")
     ),
+    # Last: whatever no route matched. The API also serves the site root, so every unmatched
+    # path is one of its paths, and gets its JSON 404 rather than Django's HTML page.
+    re_path(r"^", not_found_view, name="api-not-found"),
 ]
 
 # The same views under their canonical paths only, for the OpenAPI schema (/api/schema/):

@@ -45,6 +45,7 @@ from outposts.api.exceptions import (
 )
 from outposts.errors import SpawnerFailed
 from outposts.models import Hub, Outpost, Server
+from portal.text import log_safe
 
 # How often a waiting synchronous start or stop reads the server's status.
 WAIT_POLL_SECONDS = 0.25
@@ -98,6 +99,9 @@ class HubAPIView(APIView):
         self.outpost = outpost
 
     def get_server(self, name: str, start_id: str) -> Server:
+        problem = services.lookup_names_problem(name=name, start_id=start_id)
+        if problem is not None:
+            raise exceptions.ValidationError([problem])
         server = selectors.server_get_for_hub(
             hub=self.hub, outpost=self.outpost, name=name, start_id=start_id
         )
@@ -185,9 +189,9 @@ class ServiceEventsView(HubAPIView):
     )
     def get(self, request: Request, name: str, start_id: str, **kwargs: Any) -> Response:
         server = self.get_server(name, start_id)
-        after = request.query_params.get("after")
-        if after is not None and not after.isdigit():
-            raise exceptions.ValidationError({"after": ["Must be an event id (an integer)."]})
+        query = serializers.EventsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data.get("after")
         events = selectors.spawn_events_for_server(
             server=server, after=None if after is None else int(after)
         )
@@ -346,7 +350,9 @@ def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
         except Exception as error:
             # Not asyncio.CancelledError (a BaseException): a Hub hanging up ends the wait.
             # The request body is never logged: it carries the server's API token.
-            log.exception("Unhandled error waiting in %s %s", request.method, request.path)
+            log.exception(
+                "Unhandled error waiting in %s %s", request.method, log_safe(request.path)
+            )
             body = error_body(module="", cls="InternalError", message=INTERNAL_ERROR, exc=error)
             return JsonResponse(body, status=500)
 

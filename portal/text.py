@@ -1,0 +1,61 @@
+"""Text from outside (API requests, Hub answers): what it may contain, and how it is logged.
+
+PostgreSQL cannot store NUL in text or jsonb (it raises DataError), a process environment
+cannot hold it, and control characters in a logged value forge or garble log lines. The rules
+are written once here and applied by the services that take such text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+# C0 controls, DEL and C1 controls: never part of a name, an id or an environment entry.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The same, but tab, line feed and carriage return pass: free text (a form's text area).
+CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_character(text: str, *, allow_whitespace: bool = False) -> str | None:
+    """The first control character in ``text`` as an escape (``"\\x00"``), or None."""
+    found = (CONTROL_BUT_WHITESPACE if allow_whitespace else CONTROL).search(text)
+    return None if found is None else log_safe(found.group())
+
+
+def json_strings(value: Any) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value, keys included, as (where, string) pairs.
+
+    Iterative, not recursive: the value may be nested as deeply as the parser allows.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str):
+                    yield name, key
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{index}]", child) for index, child in enumerate(item))
+
+
+def json_control_character(value: Any, *, allow_whitespace: bool = False) -> str | None:
+    """Where a JSON value holds a control character, as a message, or None."""
+    for where, text in json_strings(value):
+        found = control_character(text, allow_whitespace=allow_whitespace)
+        if found is not None:
+            return f"{log_safe(where) or 'The value'} contains the control character {found}."
+    return None
+
+
+def log_safe(value: Any) -> str:
+    """``value`` as text fit for one log line: control and non-ASCII characters escaped.
+
+    For every value a client chose (paths, names, a Hub's error text): a ``%0A`` in a path
+    must not start a forged log line. The same escaping Django applies to the paths it logs.
+    """
+    return str(value).encode("unicode_escape").decode("ascii")
