@@ -293,11 +293,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"one_line": {"()": "portal.text.WithoutTraceback"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Input errors (a bad Host header, an oversized form) are logged as one line each.
+        "console_one_line": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["one_line"],
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # SQL with its parameters (Hub API key digests, encrypted values) is never logged.
         "django.db.backends": {"level": "INFO"},
+        "django.security": {"handlers": ["console_one_line"], "propagate": False},
         **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
     },
 }

@@ -7,6 +7,7 @@ are written once here and applied by the services that take such text.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,19 @@ def json_control_character(value: Any, *, allow_whitespace: bool = False) -> str
         if found is not None:
             return f"{log_safe(where) or 'The value'} contains the control character {found}."
     return None
+
+
+class WithoutTraceback(logging.Filter):
+    """Logs a record as its one line, without the traceback (LOGGING's ``one_line`` filter).
+
+    For Django's ``django.security`` loggers: a bad Host header or an oversized form is the
+    client's mistake, worth a line, and Django would log each with a traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 def log_safe(value: Any) -> str:

@@ -63,16 +63,32 @@ class ObjectField(serializers.DictField):
         "strings. Only JUPYTERHUB_* and JUPYTER_* variables and those the Outpost allow-lists "
         "reach the server; others are dropped.",
         "properties": {
-            "JUPYTERHUB_USER": {"type": "string", "minLength": 1, "pattern": r"^[^\x00-\x1f]+$"},
+            "JUPYTERHUB_USER": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": _USER_NAME_MAX,
+                "pattern": NO_CONTROL_PATTERN,
+                "description": "The Hub user's name.",
+            },
             "JUPYTERHUB_USER_ID": {
+                "description": "The Hub user's id: ASCII digits, as a string or a number.",
                 "oneOf": [
-                    {"type": "string", "pattern": r"^[0-9]+$"},
+                    {"type": "string", "pattern": r"^[0-9]+$", "maxLength": _USER_ID_MAX},
                     {"type": "integer", "minimum": 0},
-                ]
+                ],
             },
         },
         "required": ["JUPYTERHUB_USER", "JUPYTERHUB_USER_ID"],
-        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        "additionalProperties": {
+            "description": "A string without control characters; a number or a boolean is "
+            "sent on as its JSON text, null as an empty string.",
+            "nullable": True,
+            "oneOf": [
+                {"type": "string", "pattern": NO_CONTROL_PATTERN},
+                {"type": "number"},
+                {"type": "boolean"},
+            ],
+        },
     }
 )
 class EnvField(ObjectField):
@@ -232,6 +248,7 @@ class EventsQuerySerializer(serializers.Serializer):
     after = serializers.RegexField(
         r"^[0-9]{1,18}\Z",
         required=False,
+        trim_whitespace=False,
         error_messages={"invalid": "Must be an event id (an integer)."},
     )
 

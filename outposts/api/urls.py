@@ -56,7 +56,7 @@ ROUTES = (
 
 # Relative to an Outpost's base URL; each path also with a trailing slash.
 outpost_api_urlpatterns = [
-    re_path(rf"^{route.regex}/?$", route.view, name=route.name) for route in ROUTES
+    re_path(rf"^{route.regex}/?\Z", route.view, name=route.name) for route in ROUTES
 ]
 
 urlpatterns = [

@@ -56,8 +56,9 @@ ASYNC_HEADER = OpenApiParameter(
     "execution-type",
     str,
     OpenApiParameter.HEADER,
-    enum=["async"],
-    description="`async`: answer at once (202) instead of waiting for the outcome.",
+    enum=["async", "sync"],
+    description="`async`: answer at once (202) instead of waiting for the outcome; `sync` "
+    "(or no header, or any other value): wait for it, up to PORTAL_SYNC_WAIT_TIMEOUT.",
 )
 COLLECT_LOGS = OpenApiParameter(
     "collect_logs", bool, description="Accepted for compatibility; logs are always a list."
@@ -67,6 +68,12 @@ ERRORS = {
     401: serializers.DetailSerializer,
     404: serializers.DetailSerializer,
     HTTP_419_REFUSED: serializers.ErrorSerializer,
+}
+# What an endpoint that reads a JSON body answers besides (too large, not JSON).
+BODY_ERRORS = {
+    **ERRORS,
+    413: serializers.DetailSerializer,
+    415: serializers.DetailSerializer,
 }
 
 
@@ -137,7 +144,7 @@ class ServicesView(HubAPIView):
         responses={
             200: serializers.StartAnswerSerializer,
             202: serializers.StartAnswerSerializer,
-            **ERRORS,
+            **BODY_ERRORS,
         },
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
@@ -240,7 +247,7 @@ class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
         summary="The flavors one user of this Hub may use",
         request=serializers.AuthenticationSerializer,
         parameters=[USER_ID],
-        responses={200: FLAVORS_ANSWER, **ERRORS},
+        responses={200: FLAVORS_ANSWER, **BODY_ERRORS},
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
         authentication = serializers.AuthenticationSerializer(data=request.data)
