@@ -307,7 +307,11 @@ LOGGING = {
     "loggers": {
         # SQL with its parameters (Hub API key digests, encrypted values) is never logged.
         "django.db.backends": {"level": "INFO"},
-        "django.security": {"handlers": ["console_one_line"], "propagate": False},
+        "django.security": {
+            "handlers": ["console_one_line"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+        },
         **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
     },
 }
