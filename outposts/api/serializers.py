@@ -27,6 +27,7 @@ _USER_NAME_MAX = Server._meta.get_field("user_name").max_length
 NAME_HELP = f"Server names and start_ids have {NAME_RULE}."
 # The character rule (outposts.services.SERVER_NAME) as the schema states it.
 NAME_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._~-]*$"
+START_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._~-]+$"
 # A string without control characters (portal.text.CONTROL).
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
@@ -122,7 +123,7 @@ class ServerNameField(StrictCharField):
         "properties": {
             "start_id": {
                 "oneOf": [
-                    {"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9._~-]+$"},
+                    {"type": "string", "pattern": START_ID_PATTERN, "maxLength": _START_ID_MAX},
                     {"type": "integer", "minimum": 0},
                 ],
                 "description": NAME_HELP,

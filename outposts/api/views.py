@@ -60,6 +60,17 @@ ASYNC_HEADER = OpenApiParameter(
     description="`async`: answer at once (202) instead of waiting for the outcome; `sync` "
     "(or no header, or any other value): wait for it, up to PORTAL_SYNC_WAIT_TIMEOUT.",
 )
+# A server's path parameters, with the character rule of a start (docs/api.md).
+SERVER_PATH = [
+    OpenApiParameter(
+        "name",
+        str,
+        OpenApiParameter.PATH,
+        pattern=serializers.NAME_PATTERN,
+        description="The server name, empty for the default server. " + serializers.NAME_HELP,
+    ),
+    OpenApiParameter("start_id", str, OpenApiParameter.PATH, pattern=serializers.START_ID_PATTERN),
+]
 COLLECT_LOGS = OpenApiParameter(
     "collect_logs", bool, description="Accepted for compatibility; logs are always a list."
 )
@@ -167,7 +178,7 @@ class ServicesView(HubAPIView):
 class ServiceView(HubAPIView):
     @extend_schema(
         summary="Poll a server",
-        parameters=[COLLECT_LOGS],
+        parameters=[*SERVER_PATH, COLLECT_LOGS],
         responses={200: serializers.PollAnswerSerializer, **ERRORS},
     )
     def get(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
@@ -177,7 +188,7 @@ class ServiceView(HubAPIView):
 
     @extend_schema(
         summary="Stop and delete a server",
-        parameters=[ASYNC_HEADER, COLLECT_LOGS],
+        parameters=[*SERVER_PATH, ASYNC_HEADER, COLLECT_LOGS],
         responses={200: serializers.StopAnswerSerializer, 202: OpenApiTypes.OBJECT, **ERRORS},
     )
     def delete(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
@@ -191,7 +202,10 @@ class ServiceEventsView(HubAPIView):
     @extend_schema(
         summary="A server's progress events",
         description="For the portal's own hubclient: the start's progress steps in order.",
-        parameters=[OpenApiParameter("after", int, description="Only events after this id.")],
+        parameters=[
+            *SERVER_PATH,
+            OpenApiParameter("after", int, description="Only events after this id."),
+        ],
         responses={200: serializers.EventsAnswerSerializer, **ERRORS},
     )
     def get(self, request: Request, name: str, start_id: str, **kwargs: Any) -> Response:

@@ -23,7 +23,9 @@ import pytest
 from tests.support.portal import LivePortal, local_outpost, running_portal
 from tests.support.spawners import VENV_BIN
 
-pytestmark = pytest.mark.e2e
+# django_db: pytest-django then sets up the test database, which the module's portal uses
+# (tests/hubclient/test_e2e_hubclient.py); the portal's processes commit on their own.
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 FUZZ_SECONDS = int(os.environ.get("PORTAL_FUZZ_SECONDS", "90"))
 FUZZ_SEED = os.environ.get("PORTAL_FUZZ_SEED", "11")
