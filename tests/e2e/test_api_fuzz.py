@@ -83,8 +83,11 @@ def test_fuzzing_the_live_schema_finds_no_server_error_and_no_schema_violation(
         "examples,coverage,fuzzing",
         "--max-time",
         str(FUZZ_SECONDS),
+        # One worker: with two threads, hypothesis's ast.parse of its filters sometimes fails
+        # in CPython 3.11 ("AST constructor recursion depth mismatch"), a runtime error of
+        # the run that is no finding about the portal.
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "30",
         "--seed",
