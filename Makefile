@@ -14,15 +14,16 @@ DEMO_PROXY_API_PORT ?= 8082
 .PHONY: venv demo test test-services lint requirements mutants
 
 venv: $(VENV)/.installed
-# The hubclient (Hub side) goes in too: the demo's Hub and the end-to-end tests load it.
-$(VENV)/.installed: requirements/dev.txt hubclient/pyproject.toml
+# The hubclient (Hub side) goes in too: the demo's Hub and the end-to-end tests load it; and
+# the start wrapper (outpost-start-server), which servers started from this venv run.
+$(VENV)/.installed: requirements/dev.txt hubclient/pyproject.toml startserver/pyproject.toml
 	@# Debian's python3 has no ensurepip until python3-venv is installed.
 	$(PYTHON) -m venv $(VENV) || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && \
 		$(PYTHON) -m venv --clear $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/dev.txt
-	$(VENV)/bin/pip install -q --no-deps -e ./hubclient
+	$(VENV)/bin/pip install -q --no-deps -e ./hubclient -e ./startserver
 	touch $@
 
 # The portal (SQLite and the filesystem broker in var/) and a JupyterHub using it; secrets

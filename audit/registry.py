@@ -58,6 +58,22 @@ AUDITED = [
         m2m=("outposts",),
     ),
     Audited("outposts.HubAPIKey", outpost=None, masked=("key_digest",), excluded=("last_used_at",)),
+    # The key is encrypted (masked without being named); the known hosts are public keys.
+    Audited("tunnels.OutpostSSH", outpost="outpost_id", excluded=("updated_at",)),
+    # What the agent writes on every check is not a change anyone made.
+    Audited(
+        "tunnels.Tunnel",
+        outpost="outpost_id",
+        excluded=(
+            "state",
+            "opened_generation",
+            "failures",
+            "last_error",
+            "last_check_at",
+            "opened_at",
+            "updated_at",
+        ),
+    ),
 ]
 
 # The Outpost and the project of each audited model's rows, by model class (filled by

@@ -63,6 +63,26 @@ def queue_hub_flavors_send(*, server_id: int) -> None:
     hub_flavors_send_task.delay_on_commit(server_id)
 
 
+def queue_tunnel_restart_for_node(
+    *, node: str | None, jump_host: str | None, outpost_id: int | None
+) -> None:
+    from tunnels.tasks import tunnel_restart_for_node_task
+
+    tunnel_restart_for_node_task.delay_on_commit(node, jump_host, outpost_id)
+
+
+def queue_outpost_tunnels_restart(*, outpost_id: int) -> None:
+    from tunnels.tasks import outpost_tunnels_restart_task
+
+    outpost_tunnels_restart_task.delay_on_commit(outpost_id)
+
+
+def queue_hub_forwards_recreate(*, hub_id: int, server_id: int) -> None:
+    from tunnels.tasks import hub_forwards_recreate_task
+
+    hub_forwards_recreate_task.delay_on_commit(hub_id, server_id)
+
+
 # Flavor-table pushes after an admin change wait this long, so that one save (an Outpost with
 # its flavor, policy and rule inlines, an import) sends each Hub one update, not one per row.
 FLAVOR_TABLE_PUSH_DELAY = 2.0

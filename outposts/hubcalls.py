@@ -69,8 +69,14 @@ def hub_post(*, url: str, token: str, body: Mapping[str, Any]) -> None:
     non-2xx answers, redirects included (they are never followed). Callers check the URL
     first (callbacks.hub_callback_url).
     """
+    hub_request(method="POST", url=url, token=token, body=body)
+
+
+def hub_request(*, method: str, url: str, token: str, body: Mapping[str, Any] | None) -> None:
+    """``hub_post`` for any method; a GET sends no body."""
     try:
-        response = requests.post(
+        response = requests.request(
+            method,
             url,
             json=body,
             headers=make_headers(token=token),
@@ -101,3 +107,8 @@ def send_setup_tunnel(*, url: str, token: str, address: str) -> None:
 
 def send_flavor_update(*, url: str, token: str, flavors: Mapping[str, Mapping[str, Any]]) -> None:
     hub_post(url=url, token=token, body=make_flavor_update_body(flavors=flavors))
+
+
+def send_recreate_forward(*, url: str, token: str) -> None:
+    """``GET <hub api>/recreateforward/<system>``: the Hub answers 202 and re-creates them."""
+    hub_request(method="GET", url=url, token=token, body=None)

@@ -15,7 +15,7 @@ API_KEY_USE_PRECISION = timedelta(minutes=1)
 
 # What hub_create and hub_update set as given; credentials are write-only and have their own
 # parameters. Values are passed on unchanged, for Hub.full_clean() to judge.
-HUB_SETTINGS = ("name", "is_active", "callback_url_prefixes")
+HUB_SETTINGS = ("name", "is_active", "callback_url_prefixes", "may_restart_tunnels")
 
 
 def _check_settings(settings: dict[str, object]) -> None:
@@ -30,16 +30,23 @@ def hub_create(
     secret: str,
     outposts: Iterable[Outpost] = (),
     flavors_update_token: str | None = None,
+    recreate_forward_token: str | None = None,
     **settings: object,
 ) -> Hub:
-    """A new Hub with its secret (only a digest is stored), flavor-update token and the
-    Outposts it may use; HUB_SETTINGS not given take the model's defaults.
+    """A new Hub with its secret (only a digest is stored), flavor-update and
+    recreate-forward tokens (encrypted) and the Outposts it may use; HUB_SETTINGS not given
+    take the model's defaults.
 
     Raises ValidationError (Hub.full_clean) naming the field at fault, ValueError for an empty
     secret; nothing is written then.
     """
     _check_settings(settings)
-    hub = Hub(name=name, flavors_update_token=flavors_update_token or None, **settings)
+    hub = Hub(
+        name=name,
+        flavors_update_token=flavors_update_token or None,
+        recreate_forward_token=recreate_forward_token or None,
+        **settings,
+    )
     hub.set_secret(secret)
     hub.full_clean()
     with transaction.atomic():
@@ -54,17 +61,18 @@ def hub_update(
     secret: str | None = None,
     outposts: Iterable[Outpost] | None = None,
     flavors_update_token: str | None = None,
+    recreate_forward_token: str | None = None,
     **changes: object,
 ) -> bool:
     """Change what is given of a Hub's HUB_SETTINGS, secret, token and Outposts; returns
     whether anything changed (nothing is saved otherwise).
 
-    A secret or token given replaces the stored one; None (or an empty token) keeps it.
+    A secret or a token given replaces the stored one; None (or an empty token) keeps it.
     Raises ValidationError (Hub.full_clean) naming the field at fault, ValueError for an
     empty secret; nothing is written then.
     """
     _check_settings(changes)
-    compared = (*HUB_SETTINGS, "secret_digest", "flavors_update_token")
+    compared = (*HUB_SETTINGS, "secret_digest", "flavors_update_token", "recreate_forward_token")
     before = {name: getattr(hub, name) for name in compared}
     for name, value in changes.items():
         setattr(hub, name, value)
@@ -74,6 +82,8 @@ def hub_update(
     if flavors_update_token:
         # Compared decrypted: the stored ciphertext differs on every save.
         hub.flavors_update_token = flavors_update_token
+    if recreate_forward_token:
+        hub.recreate_forward_token = recreate_forward_token
     changed = before != {name: getattr(hub, name) for name in compared}
     hub.full_clean()
     with transaction.atomic():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -18,6 +21,9 @@ from portal.crypto import EncryptedJSONField, credential_digest, credential_matc
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # An environment variable name, or a glob of them with * and ? (fnmatch, case-sensitive).
 ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?]+")
+# A host name a server may report (addresses are parsed): nothing a URL could hide in.
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+NODE_PATTERN = re.compile(r"[A-Za-z0-9.:*?\[\]-]{1,255}")
 
 
 class Outpost(models.Model):
@@ -105,6 +111,37 @@ class Outpost(models.Model):
         default=timedelta(minutes=15),
         help_text="How long a server may stay unknown (system unreachable) before it is ended.",
     )
+    server_reports_address = models.BooleanField(
+        "servers report their address",
+        default=False,
+        help_text="Servers run through outpost-start-server, which picks the port and reports "
+        "host:port back (delayed tunnelling, e.g. batch jobs). A start is running only once "
+        "its address arrived; one that never reports fails after the start timeout.",
+    )
+    server_callback_url = models.CharField(
+        "portal URL for servers",
+        max_length=300,
+        blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="The portal's base URL as this Outpost's compute nodes reach it, e.g. "
+        "https://portal.example.org/; empty = PORTAL_SERVER_CALLBACK_URL.",
+    )
+    allowed_node_patterns = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Hosts a server may report, as a JSON list of glob patterns ("node*.hpc") '
+        'or networks ("10.1.0.0/16"). Empty = none: every report is refused.',
+    )
+    allowed_port_min = models.PositiveIntegerField(
+        default=1024,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Lowest port a server may report (outpost-start-server picks from this range).",
+    )
+    allowed_port_max = models.PositiveIntegerField(
+        default=65535,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Highest port a server may report.",
+    )
     reconcile_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -138,6 +175,17 @@ class Outpost(models.Model):
     def accepts_starts(self) -> bool:
         return self.state == self.State.ACTIVE
 
+    def reported_address_problem(self, *, host: str, port: int) -> str | None:
+        """Why a server of this Outpost may not report ``host:port``, or None if it may."""
+        if not self.allowed_port_min <= port <= self.allowed_port_max:
+            return (
+                f"Port {port} is outside this Outpost's allowed ports "
+                f"{self.allowed_port_min}-{self.allowed_port_max}."
+            )
+        if not host_matches_patterns(host, self.allowed_node_patterns or []):
+            return f"Host {host!r} is not one of this Outpost's allowed nodes."
+        return None
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         try:
@@ -160,6 +208,19 @@ class Outpost(models.Model):
                 "Must be a JSON list of environment variable names or glob patterns "
                 "(letters, digits, _, * and ?)."
             )
+        node_problem = node_patterns_problem(self.allowed_node_patterns)
+        if node_problem:
+            errors["allowed_node_patterns"] = node_problem
+        elif self.server_reports_address and not self.allowed_node_patterns:
+            errors["allowed_node_patterns"] = (
+                "Servers that report their address need the hosts they may report."
+            )
+        if (
+            isinstance(self.allowed_port_min, int)
+            and isinstance(self.allowed_port_max, int)
+            and self.allowed_port_min > self.allowed_port_max
+        ):
+            errors["allowed_port_max"] = "Must not be below the lowest allowed port."
         # Two Outposts on one queue would run each other's tasks on each other's workers.
         same_queue = [
             other.slug
@@ -170,6 +231,56 @@ class Outpost(models.Model):
             errors["queue"] = f"The queue {self.celery_queue} is already {same_queue[0]}'s."
         if errors:
             raise ValidationError(errors)
+
+
+def node_patterns_problem(patterns: Any) -> str | None:
+    """What is wrong with an allowed-nodes list (Outpost.allowed_node_patterns), or None."""
+    if not isinstance(patterns, list) or not all(
+        isinstance(pattern, str) and pattern for pattern in patterns
+    ):
+        return "Must be a JSON list of host patterns or networks."
+    for pattern in patterns:
+        if "/" in pattern:
+            try:
+                ipaddress.ip_network(pattern, strict=False)
+            except ValueError:
+                return f"{pattern!r} is not a network (e.g. 10.1.0.0/16)."
+        elif not NODE_PATTERN.fullmatch(pattern):
+            return f"{pattern!r}: letters, digits, '.', '-', ':' and the wildcards * ? only."
+    return None
+
+
+def is_host(host: str) -> bool:
+    """Whether ``host`` is a host name or an IP address (IPv6 bracketed or not)."""
+    try:
+        ipaddress.ip_address(host.strip("[]") if host.startswith("[") else host)
+    except ValueError:
+        return bool(HOST_NAME.fullmatch(host))
+    return True
+
+
+def host_matches_patterns(host: str, patterns: list[str]) -> bool:
+    """Whether ``host`` (a name or an address) is one of ``patterns``: case-insensitive globs
+    for names and addresses, networks (``10.1.0.0/16``) for addresses.
+
+    A glob without letters (``10.1.*``) is an address pattern and never matches a name: the
+    name ``10.1.evil.example`` would match it and resolve anywhere.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not HOST_NAME.fullmatch(host):
+            return False
+        address = None
+    for pattern in patterns:
+        if "/" in pattern:
+            if address is not None and address in ipaddress.ip_network(pattern, strict=False):
+                return True
+        elif address is None and not re.search(r"[A-Za-z]", pattern):
+            continue
+        elif fnmatch.fnmatchcase(host.lower(), pattern.lower()):
+            return True
+    return False
 
 
 class Hub(models.Model):
@@ -194,6 +305,17 @@ class Hub(models.Model):
         null=True,
         blank=True,
         help_text="Token for the Hub's flavor-update call-back when the request names none.",
+    )
+    may_restart_tunnels = models.BooleanField(
+        default=False,
+        help_text="The Hub may ask an Outpost it uses to re-create its tunnels through a "
+        "jump host or to a node (POST <base>tunnels/restart).",
+    )
+    recreate_forward_token = EncryptedJSONField(
+        null=True,
+        blank=True,
+        help_text="For a Hub that tunnels itself: a token of the Hub's API with the scope "
+        "custom:sshnode:restart, for its recreate-forward endpoint.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -321,6 +443,16 @@ class Server(models.Model):
     address_sent_at = models.DateTimeField(
         null=True, blank=True, help_text="When the set-up-tunnel call with the address was queued."
     )
+    reported_address = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="host:port the server's start wrapper reported (Outposts whose servers report "
+        "their address); the Hub gets it, or its tunnel, once the server runs.",
+    )
+    reported_at = models.DateTimeField(null=True, blank=True)
+    # The digest of the token this start attempt gave its server to report its address with;
+    # a new attempt replaces it, an ended server refuses it.
+    report_token_digest = models.CharField(max_length=64, blank=True, editable=False)
     user_options = models.JSONField(default=dict, blank=True)
     overrides = models.JSONField(
         default=dict, blank=True, help_text="The allow-listed misc traits the Hub asked for."

@@ -27,9 +27,14 @@ truth for what it names), e.g.::
         allowed_user_options: [partition]    # user_options keys the spawner gets
         allowed_env: [TZ, "SITE_*"]          # env the spawner gets besides JUPYTER(HUB)_*
         min_system_uid: 1000                 # refuse users whose account is below; null = off
+        server_reports_address: true         # servers run through outpost-start-server
+        allowed_node_patterns: ["node*.hpc.example.org", "10.1.0.0/16"]
+        allowed_port_min: 20000              # the ports they may report
         flavors: [{name: large, max: 10, runtime: {hours: 2}}]
         hub_policies: [{hub: hub1, flavor: large, cap: 5}]
         user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
+        ssh: {reach: agent, jump_host: login.hpc.example.org, user: tunnel,
+              key_path: /etc/outpost/tunnel_key, known_hosts: "..."}   # docs/tunnels.md
     hubs:
       - name: hub1
         secret_env: HUB1_SECRET
@@ -65,6 +70,7 @@ from flavors.services import flavors_changed
 from outposts.hubs import hub_create, hub_update
 from outposts.models import Hub, Outpost
 from portal.crypto import EncryptedJSONField, reencrypt_text
+from tunnels.provisioning import outpost_ssh_apply
 
 OUTPOST_FIELDS = {
     "slug",
@@ -83,11 +89,26 @@ OUTPOST_FIELDS = {
     "poll_interval",
     "start_timeout",
     "unknown_grace",
+    "server_reports_address",
+    "server_callback_url",
+    "allowed_node_patterns",
+    "allowed_port_min",
+    "allowed_port_max",
     "flavors",
     "hub_policies",
     "user_rules",
+    "ssh",
 }
-HUB_FIELDS = {"name", "secret", "secret_env", "outposts", "active", "callback_url_prefixes"}
+HUB_FIELDS = {
+    "name",
+    "secret",
+    "secret_env",
+    "outposts",
+    "active",
+    "callback_url_prefixes",
+    "may_restart_tunnels",
+    "recreate_forward_token_env",
+}
 
 
 def _seconds(where: str, name: str, value: Any) -> timedelta:
@@ -123,6 +144,11 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "poll_interval": defaults.poll_interval,
         "start_timeout": defaults.start_timeout,
         "unknown_grace": defaults.unknown_grace,
+        "server_reports_address": bool(entry.get("server_reports_address", False)),
+        "server_callback_url": entry.get("server_callback_url") or "",
+        "allowed_node_patterns": entry.get("allowed_node_patterns") or [],
+        "allowed_port_min": entry.get("allowed_port_min", defaults.allowed_port_min),
+        "allowed_port_max": entry.get("allowed_port_max", defaults.allowed_port_max),
     }
     for name in ("poll_interval", "start_timeout", "unknown_grace"):
         if entry.get(name) is not None:
@@ -157,6 +183,14 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
             )
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError(f"{where}: field 'secret' must be a non-empty string")
+    recreate_forward_token = None
+    if "recreate_forward_token_env" in entry:
+        recreate_forward_token = os.environ.get(str(entry["recreate_forward_token_env"]))
+        if not recreate_forward_token:
+            raise ConfigError(
+                f"{where}: field 'recreate_forward_token_env': environment variable "
+                f"{entry['recreate_forward_token_env']} is not set"
+            )
     slugs = entry.get("outposts") or []
     if not isinstance(slugs, list):
         raise ConfigError(f"{where}: field 'outposts' must be a list of Outpost slugs")
@@ -169,16 +203,29 @@ def _apply_hub(where: str, entry: dict[str, Any], summary: ConfigSummary) -> Non
         "is_active": bool(entry.get("active", True)),
         # Validated by Hub.clean(): http(s) URL prefixes only.
         "callback_url_prefixes": entry.get("callback_url_prefixes", []),
+        "may_restart_tunnels": bool(entry.get("may_restart_tunnels", False)),
     }
     hub = Hub.objects.filter(name=entry["name"]).first()
     try:
         if hub is not None:
-            changed = hub_update(hub=hub, secret=secret, outposts=outposts, **settings)
+            changed = hub_update(
+                hub=hub,
+                secret=secret,
+                outposts=outposts,
+                recreate_forward_token=recreate_forward_token,
+                **settings,
+            )
             (summary.updated if changed else summary.unchanged).append(where)
         elif secret is None:
             raise ConfigError(f"{where}: a new Hub needs 'secret' or 'secret_env'")
         else:
-            hub_create(name=entry["name"], secret=secret, outposts=outposts, **settings)
+            hub_create(
+                name=entry["name"],
+                secret=secret,
+                outposts=outposts,
+                recreate_forward_token=recreate_forward_token,
+                **settings,
+            )
             summary.created.append(where)
     except ValidationError as error:
         raise config_error(where, error) from None
@@ -225,6 +272,7 @@ def config_apply(*, data: dict[str, Any], dry_run: bool = False) -> ConfigSummar
             outpost = _apply_outpost(where, entry, summary)
             flavors = _entries(where, entry, "flavors")
             flavors_apply(outpost=outpost, entries=flavors, label=where, summary=summary)
+            outpost_ssh_apply(outpost=outpost, entry=entry.get("ssh"), label=where, summary=summary)
             outposts.append((outpost, entry, summary.changes - changes))
 
         names: list[str] = []

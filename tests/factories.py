@@ -10,6 +10,7 @@ from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.resolution import EffectiveFlavor
 from outposts.models import Hub, Outpost, Server, SpawnEvent
 from projects.models import Allocation, Grant, Member, Project
+from tunnels.models import OutpostSSH, Tunnel
 
 HUB_SECRET = "a-hub-secret-for-tests"
 USER_PASSWORD = "a-password-for-tests"
@@ -205,3 +206,33 @@ class GrantFactory(factory.django.DjangoModelFactory):
     member = factory.SubFactory(MemberFactory)
     project = factory.SelfAttribute("member.project")
     flavor = factory.SubFactory(FlavorFactory)
+
+
+class OutpostSSHFactory(factory.django.DjangoModelFactory):
+    """SSH settings of an Outpost reached through the tunnel agent ``agent``."""
+
+    class Meta:
+        model = OutpostSSH
+
+    outpost = factory.SubFactory(OutpostFactory)
+    reach = OutpostSSH.Reach.AGENT
+    jump_host = "jump.example.org"
+    jump_port = 22
+    user = "tunnel"
+    key_path = "/etc/outpost/tunnel_key"
+    agent = "default"
+
+
+class TunnelFactory(factory.django.DjangoModelFactory):
+    """A tunnel of a running server on an Outpost with SSH settings."""
+
+    class Meta:
+        model = Tunnel
+
+    server = factory.SubFactory(ServerFactory)
+    outpost = factory.SelfAttribute("server.outpost")
+    agent = "default"
+    remote_host = "node1"
+    remote_port = 8888
+    bind_host = "127.0.0.1"
+    bind_port = factory.Sequence(lambda n: 30000 + n)

@@ -1,4 +1,5 @@
-"""runportal runs web, worker and beat in the foreground and leaves nothing behind."""
+"""runportal runs web, worker, beat and the tunnel agent in the foreground and leaves nothing
+behind."""
 
 import os
 import signal
@@ -90,6 +91,7 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
         assert any("uvicorn" in cmd for cmd in running)
         assert any("worker" in cmd for cmd in running)
         assert any("beat" in cmd for cmd in running)
+        assert any("run_tunnel_agent" in cmd for cmd in running)
         # and runportal is sent Ctrl-C (SIGINT) or SIGTERM
         portal.send_signal(stop_signal)
         portal.wait(timeout=60)

@@ -34,12 +34,19 @@ class HubForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Token for the Hub's flavor-update call-back; stored encrypted; empty keeps it.",
     )
+    new_recreate_forward_token = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="For a Hub that tunnels itself: a Hub API token with the scope "
+        "custom:sshnode:restart; stored encrypted; empty keeps it.",
+    )
 
     class Meta:
         model = Hub
         # Every field Hub.clean() checks must be here: the ModelForm runs full_clean() before
         # save, and a field missing from the form would turn its error into a ValueError.
-        fields = ["name", "is_active", "outposts", "callback_url_prefixes"]
+        fields = ["name", "is_active", "outposts", "callback_url_prefixes", "may_restart_tunnels"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -83,8 +90,10 @@ class HubAdmin(SuperuserOnlyAdmin):
         "is_active",
         "outposts",
         "callback_url_prefixes",
+        "may_restart_tunnels",
         "new_secret",
         "new_flavors_update_token",
+        "new_recreate_forward_token",
     ]
 
     def save_model(self, request: HttpRequest, obj: Hub, form: HubForm, change: bool) -> None:
@@ -95,6 +104,7 @@ class HubAdmin(SuperuserOnlyAdmin):
             **{name: getattr(obj, name) for name in hubs.HUB_SETTINGS},
             "outposts": data["outposts"],
             "flavors_update_token": data["new_flavors_update_token"] or None,
+            "recreate_forward_token": data["new_recreate_forward_token"] or None,
         }
         if change:
             # obj holds the form's values already: hub_update compares them with the row.

@@ -124,6 +124,21 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
                 ]
             },
         ),
+        (
+            "Servers that report their address",
+            {
+                "fields": [
+                    "server_reports_address",
+                    "server_callback_url",
+                    "allowed_node_patterns",
+                    "allowed_port_min",
+                    "allowed_port_max",
+                ],
+                "description": "For batch systems and other hosts where a server's node and "
+                "port are known only once it runs: outpost-start-server reports them "
+                "(docs/tunnels-delayed.md).",
+            },
+        ),
     ]
 
     # Site-wide wiring: which Outpost answers at the site root, where Hubs find it, and

@@ -10,6 +10,7 @@ from audit.services import audit_stop
 from outposts import services
 from outposts.admin.scoping import OutpostScopedAdmin, administers, administers_any
 from outposts.models import Server, SpawnEvent
+from tunnels.selectors import server_reach_text
 
 
 class SpawnEventInline(admin.TabularInline):
@@ -69,6 +70,9 @@ class ServerAdmin(OutpostScopedAdmin):
         "user_name",
         "status",
         "address",
+        "reached",
+        "reported_address",
+        "reported_at",
         "user_options",
         "overrides",
         "exit_code",
@@ -85,6 +89,10 @@ class ServerAdmin(OutpostScopedAdmin):
         "updated_at",
     ]
     readonly_fields = fields
+
+    @admin.display(description="how it is reached")
+    def reached(self, obj: Server) -> str:
+        return server_reach_text(server=obj)
 
     @admin.display(description="server name", ordering="name")
     def server_name(self, obj: Server) -> str:

@@ -18,6 +18,7 @@ from django.urls import include, path, re_path
 
 from outposts.api import views
 from outposts.api.exceptions import not_found_view
+from tunnels.api.views import TunnelRestartView
 
 NAME = r"(?P<name>[^/]*)"  # may be empty: the user's default server
 START_ID = r"(?P<start_id>[^/]+)"
@@ -52,6 +53,7 @@ ROUTES = (
     ),
     Route("flavors", r"flavors", "flavors", views.FlavorsView.as_view()),
     Route("userflavors", r"userflavors", "userflavors", views.UserFlavorsView.as_view()),
+    Route("tunnels-restart", r"tunnels/restart", "tunnels/restart", TunnelRestartView.as_view()),
 )
 
 # Relative to an Outpost's base URL; each path also with a trailing slash.

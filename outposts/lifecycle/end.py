@@ -18,6 +18,7 @@ from outposts.errors import SpawnerFailed
 from outposts.models import Server
 from outposts.runner.spawner import ServerSpec, SpawnerRunner, run_sync
 from outposts.selectors import server_for_update
+from tunnels.services import tunnel_close_for_server
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def _server_end(
         server.unknown_since = None
         server.start_lease_until = None
         server.save()
+        tunnel_close_for_server(server=server)
         if status == Server.Status.FAILED:
             callbacks.server_record_event(
                 server=server,

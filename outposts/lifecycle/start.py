@@ -32,6 +32,8 @@ from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.selectors import server_for_update, server_unwanted
+from tunnels.reports import server_report_env, server_reported_address
+from tunnels.services import TunnelError, tunnel_open_for_server
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ class _StartClaim:
 
 def _timed_out_error(server: Server) -> str:
     minutes = server.outpost.start_timeout.total_seconds() / 60
+    if server.outpost.server_reports_address and not server.reported_address:
+        return (
+            f"The server did not report its address within {minutes:g} minutes: it must run "
+            "through outpost-start-server and reach the portal from its node."
+        )
     return f"The server did not start within {minutes:g} minutes."
 
 
@@ -148,6 +155,8 @@ class _Landing(StrEnum):
     UNWANTED = "unwanted"
     # Another attempt owns the server now: what this one made is its own to clean up.
     SUPERSEDED = "superseded"
+    # It runs, but cannot be tunnelled (its address is not host:port, no tunnel port left).
+    UNREACHABLE = "unreachable"
 
 
 def _start_succeeded(
@@ -162,9 +171,17 @@ def _start_succeeded(
             return _Landing.SUPERSEDED
         if server.stop_requested_at is not None:
             return _Landing.UNWANTED
+        try:
+            # What the Hub is given: the tunnel agent's address if the Outpost needs one.
+            hub_address = tunnel_open_for_server(server=server, address=address)
+        except TunnelError as error:
+            log.warning("Server %s cannot be tunnelled: %s", server_id, error)
+            server.error = str(error)
+            server.save(update_fields=["error", "updated_at"])
+            return _Landing.UNREACHABLE
         now = timezone.now()
         server.status = Server.Status.RUNNING
-        server.address = address
+        server.address = hub_address
         server.ready_at = now
         server.last_poll_at = now
         server.spawner_state = state
@@ -202,8 +219,16 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         log.info("Start of server %s cancelled by a stop", server_id)
         server_mark_stopped(server_id=server_id, exit_code=0)
         return
+    reported_address = None
     try:
-        runner = SpawnerRunner.for_server(server)
+        portal_env = None
+        if server.outpost.server_reports_address:
+            # A token for this attempt's server only; it lands where its wrapper reports.
+            portal_env = server_report_env(server=server, lease=claim.lease)
+            reported_address = sync_to_async(
+                lambda: server_reported_address(server_id=server_id), thread_sensitive=True
+            )
+        runner = SpawnerRunner.for_server(server, portal_env=portal_env)
         tls = TLSMaterial.from_token(tls_token)
     except Exception as error:
         log.exception("Cannot build the spawner of server %s", server_id)
@@ -227,6 +252,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         stop_requested=sync_to_async(lambda: server_unwanted(server_id=server_id)),
         heartbeat=sync_to_async(ownership.beat),
         timeout=timeout,
+        reported_address=reported_address,
     )
     if result.outcome == StartOutcome.RUNNING:
         _start_land(runner, result.address, ownership)
@@ -237,6 +263,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         log.info("Start of server %s cancelled by a stop", server_id)
         server_mark_stopped(server_id=server_id, exit_code=0)
     elif result.outcome == StartOutcome.TIMED_OUT:
+        server.refresh_from_db(fields=["reported_address"])
         server_mark_failed(server_id=server_id, error=_timed_out_error(server))
     else:
         log.error("Start of server %s failed", server_id, exc_info=result.error)
@@ -260,11 +287,14 @@ def _start_land(runner: SpawnerRunner, address: str, ownership: _StartOwnership)
         run_sync(runner.stop, now=True)
     except Exception:
         log.exception("Could not stop server %s after its start; handing over", server_id)
-        if landing == _Landing.UNWANTED:
+        if landing in (_Landing.UNWANTED, _Landing.UNREACHABLE):
             server_stop_hand_over(server_id=server_id, state=state)
         return
     if landing == _Landing.UNWANTED:
         server_mark_stopped(server_id=server_id, exit_code=0)
+    elif landing == _Landing.UNREACHABLE:
+        server = Server.objects.filter(pk=server_id).only("error").first()
+        server_mark_failed(server_id=server_id, error=server.error if server else "Unreachable.")
 
 
 def _start_take_over(server_id: int) -> Server | None:

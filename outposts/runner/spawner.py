@@ -12,7 +12,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +23,7 @@ from django.utils.html import strip_tags
 from django.utils.module_loading import import_string
 from traitlets.config import Config
 
+from outposts.errors import PortalError
 from outposts.runner.checks import check_name_safe, check_not_system_account
 from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
 from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
@@ -37,6 +38,18 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], Awaitable[None]]
+# Reads the (host, port) the server's start wrapper reported, or None while it has not.
+AddressSource = Callable[[], Awaitable[tuple[str, int] | None]]
+
+# How often a start waiting for its server's address report reads it, and how often it
+# checks meanwhile that a server whose spawner returned still runs.
+REPORT_CHECK_SECONDS = 0.5
+REPORT_POLL_EVERY = 5.0
+WAITING_FOR_ADDRESS = "Waiting for the server to report its address."
+
+
+class ServerNotReporting(PortalError):
+    """The server ended before its start wrapper reported where it listens."""
 
 
 def run_sync(coroutine_function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -57,6 +70,16 @@ def rewrite_service_url(requested: str, computed: str) -> str:
     """
     want, own = urlsplit(requested), urlsplit(computed)
     return urlunsplit((own.scheme or want.scheme, own.netloc, want.path, want.query, ""))
+
+
+def with_reported_address(result: Any, *, host: str, port: int) -> Any:
+    """A spawner's start() result pointed at the reported ``host:port``: a URL keeps its
+    scheme and path, anything else becomes ``(host, port)``."""
+    if isinstance(result, str) and "://" in result:
+        parts = urlsplit(result)
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return (host, port)
 
 
 def format_address(result: Any) -> str:
@@ -149,9 +172,12 @@ class ServerSpec:
     user_options: dict[str, Any]
     state: dict[str, Any] | None
     min_system_uid: int | None = None
+    # What the portal itself puts into the server's env, over the Hub's: the start
+    # wrapper's call-back URL and token (tunnels/reports.py).
+    portal_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_server(cls, server: Server) -> ServerSpec:
+    def from_server(cls, server: Server, *, portal_env: dict[str, str] | None = None) -> ServerSpec:
         """Layer the traits: Outpost config, then allow-listed misc, then flavor resources.
 
         The flavor comes last: a trait an admin allow-lists for Hubs (say ``mem_limit`` for
@@ -184,6 +210,7 @@ class ServerSpec:
             user_options=user_options,
             state=server.spawner_state,
             min_system_uid=outpost.min_system_uid,
+            portal_env=dict(portal_env or {}),
         )
 
 
@@ -197,8 +224,10 @@ class SpawnerRunner:
         self.spawner = self._build()
 
     @classmethod
-    def for_server(cls, server: Server) -> SpawnerRunner:
-        return cls(ServerSpec.from_server(server))
+    def for_server(
+        cls, server: Server, *, portal_env: dict[str, str] | None = None
+    ) -> SpawnerRunner:
+        return cls(ServerSpec.from_server(server, portal_env=portal_env))
 
     def _build(self) -> Spawner:
         from jupyterhub.objects import Server as HubServer
@@ -237,7 +266,9 @@ class SpawnerRunner:
             spawner.load_state(spec.state)
         original_get_env = spawner.get_env
         original_poll = spawner.poll
-        request_env = dict(env)
+        # A Hub cannot name the call-back its server reports to: those keys are the portal's.
+        request_env = {k: v for k, v in env.items() if not k.startswith("OUTPOST_CALLBACK_")}
+        portal_env = dict(spec.portal_env)
 
         def get_env(self: Spawner) -> dict[str, str]:
             # The Hub's env wins over what the spawner computes, except where the server
@@ -251,6 +282,7 @@ class SpawnerRunner:
             for key in SSL_ENV:
                 if key in computed:
                     merged[key] = computed[key]  # the paths this runner wrote, not the Hub's
+            merged.update(portal_env)
             return merged
 
         async def poll(self: Spawner) -> int | None:
@@ -271,12 +303,20 @@ class SpawnerRunner:
         return spawner
 
     async def start(
-        self, *, tls: TLSMaterial | None = None, on_progress: ProgressCallback | None = None
+        self,
+        *,
+        tls: TLSMaterial | None = None,
+        on_progress: ProgressCallback | None = None,
+        reported_address: AddressSource | None = None,
     ) -> str:
         """Start the server as JupyterHub does; returns its address (``host:port`` or URL).
 
-        Progress events of the spawner are passed to ``on_progress`` while it starts. Raises
-        SystemAccount when the user name is a system account of this host.
+        Progress events of the spawner are passed to ``on_progress`` while it starts. With
+        ``reported_address`` (an Outpost whose servers report their address), the start
+        also waits for the server's start wrapper to report where it listens, and that is
+        the address returned; a spawner waiting for its port (batchspawner's start loops
+        until ``port`` is set) gets it. Raises SystemAccount when the user name is a system
+        account of this host, ServerNotReporting when the server ends before it reports.
         """
         self.check_may_start()
         spawner = self.spawner
@@ -295,7 +335,12 @@ class SpawnerRunner:
         spawner._spawn_future = start_future
         pump = asyncio.ensure_future(self._pump_progress(on_progress))
         try:
-            result = await start_future
+            if reported_address is None:
+                result = await start_future
+            else:
+                result = await self._await_reported_address(
+                    start_future, reported_address, on_progress
+                )
         finally:
             spawner._spawn_pending = False
             spawner._start_pending = False
@@ -305,6 +350,64 @@ class SpawnerRunner:
         if isinstance(result, tuple | list) and len(result) == 2:
             spawner.server.ip, spawner.server.port = result[0] or "127.0.0.1", int(result[1])
         return address
+
+    async def _await_reported_address(
+        self,
+        start_future: asyncio.Future[Any],
+        reported_address: AddressSource,
+        on_progress: ProgressCallback | None,
+    ) -> Any:
+        """What start() is to return once both the spawner's start() returned and the
+        server reported its address: the spawner's result with the reported host and port.
+
+        The spawner's own address is ignored: with a start wrapper, it is not where the
+        server listens.
+        """
+        spawner = self.spawner
+        said_waiting = False
+        last_poll = asyncio.get_running_loop().time()
+        try:
+            while True:
+                reported = await reported_address()
+                if reported is not None:
+                    break
+                if start_future.done():
+                    start_future.result()  # a spawner that failed raises here
+                if not said_waiting and self._spawner_waits_for_address(start_future):
+                    said_waiting = True
+                    if on_progress is not None:
+                        await on_progress(90, WAITING_FOR_ADDRESS)
+                now = asyncio.get_running_loop().time()
+                if start_future.done() and now - last_poll >= REPORT_POLL_EVERY:
+                    last_poll = now
+                    status = await spawner.poll()
+                    if status is not None:
+                        raise ServerNotReporting(
+                            f"The server exited (status {status}) before it reported its "
+                            "address; see its log on the Outpost."
+                        )
+                await asyncio.sleep(REPORT_CHECK_SECONDS)
+            host, port = reported
+            # batchspawner's start() waits for this, which its Hub API handler would set.
+            spawner.port = port
+            result = await start_future
+        except BaseException:
+            start_future.cancel()
+            raise
+        return with_reported_address(result, host=host, port=port)
+
+    def _spawner_waits_for_address(self, start_future: asyncio.Future[Any]) -> bool:
+        """Whether the spawner did its part and only the address is missing: its start()
+        returned, or (batchspawner) its job runs and start() waits for the port."""
+        if start_future.done():
+            return True
+        is_running = getattr(self.spawner, "state_isrunning", None)
+        if not callable(is_running) or not getattr(self.spawner, "job_id", ""):
+            return False
+        try:
+            return bool(is_running())
+        except Exception:  # noqa: BLE001 - a half-parsed job status is "not yet"
+            return False
 
     def check_may_start(self) -> None:
         """Raise SystemAccount if the Hub's user name is a system account of this host.

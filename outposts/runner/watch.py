@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from outposts.runner.checks import SystemAccount
-from outposts.runner.spawner import ProgressCallback, SpawnerRunner
+from outposts.runner.spawner import AddressSource, ProgressCallback, SpawnerRunner
 from outposts.runner.tls import TLSMaterial
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ async def start_watched(
     timeout: float,
     heartbeat: Heartbeat | None = None,
     check_every: float = 1.0,
+    reported_address: AddressSource | None = None,
 ) -> StartResult:
     """Start, but give up when a stop is requested or ``timeout`` seconds pass.
 
@@ -52,7 +53,8 @@ async def start_watched(
     state: a batch job or a process may exist long before start() returns, and whoever
     recovers from a crash of this worker needs that state to stop it. When the heartbeat says
     another attempt owns the server now, this one gives up. Whatever the spawner made is
-    stopped again when the start does not end running.
+    stopped again when the start does not end running. ``reported_address``: the start
+    also waits for the server to report its address (SpawnerRunner.start).
     """
     try:
         runner.check_may_start()
@@ -60,7 +62,9 @@ async def start_watched(
         # Refused before the spawner did anything: nothing to clean up (a batch spawner's
         # clean-up would itself run a command as that account).
         return StartResult(outcome=StartOutcome.FAILED, error=error)
-    start = asyncio.ensure_future(runner.start(tls=tls, on_progress=on_progress))
+    start = asyncio.ensure_future(
+        runner.start(tls=tls, on_progress=on_progress, reported_address=reported_address)
+    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(timeout, 0)
     outcome = None

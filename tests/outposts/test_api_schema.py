@@ -22,6 +22,7 @@ def test_schema_lists_every_endpoint_once():
             "services/{name}/{start_id}/events",
             "flavors",
             "userflavors",
+            "tunnels/restart",
         )
     }
     events = schema["paths"][base + "services/{name}/{start_id}/events"]["get"]

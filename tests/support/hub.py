@@ -30,12 +30,26 @@ class FakeHub:
 
     def __init__(self) -> None:
         self.calls: list[HubCall] = []
+        # GET <hub api>/recreateforward/<system> calls (tunnels).
+        self.recreate_calls: list[HubCall] = []
         self.status_for: dict[str, int] = {}  # path prefix -> answer status of a POST
         self.redirect_for: dict[str, str] = {}  # path prefix -> Location of a 307 answer
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if "/recreateforward/" in self.path:
+                    # Kept apart from ``calls``: the singleuser's version checks are GETs too.
+                    hub.recreate_calls.append(
+                        HubCall(
+                            method="GET",
+                            path=self.path,
+                            authorization=self.headers.get("Authorization", ""),
+                            body=None,
+                        )
+                    )
+                    self._answer(202, None)
+                    return
                 # jupyterhub-singleuser checks its Hub's version before it serves.
                 self._answer(200, {"version": "6.1.1"})
 

@@ -9,7 +9,10 @@ Usage::
 The Hub uses the dummy authenticator, random loopback ports and a temporary folder
 (database, cookie secret, log), and has an admin service whose token is ``hub.token``.
 Stopping it leaves no process behind: the Hub stops its servers and its proxy itself;
-whatever survives (a crashed Hub's children) is killed and reported. No Django here.
+whatever survives (a crashed Hub's children) is killed and reported. With
+``external_proxy=True`` the proxy is a process of its own, as in production deployments that
+keep users' connections while the Hub restarts: ``restart_jupyterhub`` then restarts the Hub
+only. No Django here.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class RunningHub:
     process: subprocess.Popen[bytes]
     known_processes: set[int] = field(default_factory=set)
     env: dict[str, str] = field(default_factory=dict)
+    #: configurable-http-proxy, when it runs apart from the Hub (external_proxy).
+    proxy: subprocess.Popen[bytes] | None = None
 
     @property
     def api_url(self) -> str:
@@ -155,15 +160,25 @@ class RunningHub:
         self.wait_for(gone, timeout=timeout, what=f"{user}'s server {server!r} to be gone")
 
 
-def _write_config(
-    directory: Path, *, ports: dict[str, int], token: str, spawner_config: str
-) -> Path:
-    config = directory / "jupyterhub_config.py"
+def _proxy_command() -> str:
     chp = shutil.which("configurable-http-proxy")
     if chp is None:
         pytest.fail(
             "configurable-http-proxy is not installed: npm install -g configurable-http-proxy"
         )
+    return chp
+
+
+def _write_config(
+    directory: Path,
+    *,
+    ports: dict[str, int],
+    token: str,
+    spawner_config: str,
+    external_proxy: bool = False,
+) -> Path:
+    config = directory / "jupyterhub_config.py"
+    chp = _proxy_command()
     config.write_text(
         f"""# Written by tests/support/jupyterhub.py
 HARNESS_DIR = {str(directory)!r}
@@ -192,6 +207,7 @@ c.JupyterHub.load_roles = [
 ]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
+c.ConfigurableHTTPProxy.should_start = {not external_proxy!r}
 
 # --- spawner configuration of the test ---
 {spawner_config}
@@ -234,11 +250,13 @@ def start_jupyterhub(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     hub_port: int | None = None,
+    external_proxy: bool = False,
 ) -> RunningHub:
     """Start a JupyterHub in ``directory`` and wait until its API answers through the proxy.
 
     ``hub_port``: the port of the Hub's own API (``http://127.0.0.1:<hub_port>/hub/api``,
     the JUPYTERHUB_API_URL servers and the portal call), when it must be known beforehand.
+    ``external_proxy``: run configurable-http-proxy as a process of its own, before the Hub.
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "home").mkdir(exist_ok=True)
@@ -246,28 +264,51 @@ def start_jupyterhub(
     if hub_port is not None:
         ports["hub"] = hub_port
     token = secrets.token_hex(24)
-    _write_config(directory, ports=ports, token=token, spawner_config=spawner_config)
+    _write_config(
+        directory,
+        ports=ports,
+        token=token,
+        spawner_config=spawner_config,
+        external_proxy=external_proxy,
+    )
     process_env = dict(os.environ)
     process_env["CONFIGPROXY_AUTH_TOKEN"] = secrets.token_hex(24)
     process_env["PATH"] = f"{VENV_BIN}{os.pathsep}{process_env.get('PATH', '')}"
     process_env.update(env or {})
+    proxy = _launch_proxy(directory, ports, process_env) if external_proxy else None
     hub = RunningHub(
         url=f"http://127.0.0.1:{ports['public']}",
         token=token,
         directory=directory,
         process=_launch(directory, process_env),
         env=process_env,
+        proxy=proxy,
     )
     _wait_until_up(hub, timeout)
     return hub
 
 
-def restart_jupyterhub(hub: RunningHub, *, timeout: float = 60) -> None:
-    """Stop the Hub process and start it again: same config, database, cookie secret, ports.
+def _launch_proxy(
+    directory: Path, ports: dict[str, int], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    hub = f"http://127.0.0.1:{ports['hub']}"
+    with (directory / "proxy.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                _proxy_command(),
+                *("--ip", "127.0.0.1", "--port", str(ports["public"])),
+                *("--api-ip", "127.0.0.1", "--api-port", str(ports["proxy_api"])),
+                *("--default-target", hub, "--error-target", f"{hub}/hub/error"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-    Servers survive only if the config keeps them (``c.JupyterHub.cleanup_servers = False``);
-    the proxy is restarted with the Hub and its routes are rebuilt from the database.
-    """
+
+def hub_process_stop(hub: RunningHub) -> None:
+    """Stop the Hub process only (SIGTERM): with an external proxy, the proxy stays."""
     hub.remember_processes()
     hub.process.send_signal(signal.SIGTERM)
     try:
@@ -275,8 +316,22 @@ def restart_jupyterhub(hub: RunningHub, *, timeout: float = 60) -> None:
     except subprocess.TimeoutExpired:
         hub.process.kill()
         hub.process.wait()
+
+
+def hub_process_start(hub: RunningHub, *, timeout: float = 60) -> None:
+    """Start the Hub process again: same config, database, cookie secret, ports."""
     hub.process = _launch(hub.directory, hub.env)
     _wait_until_up(hub, timeout)
+
+
+def restart_jupyterhub(hub: RunningHub, *, timeout: float = 60) -> None:
+    """Stop the Hub process and start it again.
+
+    Servers survive only if the config keeps them (``c.JupyterHub.cleanup_servers = False``);
+    a proxy the Hub runs is restarted with it and its routes are rebuilt from the database.
+    """
+    hub_process_stop(hub)
+    hub_process_start(hub, timeout=timeout)
 
 
 def stop_jupyterhub(hub: RunningHub, *, grace: float = 30) -> set[int]:
@@ -289,6 +344,13 @@ def stop_jupyterhub(hub: RunningHub, *, grace: float = 30) -> set[int]:
         except subprocess.TimeoutExpired:
             hub.process.kill()
             hub.process.wait()
+    if hub.proxy is not None and hub.proxy.poll() is None:
+        hub.proxy.terminate()
+        try:
+            hub.proxy.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            hub.proxy.kill()
+            hub.proxy.wait()
     deadline = time.monotonic() + 5
     survivors = {pid for pid in hub.known_processes if alive(pid)}
     while survivors and time.monotonic() < deadline:
@@ -309,8 +371,15 @@ def running_jupyterhub(
     spawner_config: str,
     env: dict[str, str] | None = None,
     hub_port: int | None = None,
+    external_proxy: bool = False,
 ) -> Iterator[RunningHub]:
-    hub = start_jupyterhub(directory, spawner_config=spawner_config, env=env, hub_port=hub_port)
+    hub = start_jupyterhub(
+        directory,
+        spawner_config=spawner_config,
+        env=env,
+        hub_port=hub_port,
+        external_proxy=external_proxy,
+    )
     try:
         yield hub
     finally:

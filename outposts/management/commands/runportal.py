@@ -1,10 +1,10 @@
-"""``manage.py runportal``: the web server, a Celery worker and Celery beat in one foreground
-command, for the demo and development.
+"""``manage.py runportal``: the web server, a Celery worker, Celery beat and a tunnel agent in
+one foreground command, for the demo and development.
 
 Each child runs in its own process group, so that a terminal's Ctrl-C reaches only this
 command, which then stops the children in order; killing each whole group at the end also
 ends whatever a child started and left behind. In production run the three parts separately
-(README.md, "Running in production").
+(README.md, "Running in production"; docs/tunnels.md for the agent).
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def beat_command() -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO"]
 
 
+def tunnel_agent_command(name: str = "default") -> list[str]:
+    """The tunnel agent's command line (docs/tunnels.md)."""
+    manage = str(settings.BASE_DIR / "manage.py")
+    return [sys.executable, manage, "run_tunnel_agent", "--name", name]
+
+
 def web_command(host: str, port: int, *, serve_static: bool) -> list[str]:
     app = (
         ["--factory", "outposts.management.commands.runportal:asgi_with_static_files"]
@@ -81,7 +87,10 @@ def asgi_with_static_files() -> Any:
 
 
 class Command(BaseCommand):
-    help = "Run the web server, a Celery worker (all queues) and Celery beat until stopped."
+    help = (
+        "Run the web server, a Celery worker (all queues), Celery beat and the tunnel agent "
+        "named default until stopped."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -96,6 +105,7 @@ class Command(BaseCommand):
             "web": web_command(host, port, serve_static=not no_static),
             "worker": worker_command(queues),
             "beat": beat_command(),
+            "agent": tunnel_agent_command(),
         }
         self.stdout.write(f"runportal: web on http://{host}:{port}/, worker queues {queues}")
         stop = threading.Event()

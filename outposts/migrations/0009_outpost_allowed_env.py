@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("outposts", "0006_server_project"),
+        ("outposts", "0008_server_reports_address"),
     ]
 
     operations = [
