@@ -24,8 +24,8 @@ def control_character(text: str, *, allow_whitespace: bool = False) -> str | Non
     return None if found is None else log_safe(found.group())
 
 
-def json_strings(value: Any) -> Iterator[tuple[str, str]]:
-    """Every string in a JSON value, keys included, as (where, string) pairs.
+def json_strings(value: Any) -> Iterator[tuple[str, str, bool]]:
+    """Every string in a JSON value as (where, string, is_key) triples, keys included.
 
     Iterative, not recursive: the value may be nested as deeply as the parser allows.
     """
@@ -33,21 +33,25 @@ def json_strings(value: Any) -> Iterator[tuple[str, str]]:
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            yield where, item
+            yield where, item, False
         elif isinstance(item, dict):
             for key, child in item.items():
                 name = f"{where}.{key}" if where else str(key)
                 if isinstance(key, str):
-                    yield name, key
+                    yield name, key, True
                 stack.append((name, child))
         elif isinstance(item, list):
             stack.extend((f"{where}[{index}]", child) for index, child in enumerate(item))
 
 
 def json_control_character(value: Any, *, allow_whitespace: bool = False) -> str | None:
-    """Where a JSON value holds a control character, as a message, or None."""
-    for where, text in json_strings(value):
-        found = control_character(text, allow_whitespace=allow_whitespace)
+    """Where a JSON value holds a control character, as a message, or None.
+
+    ``allow_whitespace`` lets tab, line feed and carriage return pass in string values, never
+    in keys (names).
+    """
+    for where, text, is_key in json_strings(value):
+        found = control_character(text, allow_whitespace=allow_whitespace and not is_key)
         if found is not None:
             return f"{log_safe(where) or 'The value'} contains the control character {found}."
     return None

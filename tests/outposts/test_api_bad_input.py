@@ -133,6 +133,7 @@ def _with(path: str, value: object) -> dict:
         (_with("user_options.image", "lab\x00"), "user_options"),
         (_with("user_options.image", "lab\x1b[31m"), "user_options"),
         (_with("user_options.ke\x00y", "x"), "user_options"),
+        (_with("user_options.ke\ny", "x"), "user_options"),
         (_with("user_options.nested", {"list": ["ok", "bad\x00"]}), "user_options"),
         (_with("misc.image", "x\x00"), "misc"),
         (_with("authentication.name", "x\x00"), "authentication"),
