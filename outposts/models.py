@@ -90,6 +90,31 @@ class Outpost(models.Model):
             "(root, service accounts) cannot start servers; empty = no check."
         ),
     )
+    unix_user_rule = models.CharField(
+        "Unix account rule",
+        max_length=16,
+        choices=[
+            ("name", "The Hub user name"),
+            ("template", "A template of it"),
+            ("table", "A lookup table"),
+        ],
+        default="name",
+        help_text="Which Unix account on the Outpost's host a Hub user's batch job runs as "
+        "(batchspawner's SlurmSpawner; docs/slurm.md). Other spawners use the Hub user name.",
+    )
+    unix_user_template = models.CharField(
+        "Unix account template",
+        max_length=64,
+        blank=True,
+        help_text='For the template rule, e.g. "hpc_{name}"; {name} is the Hub user name.',
+    )
+    unix_user_table = models.JSONField(
+        "Unix account table",
+        default=dict,
+        blank=True,
+        help_text='For the table rule: Hub user names to accounts, e.g. {"olga": "ob1234"}; '
+        "a user not in it cannot start here.",
+    )
     max_servers_per_user = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -221,6 +246,7 @@ class Outpost(models.Model):
             and self.allowed_port_min > self.allowed_port_max
         ):
             errors["allowed_port_max"] = "Must not be below the lowest allowed port."
+        errors.update(self._unix_user_errors())
         # Two Outposts on one queue would run each other's tasks on each other's workers.
         same_queue = [
             other.slug
@@ -231,6 +257,24 @@ class Outpost(models.Model):
             errors["queue"] = f"The queue {self.celery_queue} is already {same_queue[0]}'s."
         if errors:
             raise ValidationError(errors)
+
+    def _unix_user_errors(self) -> dict[str, str]:
+        from outposts.runner.accounts import UnixAccountRule
+        from outposts.runner.slurm import is_slurm
+
+        rule = UnixAccountRule.from_outpost(self)
+        errors = rule.errors()
+        if not errors and rule.rule != "name":
+            try:
+                mapped = is_slurm(import_string(self.spawner_class))
+            except ImportError:
+                mapped = True  # clean() reports the class itself
+            if not mapped:
+                errors["unix_user_rule"] = (
+                    "Only batchspawner's SlurmSpawner runs servers as a mapped account; this "
+                    "spawner uses the Hub user name."
+                )
+        return errors
 
 
 def node_patterns_problem(patterns: Any) -> str | None:

@@ -30,6 +30,8 @@ truth for what it names), e.g.::
         server_reports_address: true         # servers run through outpost-start-server
         allowed_node_patterns: ["node*.hpc.example.org", "10.1.0.0/16"]
         allowed_port_min: 20000              # the ports they may report
+        unix_user_rule: template             # Slurm: the job's account (name, template, table)
+        unix_user_template: "hpc_{name}"
         flavors: [{name: large, max: 10, runtime: {hours: 2}}]
         hub_policies: [{hub: hub1, flavor: large, cap: 5}]
         user_rules: [{name: staff, attributes: {groups: [staff]}, flavors: [large]}]
@@ -84,6 +86,9 @@ OUTPOST_FIELDS = {
     "allowed_user_options",
     "allowed_env",
     "min_system_uid",
+    "unix_user_rule",
+    "unix_user_template",
+    "unix_user_table",
     "max_servers_per_user",
     "queue",
     "poll_interval",
@@ -139,6 +144,9 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "allowed_env": entry.get("allowed_env") or [],
         # null switches the check off, so only a missing key means the default.
         "min_system_uid": entry.get("min_system_uid", defaults.min_system_uid),
+        "unix_user_rule": entry.get("unix_user_rule") or defaults.unix_user_rule,
+        "unix_user_template": entry.get("unix_user_template") or "",
+        "unix_user_table": entry.get("unix_user_table") or {},
         "max_servers_per_user": entry.get("max_servers_per_user"),
         "queue": entry.get("queue") or "",
         "poll_interval": defaults.poll_interval,

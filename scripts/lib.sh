@@ -29,3 +29,16 @@ install_proxy_once() {
 install_chromium_once() {
   [ -x /usr/bin/chromium ] || apt_install chromium
 }
+
+# A single-node Slurm for the Slurm tests (tests/support/slurm.py starts and stops its daemons
+# itself, from a slurm.conf of its own; apt never starts them here), and sudo, through which
+# batchspawner runs sbatch, squeue and scancel as the job's user.
+install_slurm_once() {
+  local missing=()
+  command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing+=(munge)
+  [ -x /usr/sbin/slurmctld ] || missing+=(slurmctld)
+  [ -x /usr/sbin/slurmd ] || missing+=(slurmd)
+  [ -x /usr/bin/sbatch ] || missing+=(slurm-client)
+  command -v sudo >/dev/null || missing+=(sudo)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}

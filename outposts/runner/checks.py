@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pwd
+import re
 
 
 class UnsafeName(ValueError):
@@ -41,3 +42,68 @@ def check_name_safe(name: str, *, what: str, allow_empty: bool = False) -> None:
         return
     if not name or "/" in name or "\\" in name or "\x00" in name or set(name) == {"."}:
         raise UnsafeName(f"The {what} {name!r} is not allowed on this Outpost.")
+
+
+# Request env names a spawner's commands would obey rather than pass on: the shell that runs
+# batchspawner's `sudo ... sbatch` as the worker's account looks up PATH and loads LD_PRELOAD;
+# sbatch reads SBATCH_* ahead of the job script's #SBATCH lines (SBATCH_TIMELIMIT would lift
+# a flavor's --time), srun and the job read SLURM_*; Python reads PYTHON*. What the server
+# needs of these is the Outpost's to set (spawner_config "environment"), never the Hub's.
+REQUEST_ENV_DENIED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "ENV",
+        "BASH_ENV",
+        "IFS",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PS4",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "GCONV_PATH",
+        "HOSTALIASES",
+        "LOCPATH",
+        "NLSPATH",
+        "RESOLV_HOST_CONF",
+        "TMPDIR",
+    }
+)
+REQUEST_ENV_DENIED_PREFIXES = (
+    "LD_",
+    "DYLD_",
+    "MALLOC_",
+    "GLIBC_",
+    "BASH_FUNC_",
+    "SUDO_",
+    "PYTHON",
+    "SBATCH_",
+    "SALLOC_",
+    "SRUN_",
+    "SLURM",
+    "SQUEUE_",
+    "SCANCEL_",
+    "SINFO_",
+    "SACCT_",
+    "SCONTROL_",
+    "MUNGE",
+    # The portal's own: the start wrapper's call-back URL and token (tunnels/reports.py).
+    "OUTPOST_CALLBACK_",
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def request_env_allowed(name: str) -> bool:
+    """Whether a variable of the Hub's request env may reach the spawner's environment.
+
+    Names must be plain (batchspawner joins them into the job script's --export line).
+    """
+    upper = name.upper()
+    return (
+        bool(ENV_NAME.match(name))
+        and upper not in REQUEST_ENV_DENIED
+        and not upper.startswith(REQUEST_ENV_DENIED_PREFIXES)
+    )

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cache
 from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +25,13 @@ from django.utils.module_loading import import_string
 from traitlets.config import Config
 
 from outposts.errors import PortalError
-from outposts.runner.checks import check_name_safe, check_not_system_account
+from outposts.runner import slurm
+from outposts.runner.accounts import UnixAccountRule
+from outposts.runner.checks import (
+    check_name_safe,
+    check_not_system_account,
+    request_env_allowed,
+)
 from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
 from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
 
@@ -175,6 +182,11 @@ class ServerSpec:
     # What the portal itself puts into the server's env, over the Hub's: the start
     # wrapper's call-back URL and token (tunnels/reports.py).
     portal_env: dict[str, str] = field(default_factory=dict, repr=False)
+    # Batch spawners (outposts/runner/slurm.py): the Outpost's Hub-user -> Unix-account rule,
+    # the trait names the flavor set (a Hub's user_options never replace them) and its runtime.
+    unix_account_rule: UnixAccountRule = UnixAccountRule()
+    flavor_traits: frozenset[str] = frozenset()
+    runtime: timedelta | None = None
 
     @classmethod
     def from_server(cls, server: Server, *, portal_env: dict[str, str] | None = None) -> ServerSpec:
@@ -211,6 +223,9 @@ class ServerSpec:
             state=server.spawner_state,
             min_system_uid=outpost.min_system_uid,
             portal_env=dict(portal_env or {}),
+            unix_account_rule=UnixAccountRule.from_outpost(outpost),
+            flavor_traits=frozenset(server.resources),
+            runtime=server.runtime,
         )
 
 
@@ -257,6 +272,16 @@ class SpawnerRunner:
             user_options=dict(spec.user_options),
         )
         user.spawners[spec.server_name] = spawner
+        if slurm.is_slurm(spawner_class):
+            # Before load_state: the state's account (the job's) wins over today's rule.
+            slurm.adapt(
+                spawner,
+                account=(spec.state or {}).get(slurm.STATE_ACCOUNT)
+                or spec.unix_account_rule.account_for(spec.user_name),
+                user_options=dict(spec.user_options),
+                flavor_traits=spec.flavor_traits,
+                runtime=spec.runtime,
+            )
         prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or url_path_join(
             user.url, url_escape_path(spec.server_name), "/"
         )
@@ -266,8 +291,15 @@ class SpawnerRunner:
             spawner.load_state(spec.state)
         original_get_env = spawner.get_env
         original_poll = spawner.poll
-        # A Hub cannot name the call-back its server reports to: those keys are the portal's.
-        request_env = {k: v for k, v in env.items() if not k.startswith("OUTPOST_CALLBACK_")}
+        # Variables the spawner's commands (a shell, sudo, sbatch) would obey never come from
+        # the Hub (outposts/runner/checks.py).
+        request_env = {k: v for k, v in env.items() if request_env_allowed(k)}
+        if len(request_env) < len(env):
+            log.info(
+                "Server %s: request env %s not passed on",
+                spec.server_id,
+                sorted(set(env) - set(request_env)),
+            )
         portal_env = dict(spec.portal_env)
 
         def get_env(self: Spawner) -> dict[str, str]:
@@ -414,7 +446,15 @@ class SpawnerRunner:
 
         It runs where the spawner runs (the Outpost's worker), where the accounts are real.
         """
-        check_not_system_account(self.spec.user_name, min_uid=self.spec.min_system_uid)
+        account = self.unix_account
+        check_not_system_account(account, min_uid=self.spec.min_system_uid)
+        if slurm.is_slurm(type(self.spawner)):
+            slurm.check_account_exists(account)
+
+    @property
+    def unix_account(self) -> str:
+        """The account the server runs as: the mapped one for batch spawners, else the name."""
+        return str(getattr(self.spawner, "req_username", "") or self.spec.user_name)
 
     async def _pump_progress(self, on_progress: ProgressCallback | None) -> None:
         if on_progress is None:

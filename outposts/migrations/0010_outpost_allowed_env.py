@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("outposts", "0008_server_reports_address"),
+        ("outposts", "0009_outpost_unix_user_rule"),
     ]
 
     operations = [
