@@ -18,6 +18,7 @@ from flavors.api.serializers import flavors_answer
 from flavors.selectors import flavor_list_for_hub
 from outposts import dispatch, hubcalls
 from outposts.models import Server, SpawnEvent
+from portal.text import log_safe
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ def hub_callback_url(*, server: Server, env_key: str) -> str | None:
         return None
     if not server.hub.allows_callback(url):
         log.warning(
-            "Server %s: %s %r is not under Hub %s's callback prefixes; not calling it",
+            "Server %s: %s %s is not under Hub %s's callback prefixes; not calling it",
             server.pk,
             env_key,
-            url,
+            log_safe(url),
             server.hub.name,
         )
         return None
@@ -78,7 +79,9 @@ def hub_event_send(*, event_id: int) -> None:
             failed=event.failed,
         )
     except hubcalls.HubRefused as error:
-        log.warning("Hub refused event %s of server %s: %s", event.pk, event.server_id, error)
+        log.warning(
+            "Hub refused event %s of server %s: %s", event.pk, event.server_id, log_safe(error)
+        )
 
 
 def hub_address_send(*, server_id: int) -> None:
@@ -99,7 +102,7 @@ def hub_address_send(*, server_id: int) -> None:
             address=server.address,
         )
     except hubcalls.HubRefused as error:
-        log.warning("Hub refused the address of server %s: %s", server_id, error)
+        log.warning("Hub refused the address of server %s: %s", server_id, log_safe(error))
 
 
 def hub_flavors_send(*, server_id: int) -> None:
@@ -122,7 +125,7 @@ def hub_flavors_send(*, server_id: int) -> None:
             flavors=flavors_answer(flavor_list_for_hub(hub=server.hub, outpost=server.outpost)),
         )
     except hubcalls.HubRefused as error:
-        log.warning("Hub %s refused a flavor update: %s", server.hub.name, error)
+        log.warning("Hub %s refused a flavor update: %s", server.hub.name, log_safe(error))
 
 
 def hub_flavor_table_send(*, hub_id: int, outpost_id: int) -> None:

@@ -19,6 +19,8 @@ from django.utils.module_loading import import_string
 from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
 
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An environment variable name, or a glob of them with * and ? (fnmatch, case-sensitive).
+ENV_PATTERN = re.compile(r"[A-Za-z0-9_*?]+")
 # A host name a server may report (addresses are parsed): nothing a URL could hide in.
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
 NODE_PATTERN = re.compile(r"[A-Za-z0-9.:*?\[\]-]{1,255}")
@@ -66,6 +68,17 @@ class Outpost(models.Model):
             "user_options keys passed on to the spawner. Batch spawners fill their job script "
             "from user_options, so an unlisted key never reaches it; flavor and project are "
             "read by admission only."
+        ),
+    )
+    allowed_env = models.JSONField(
+        "allowed env",
+        default=list,
+        blank=True,
+        help_text=(
+            "Environment variables of the Hub's request passed on to the spawner besides "
+            "JUPYTERHUB_* and JUPYTER_*: names or glob patterns (* and ?), e.g. "
+            '["TZ", "MY_SITE_*"]. Every other variable is dropped: PATH, LD_PRELOAD, '
+            "PYTHONSTARTUP and the like would change what runs in the server."
         ),
     )
     min_system_uid = models.PositiveIntegerField(
@@ -212,6 +225,14 @@ class Outpost(models.Model):
                 isinstance(name, str) and TRAIT_NAME.match(name) for name in names
             ):
                 errors[field_name] = "Must be a JSON list of names."
+        patterns = self.allowed_env
+        if not isinstance(patterns, list) or not all(
+            isinstance(pattern, str) and ENV_PATTERN.fullmatch(pattern) for pattern in patterns
+        ):
+            errors["allowed_env"] = (
+                "Must be a JSON list of environment variable names or glob patterns "
+                "(letters, digits, _, * and ?)."
+            )
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:
             errors["allowed_node_patterns"] = node_problem

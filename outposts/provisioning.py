@@ -25,6 +25,7 @@ truth for what it names), e.g.::
         spawner_class: batchspawner.SlurmSpawner
         allowed_overrides: [image]           # misc traits a Hub may set
         allowed_user_options: [partition]    # user_options keys the spawner gets
+        allowed_env: [TZ, "SITE_*"]          # env the spawner gets besides JUPYTER(HUB)_*
         min_system_uid: 1000                 # refuse users whose account is below; null = off
         server_reports_address: true         # servers run through outpost-start-server
         allowed_node_patterns: ["node*.hpc.example.org", "10.1.0.0/16"]
@@ -83,6 +84,7 @@ OUTPOST_FIELDS = {
     "spawner_config",
     "allowed_overrides",
     "allowed_user_options",
+    "allowed_env",
     "min_system_uid",
     "unix_user_rule",
     "unix_user_template",
@@ -138,6 +140,8 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "spawner_config": entry.get("spawner_config") or {},
         "allowed_overrides": entry.get("allowed_overrides") or [],
         "allowed_user_options": entry.get("allowed_user_options") or [],
+        # Validated by Outpost.clean(): names or glob patterns of environment variables.
+        "allowed_env": entry.get("allowed_env") or [],
         # null switches the check off, so only a missing key means the default.
         "min_system_uid": entry.get("min_system_uid", defaults.min_system_uid),
         "unix_user_rule": entry.get("unix_user_rule") or defaults.unix_user_rule,

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -23,9 +24,27 @@ from outposts.selectors import outpost_for_update, server_for_update
 from outposts.workers import outpost_worker_absence
 from portal.crypto import encrypt_text
 from portal.permissions import permission_holders_set
+from portal.text import control_character, json_control_character, log_safe
 
 # JupyterHub's user ids are database ids; ASCII digits only (str.isdigit takes "²" too).
 USER_ID = re.compile(r"[0-9]+")
+
+# Server names and start_ids travel unescaped in the URLs a stock Hub builds for polls and
+# stops (<request_url>/<name>/<start_id>): a "/" would make the server unreachable for ever,
+# "?", "#", "%" or a space would change the URL. Only RFC 3986's unreserved characters mean
+# the same wherever they stand. The server name may be empty (the user's default server).
+SERVER_NAME = re.compile(r"[A-Za-z0-9._~-]*")
+NAME_RULE = (
+    "ASCII letters, digits and . _ ~ - only (not . or .. alone): it is a part of the URL "
+    "the Hub polls and stops the server at"
+)
+
+# What reaches the spawner of the Hub's env (outpost.allowed_env adds to it): JupyterHub's own
+# variables, as the stock Hub spawner filters them too. Anything else could change what runs
+# in the server before it starts (LD_PRELOAD, PATH, PYTHONSTARTUP, PYTHONPATH, BASH_ENV, ...).
+ENV_ALWAYS_ALLOWED = ("JUPYTERHUB_*", "JUPYTER_*")
+# What a process environment can hold as a name (os.environ refuses "=" in one).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -55,15 +74,64 @@ class StartRequest:
         return self.env.get("JUPYTERHUB_USER", "")
 
     def validate(self) -> None:
-        """Raises ValidationError({"env": [message]}) when start_env_problem finds one."""
-        problem = start_env_problem(self.env)
-        if problem is not None:
-            raise ValidationError({"env": [problem]})
+        """Raises ValidationError({field: [message], ...}) for every field whose rule
+        (server_name_problem, start_id_problem, start_env_problem, start_text_problem) fails."""
+        problems = {
+            "name": server_name_problem(self.name),
+            "start_id": start_id_problem(self.start_id),
+            "env": start_env_problem(self.env),
+            "flavor": start_text_problem(self.flavor or ""),
+            **{
+                name: start_text_problem(getattr(self, name))
+                for name in (
+                    "user_options",
+                    "misc",
+                    "authentication",
+                    "certs",
+                    "internal_trust_bundles",
+                )
+            },
+        }
+        errors = {name: [problem] for name, problem in problems.items() if problem is not None}
+        if errors:
+            raise ValidationError(errors)
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a server (SERVER_NAME, NAME_RULE), or None. May be empty."""
+    if not SERVER_NAME.fullmatch(name) or name in (".", ".."):
+        return f"A server name has {NAME_RULE}; got '{log_safe(name)}'."
+    return None
+
+
+def start_id_problem(start_id: str) -> str | None:
+    """Why ``start_id`` cannot be a start id (the server name's rule, not empty), or None."""
+    if not start_id or not SERVER_NAME.fullmatch(start_id) or start_id in (".", ".."):
+        return f"A start_id has {NAME_RULE}; got '{log_safe(start_id)}'."
+    return None
+
+
+def lookup_names_problem(*, name: str, start_id: str) -> str | None:
+    """Why a poll, stop or events path cannot name a server, or None.
+
+    Only what no server can ever be named: servers named before the character rule
+    (SERVER_NAME) must stay reachable, so other names are looked up and simply not found.
+    """
+    for what, text in (("server name", name), ("start_id", start_id)):
+        found = control_character(text)
+        if found is not None:
+            return f"The {what} contains the control character {found}."
+    return None
 
 
 def start_env_problem(env: Mapping[str, str]) -> str | None:
     """What keeps a start's env from being admissible, or None: it must name the Hub user
-    (JUPYTERHUB_USER) and a numeric user id (JUPYTERHUB_USER_ID)."""
+    (JUPYTERHUB_USER) and a numeric user id (JUPYTERHUB_USER_ID), and hold no control
+    characters (no NUL reaches the database, no newline a process environment or a log)."""
+    for key, value in env.items():
+        found = control_character(key) or control_character(value)
+        if found is not None:
+            return f"{log_safe(key)} contains the control character {found}."
     # Per-user limits count servers by (Hub, user id): without an id every such start would
     # share one count, and a start nobody can be told apart in is not admissible.
     if not env.get("JUPYTERHUB_USER"):
@@ -73,16 +141,35 @@ def start_env_problem(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def start_text_problem(value: Any) -> str | None:
+    """Where a start's free-form JSON (user_options, misc, ...) holds a control character
+    other than tab, line feed and carriage return (text areas send those), or None."""
+    return json_control_character(value, allow_whitespace=True)
+
+
+def start_env_allowed(*, env: Mapping[str, str], outpost: Outpost) -> dict[str, str]:
+    """The part of a Hub's env that may reach ``outpost``'s spawner: JupyterHub's own
+    variables (ENV_ALWAYS_ALLOWED) and those the Outpost's admin allow-lists (allowed_env,
+    names or glob patterns). Every other key is dropped."""
+    patterns = (*ENV_ALWAYS_ALLOWED, *(outpost.allowed_env or []))
+    return {
+        key: value
+        for key, value in env.items()
+        if ENV_NAME.fullmatch(key) and any(fnmatchcase(key, pattern) for pattern in patterns)
+    }
+
+
 def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     """Admit a start and queue it; returns the server and whether it is new.
 
     A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server.
     Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
-    prologue lines past the flavors. The flavor as admission resolved it is frozen onto the
-    server. Raises ValidationError when the request names no Hub user or no numeric user id
-    (StartRequest.validate), StartRefused when admission says no (flavors/services.py). The
-    start task is queued after commit.
+    prologue lines past the flavors. Of the env only what start_env_allowed lets through is
+    stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
+    it is frozen onto the server. Raises ValidationError when the request names no Hub user or
+    no numeric user id, or breaks a character rule (StartRequest.validate), StartRefused when
+    admission says no (flavors/services.py). The start task is queued after commit.
     """
     request.validate()
     with transaction.atomic():
@@ -123,7 +210,7 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
                 key: value for key, value in request.user_options.items() if key in allowed_options
             },
             overrides={key: value for key, value in request.misc.items() if key in allowed},
-            env=request.env,
+            env=start_env_allowed(env=request.env, outpost=outpost),
             # An async start's Hub waits for a set-up-tunnel call, if it named where to
             # make it (our hubclient follows the events endpoint instead).
             address_via_callback=request.start_async

@@ -204,11 +204,17 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["outposts.api.authentication.HubAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["outposts.api.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "outposts.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+# Request bodies larger than this answer 413 (Django reads at most this much into memory). A
+# start body is a few kilobytes; its TLS trust bundles are what can make it large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PORTAL_MAX_REQUEST_BYTES", 2_621_440)
+# JSON bodies nested deeper than this answer 400 (outposts/api/parsers.py): a start body
+# nests three or four levels.
+API_MAX_JSON_DEPTH = env_int("PORTAL_MAX_JSON_DEPTH", 32)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Outpost portal API",
     "DESCRIPTION": "The Outpost wire contract served per Outpost under /outposts/<slug>/.",
@@ -305,11 +311,25 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"one_line": {"()": "portal.text.WithoutTraceback"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Input errors (a bad Host header, an oversized form) are logged as one line each.
+        "console_one_line": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["one_line"],
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # SQL with its parameters (Hub API key digests, encrypted values) is never logged.
         "django.db.backends": {"level": "INFO"},
+        "django.security": {
+            "handlers": ["console_one_line"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+        },
         **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
     },
 }

@@ -119,6 +119,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
                     "spawner_config",
                     "allowed_overrides",
                     "allowed_user_options",
+                    "allowed_env",
                     "min_system_uid",
                     "unix_user_rule",
                     "unix_user_template",

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 
 from outposts import hubs, selectors
 from outposts.models import Hub
+from portal.text import control_character
 
 # The same message for every failure: which part was wrong is nobody's business.
 FAILED = "Invalid Hub credentials."
@@ -78,9 +79,13 @@ class HubAuthentication(BaseAuthentication):
     @staticmethod
     def _text(raw: bytes) -> str:
         try:
-            return raw.decode()
+            text = raw.decode()
         except UnicodeDecodeError as error:
             raise exceptions.AuthenticationFailed(FAILED) from error
+        # No Hub name or key holds one, and a NUL would fail the look-up in PostgreSQL.
+        if control_character(text) is not None:
+            raise exceptions.AuthenticationFailed(FAILED)
+        return text
 
 
 class HubAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -13,8 +13,9 @@ import traceback
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -22,6 +23,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from outposts.errors import PortalError
+from portal.text import log_safe
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(portal_error_body(exc), status=HTTP_419_REFUSED)
     if isinstance(exc, Http404 | exceptions.NotFound):
         return Response({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, RequestDataTooBig):
+        # Raised when a view first reads the body (request.data): the client's mistake.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"detail": f"The request body is larger than {limit} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, DjangoValidationError):
         # A service's rule (services do not depend on DRF): the same 400 as a serializer's.
         exc = exceptions.ValidationError(as_serializer_error(exc))
@@ -85,9 +94,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     # The request body is never logged: it carries the server's API token and certificates.
     log.error(
         "Unhandled error in %s %s",
-        getattr(request, "method", "?"),
-        getattr(request, "path", "?"),
+        log_safe(getattr(request, "method", "?")),
+        log_safe(getattr(request, "path", "?")),
         exc_info=exc,
     )
     body = error_body(module="", cls="InternalError", message=INTERNAL_ERROR, exc=exc)
     return Response(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def not_found_view(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Every path under the API's prefixes that no route matches: the API's own 404 shape,
+    not Django's HTML page (the API serves the site root too, for the default Outpost)."""
+    return JsonResponse({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)

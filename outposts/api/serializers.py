@@ -7,15 +7,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.utils.html import escape
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from outposts.models import Server
-from outposts.services import StartRequest, start_env_problem
+from outposts.services import (
+    NAME_RULE,
+    StartRequest,
+    server_name_problem,
+    start_env_problem,
+    start_id_problem,
+    start_text_problem,
+)
 
 _NAME_MAX = Server._meta.get_field("name").max_length
 _START_ID_MAX = Server._meta.get_field("start_id").max_length
 _USER_ID_MAX = Server._meta.get_field("user_id").max_length
 _USER_NAME_MAX = Server._meta.get_field("user_name").max_length
+NAME_HELP = f"Server names and start_ids have {NAME_RULE}."
+# The character rule (outposts.services.SERVER_NAME) as the schema states it.
+NAME_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._~-]*$"
+START_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._~-]+$"
+# A string without control characters (portal.text.CONTROL).
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
 class StrictCharField(serializers.CharField):
@@ -30,9 +44,56 @@ class StrictCharField(serializers.CharField):
 
 
 class ObjectField(serializers.DictField):
-    """A JSON object whose values are free-form."""
+    """A JSON object whose values are free-form, without control characters other than tab,
+    line feed and carriage return (the start's own rule, start_text_problem)."""
 
     default_error_messages = {"not_a_dict": "Must be a JSON object, not {input_type}."}
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value = super().to_internal_value(data)
+        problem = start_text_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "The server's environment from the Hub's spawner; values become "
+        "strings. Only JUPYTERHUB_* and JUPYTER_* variables and those the Outpost allow-lists "
+        "reach the server; others are dropped.",
+        "properties": {
+            "JUPYTERHUB_USER": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": _USER_NAME_MAX,
+                "pattern": NO_CONTROL_PATTERN,
+                "description": "The Hub user's name.",
+            },
+            "JUPYTERHUB_USER_ID": {
+                "description": "The Hub user's id: ASCII digits, as a string or a number.",
+                "oneOf": [
+                    {"type": "string", "pattern": r"^[0-9]+$", "maxLength": _USER_ID_MAX},
+                    {"type": "integer", "minimum": 0},
+                ],
+            },
+        },
+        "required": ["JUPYTERHUB_USER", "JUPYTERHUB_USER_ID"],
+        "additionalProperties": {
+            "description": "A string without control characters; a number or a boolean is "
+            "sent on as its JSON text, null as an empty string.",
+            "nullable": True,
+            "oneOf": [
+                {"type": "string", "pattern": NO_CONTROL_PATTERN},
+                {"type": "number"},
+                {"type": "boolean"},
+            ],
+        },
+    }
+)
+class EnvField(ObjectField):
+    """The start's env: it must name the Hub user (start_env_problem)."""
 
 
 def _as_env_value(value: Any) -> str:
@@ -46,13 +107,48 @@ def _as_env_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": NAME_PATTERN, "maxLength": _NAME_MAX},
+)
+class ServerNameField(StrictCharField):
+    """A server name (outposts.services.server_name_problem); the rule is the service's."""
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Becomes the spawner's user_options (only keys the Outpost allow-lists). "
+        'start_id is taken out and becomes the server\'s start_id (default "0"); flavor '
+        "selects the flavor. No control characters but tab, line feed and carriage return.",
+        "properties": {
+            "start_id": {
+                "oneOf": [
+                    {"type": "string", "pattern": START_ID_PATTERN, "maxLength": _START_ID_MAX},
+                    {"type": "integer", "minimum": 0},
+                ],
+                "description": NAME_HELP,
+            },
+            "flavor": {"type": "string"},
+        },
+        "additionalProperties": True,
+    }
+)
+class UserOptionsField(ObjectField):
+    """The start's user_options, with its start_id and flavor."""
+
+
 class StartSerializer(serializers.Serializer):
     """The body of ``POST services``. Fields not declared here (state, end_date,
     stop_pending, ...) are dropped: a Hub can never write the server's bookkeeping."""
 
-    name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=_NAME_MAX)
-    env = ObjectField(required=False, default=dict)
-    user_options = ObjectField(required=False, default=dict)
+    name = ServerNameField(
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=_NAME_MAX,
+        help_text="The JupyterHub server name; empty for the user's default server. " + NAME_HELP,
+    )
+    env = EnvField(required=False, default=dict)
+    user_options = UserOptionsField(required=False, default=dict)
     misc = ObjectField(required=False, default=dict)
     certs = ObjectField(child=StrictCharField(allow_blank=True), required=False, default=dict)
     internal_trust_bundles = ObjectField(
@@ -60,6 +156,18 @@ class StartSerializer(serializers.Serializer):
     )
     flavor = StrictCharField(required=False, allow_blank=True, allow_null=True)
     authentication = ObjectField(required=False, default=dict)
+
+    def validate_flavor(self, flavor: str | None) -> str | None:
+        problem = start_text_problem(flavor or "")
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return flavor
+
+    def validate_name(self, name: str) -> str:
+        problem = server_name_problem(name)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return name
 
     def validate_env(self, env: dict[str, Any]) -> dict[str, str]:
         env = {str(key): _as_env_value(value) for key, value in env.items()}
@@ -85,6 +193,9 @@ class StartSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"start_id": f"Has more than {_START_ID_MAX} characters."}
             )
+        problem = None if start_id is None else start_id_problem(str(start_id))
+        if problem is not None:
+            raise serializers.ValidationError({"start_id": problem})
         flavor = user_options.get("flavor")
         if flavor is not None and not isinstance(flavor, str):
             raise serializers.ValidationError({"flavor": "Must be a string."})
@@ -118,6 +229,10 @@ class AuthenticationSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {"non_field_errors": [f"Must be a JSON object, not {type(data).__name__}."]}
             )
+        # The same rule as a start's authentication object: it names a project to look up.
+        problem = start_text_problem(data)
+        if problem is not None:
+            raise serializers.ValidationError({"non_field_errors": [problem]})
         return dict(data)
 
 
@@ -125,6 +240,18 @@ class FlavorUserSerializer(serializers.Serializer):
     """The query of ``POST userflavors``: the Hub user whose own servers are counted."""
 
     user_id = serializers.RegexField(r"^[0-9]+\Z", max_length=_USER_ID_MAX, required=False)
+
+
+class EventsQuerySerializer(serializers.Serializer):
+    """The query of ``GET services/<name>/<start_id>/events``."""
+
+    # ASCII digits only (str.isdigit takes "²"), and no more than a bigint holds.
+    after = serializers.RegexField(
+        r"^[0-9]{1,18}\Z",
+        required=False,
+        trim_whitespace=False,
+        error_messages={"invalid": "Must be an event id (an integer)."},
+    )
 
 
 class ServerSerializer(serializers.Serializer):

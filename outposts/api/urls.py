@@ -17,6 +17,7 @@ from typing import Any
 from django.urls import include, path, re_path
 
 from outposts.api import views
+from outposts.api.exceptions import not_found_view
 from tunnels.api.views import TunnelRestartView
 
 NAME = r"(?P<name>[^/]*)"  # may be empty: the user's default server
@@ -57,7 +58,7 @@ ROUTES = (
 
 # Relative to an Outpost's base URL; each path also with a trailing slash.
 outpost_api_urlpatterns = [
-    re_path(rf"^{route.regex}/?$", route.view, name=route.name) for route in ROUTES
+    re_path(rf"^{route.regex}/?\Z", route.view, name=route.name) for route in ROUTES
 ]
 
 urlpatterns = [
@@ -69,6 +70,9 @@ urlpatterns = [
     re_path(
         r"^", include((outpost_api_urlpatterns, "outpost-api"), namespace="default-outpost-api")
     ),
+    # Last: whatever no route matched. The API also serves the site root, so every unmatched
+    # path is one of its paths, and gets its JSON 404 rather than Django's HTML page.
+    re_path(r"^", not_found_view, name="api-not-found"),
 ]
 
 # The same views under their canonical paths only, for the OpenAPI schema (/api/schema/):

@@ -45,6 +45,7 @@ from outposts.api.exceptions import (
 )
 from outposts.errors import SpawnerFailed
 from outposts.models import Hub, Outpost, Server
+from portal.text import log_safe
 
 # How often a waiting synchronous start or stop reads the server's status.
 WAIT_POLL_SECONDS = 0.25
@@ -55,9 +56,21 @@ ASYNC_HEADER = OpenApiParameter(
     "execution-type",
     str,
     OpenApiParameter.HEADER,
-    enum=["async"],
-    description="`async`: answer at once (202) instead of waiting for the outcome.",
+    enum=["async", "sync"],
+    description="`async`: answer at once (202) instead of waiting for the outcome; `sync` "
+    "(or no header, or any other value): wait for it, up to PORTAL_SYNC_WAIT_TIMEOUT.",
 )
+# A server's path parameters, with the character rule of a start (docs/api.md).
+SERVER_PATH = [
+    OpenApiParameter(
+        "name",
+        str,
+        OpenApiParameter.PATH,
+        pattern=serializers.NAME_PATTERN,
+        description="The server name, empty for the default server. " + serializers.NAME_HELP,
+    ),
+    OpenApiParameter("start_id", str, OpenApiParameter.PATH, pattern=serializers.START_ID_PATTERN),
+]
 COLLECT_LOGS = OpenApiParameter(
     "collect_logs", bool, description="Accepted for compatibility; logs are always a list."
 )
@@ -66,6 +79,12 @@ ERRORS = {
     401: serializers.DetailSerializer,
     404: serializers.DetailSerializer,
     HTTP_419_REFUSED: serializers.ErrorSerializer,
+}
+# What an endpoint that reads a JSON body answers besides (too large, not JSON).
+BODY_ERRORS = {
+    **ERRORS,
+    413: serializers.DetailSerializer,
+    415: serializers.DetailSerializer,
 }
 
 
@@ -98,6 +117,9 @@ class HubAPIView(APIView):
         self.outpost = outpost
 
     def get_server(self, name: str, start_id: str) -> Server:
+        problem = services.lookup_names_problem(name=name, start_id=start_id)
+        if problem is not None:
+            raise exceptions.ValidationError([problem])
         server = selectors.server_get_for_hub(
             hub=self.hub, outpost=self.outpost, name=name, start_id=start_id
         )
@@ -133,7 +155,7 @@ class ServicesView(HubAPIView):
         responses={
             200: serializers.StartAnswerSerializer,
             202: serializers.StartAnswerSerializer,
-            **ERRORS,
+            **BODY_ERRORS,
         },
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
@@ -156,7 +178,7 @@ class ServicesView(HubAPIView):
 class ServiceView(HubAPIView):
     @extend_schema(
         summary="Poll a server",
-        parameters=[COLLECT_LOGS],
+        parameters=[*SERVER_PATH, COLLECT_LOGS],
         responses={200: serializers.PollAnswerSerializer, **ERRORS},
     )
     def get(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
@@ -166,7 +188,7 @@ class ServiceView(HubAPIView):
 
     @extend_schema(
         summary="Stop and delete a server",
-        parameters=[ASYNC_HEADER, COLLECT_LOGS],
+        parameters=[*SERVER_PATH, ASYNC_HEADER, COLLECT_LOGS],
         responses={200: serializers.StopAnswerSerializer, 202: OpenApiTypes.OBJECT, **ERRORS},
     )
     def delete(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
@@ -180,14 +202,17 @@ class ServiceEventsView(HubAPIView):
     @extend_schema(
         summary="A server's progress events",
         description="For the portal's own hubclient: the start's progress steps in order.",
-        parameters=[OpenApiParameter("after", int, description="Only events after this id.")],
+        parameters=[
+            *SERVER_PATH,
+            OpenApiParameter("after", int, description="Only events after this id."),
+        ],
         responses={200: serializers.EventsAnswerSerializer, **ERRORS},
     )
     def get(self, request: Request, name: str, start_id: str, **kwargs: Any) -> Response:
         server = self.get_server(name, start_id)
-        after = request.query_params.get("after")
-        if after is not None and not after.isdigit():
-            raise exceptions.ValidationError({"after": ["Must be an event id (an integer)."]})
+        query = serializers.EventsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data.get("after")
         events = selectors.spawn_events_for_server(
             server=server, after=None if after is None else int(after)
         )
@@ -236,7 +261,7 @@ class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
         summary="The flavors one user of this Hub may use",
         request=serializers.AuthenticationSerializer,
         parameters=[USER_ID],
-        responses={200: FLAVORS_ANSWER, **ERRORS},
+        responses={200: FLAVORS_ANSWER, **BODY_ERRORS},
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
         authentication = serializers.AuthenticationSerializer(data=request.data)
@@ -346,7 +371,9 @@ def waits_for_outcome(view_class: type[APIView]) -> Callable[..., Any]:
         except Exception as error:
             # Not asyncio.CancelledError (a BaseException): a Hub hanging up ends the wait.
             # The request body is never logged: it carries the server's API token.
-            log.exception("Unhandled error waiting in %s %s", request.method, request.path)
+            log.exception(
+                "Unhandled error waiting in %s %s", request.method, log_safe(request.path)
+            )
             body = error_body(module="", cls="InternalError", message=INTERNAL_ERROR, exc=error)
             return JsonResponse(body, status=500)
 

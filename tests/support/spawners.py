@@ -133,3 +133,20 @@ class QueuedStartSpawner(SimpleLocalProcessSpawner):
         Path(self.home_dir, "started.pid").write_text(str(self.pid))
         await asyncio.sleep(self.start_delay)
         return result
+
+
+class InstantSpawner(SimpleLocalProcessSpawner):
+    """Starts no process: answers an address at once, runs until stopped, stops at once.
+
+    For tests that push many starts through the real path (API, admission, task, runner),
+    such as fuzzing the schema, where a process per server would be the cost, not the subject.
+    """
+
+    async def start(self):
+        return ("127.0.0.1", 9)
+
+    async def poll(self):
+        return None
+
+    async def stop(self, now=False):
+        return None

@@ -17,8 +17,8 @@ class Command(BaseCommand):
     help = (
         "Create or update Outposts (with their flavors, Hub policies and user rules) and Hubs "
         "from a YAML file; idempotent, all or nothing. Fields are named as in the models: "
-        "outposts[].allowed_overrides, allowed_user_options, min_system_uid (null = no "
-        "check), unix_user_rule/_template/_table (docs/slurm.md), queue, flavors, "
+        "outposts[].allowed_overrides, allowed_user_options, allowed_env, min_system_uid "
+        "(null = no check), unix_user_rule/_template/_table (docs/slurm.md), queue, flavors, "
         "hub_policies, user_rules, ...; "
         "hubs[].callback_url_prefixes (http(s) URL prefixes the portal may call back). "
         "Format: README.md, 'apply_config format', and docs/configuration.md."
