@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("outposts", "0009_outpost_unix_user_rule"),
+        ("outposts", "0010_worker_heartbeat"),
     ]
 
     operations = [
