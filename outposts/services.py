@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from flavors.services import flavor_admit
 from outposts import callbacks, dispatch
+from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
 from outposts.workers import outpost_worker_absence
@@ -162,7 +163,8 @@ def start_env_allowed(*, env: Mapping[str, str], outpost: Outpost) -> dict[str, 
 def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     """Admit a start and queue it; returns the server and whether it is new.
 
-    A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server.
+    A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server;
+    one by another user of that Hub is refused.
     Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
     prologue lines past the flavors. Of the env only what start_env_allowed lets through is
@@ -182,6 +184,13 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             .first()
         )
         if existing is not None:
+            if (existing.user_id, existing.user_name) != (request.user_id, request.user_name):
+                # The contract names a server by (Hub, name, start_id) only: another user's
+                # start with the same pair must not be handed this server and its address.
+                raise StartRefused(
+                    f"{request.name or 'default'} - start_id {request.start_id} is already "
+                    "another user's server on this Outpost; start with a new start_id."
+                )
             return existing, False
         admission = flavor_admit(
             hub=hub,

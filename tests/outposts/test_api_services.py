@@ -106,6 +106,21 @@ def test_a_repeated_start_creates_no_second_server(hub_client, outpost):
     assert Server.objects.count() == 1
 
 
+def test_another_users_start_with_the_same_name_and_start_id_is_refused_not_given_the_server(
+    hub_client, outpost
+):
+    # given user 1's running server, with its address
+    assert start(hub_client, start_body(start_id="same", user_id="1")).status_code == 202
+    Server.objects.update(status=Server.Status.RUNNING, address="10.0.0.7:8888")
+    # when user 2 of the same Hub starts a server of the same name and start_id
+    response = start(hub_client, start_body(start_id="same", user_id="2"))
+    # then the start is refused, naming why, and nothing of user 1's server is given away
+    assert response.status_code == 419
+    assert "already another user's server" in response.json()["args"][0]
+    assert "10.0.0.7" not in response.content.decode()
+    assert Server.objects.get().user_id == "1"
+
+
 @pytest.mark.parametrize("body", [{"stop_pending": True}, {"state": {"pid": 1}}])
 def test_bookkeeping_fields_in_a_body_cannot_bypass_a_flavor_limit(hub_client, outpost, body):
     # given a flavor with room for one server, taken
