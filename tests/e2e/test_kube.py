@@ -1,0 +1,206 @@
+"""Servers as pods, with the real, unmodified KubeSpawner, through admission, the start task's
+lifecycle, the stop task and the reconciler, against the fake Kubernetes API of
+tests/support/fake_kube.py (no real API server can run here; its "kubelet" runs a pod's
+command as a local process on a loopback address of its own).
+
+Each step runs in an event loop of its own, as on a worker: the start, each poll and the
+stop see the cluster as it is, not as an earlier step's watch left it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from outposts import services
+from outposts.lifecycle.end import server_stop_run
+from outposts.lifecycle.reconcile import outpost_reconcile
+from outposts.lifecycle.start import server_start_run
+from outposts.models import Server, SpawnEvent
+from outposts.services import StartRequest
+from tests.factories import FlavorFactory, HubFactory, OutpostFactory
+from tests.support.processes import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SERVE = Path(__file__).resolve().parents[1] / "support" / "kube_pods" / "serve"
+DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2026-11-30"
+
+
+@pytest.fixture
+def site(fake_kube):
+    """A Kubernetes Outpost with its own namespace and service account, a flavor with CPU
+    and memory requests and limits, and a Hub; Hubs may choose the image (and, to show that
+    it never lifts a flavor's limit, mem_limit)."""
+    namespace = f"outpost-{uuid.uuid4().hex[:6]}"
+    outpost = OutpostFactory(
+        slug=namespace,
+        spawner_class="kubespawner.KubeSpawner",
+        spawner_config={
+            "namespace": namespace,
+            "service_account": "outpost-users",
+            "image": DEFAULT_IMAGE,
+            "cmd": [str(SERVE)],
+            "start_timeout": 30,
+            "k8s_api_request_retry_timeout": 20,
+        },
+        allowed_overrides=["image", "mem_limit"],
+        start_timeout=timedelta(minutes=1),
+    )
+    FlavorFactory(
+        outpost=outpost,
+        name="small",
+        runtime=timedelta(hours=1),
+        resources={
+            "cpu_guarantee": 0.5,
+            "cpu_limit": 1,
+            "mem_guarantee": "256M",
+            "mem_limit": "512M",
+        },
+    )
+    hub = HubFactory(outposts=[outpost])
+    return {"outpost": outpost, "hub": hub, "kube": fake_kube, "namespace": namespace}
+
+
+def admit(site, *, user="olga", name="lab", misc=None) -> Server:
+    request = StartRequest(
+        name=name,
+        env={"JUPYTERHUB_USER": user, "JUPYTERHUB_USER_ID": "7"},
+        flavor="small",
+        user_options={"flavor": "small"},
+        misc=dict(misc or {}),
+    )
+    server, _ = services.server_start(hub=site["hub"], outpost=site["outpost"], request=request)
+    return server
+
+
+def start(site, **kwargs) -> Server:
+    server = admit(site, **kwargs)
+    server_start_run(server_id=server.pk)
+    server.refresh_from_db()
+    assert server.status == Server.Status.RUNNING, server.error
+    return server
+
+
+def messages(server: Server) -> list[str]:
+    return list(SpawnEvent.objects.filter(server=server).values_list("message", flat=True))
+
+
+def reconcile(server: Server) -> Server:
+    Server.objects.filter(pk=server.pk).update(last_poll_at=None)
+    outpost_reconcile(outpost_id=server.outpost_id)
+    server.refresh_from_db()
+    return server
+
+
+def stop(server: Server) -> Server:
+    services.server_stop(server=server)
+    server_stop_run(server_id=server.pk)
+    server.refresh_from_db()
+    return server
+
+
+def test_the_pod_has_the_flavors_resources_the_image_asked_for_and_the_outposts_place(site):
+    # given a start asking for another image (allow-listed), more memory (allow-listed, but
+    # the flavor sets it) and another namespace and a privileged pod (not allow-listed)
+    kube, namespace = site["kube"], site["namespace"]
+    server = start(
+        site,
+        misc={
+            "image": "registry.example.org/lab/torch:2.5",
+            "mem_limit": "64G",
+            "namespace": "kube-system",
+            "privileged": True,
+        },
+    )
+    # then the pod runs in the Outpost's namespace with its service account
+    pods = kube.pods(namespace)
+    assert list(pods) == ["jupyter-olga--lab"]
+    assert kube.pods("kube-system") == {}
+    spec = pods["jupyter-olga--lab"]["spec"]
+    assert spec["serviceAccountName"] == "outpost-users"
+    # with the flavor's requests and limits, whatever the Hub asked for
+    container = spec["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": 0.5, "memory": 256 * 1024**2},
+        "limits": {"cpu": 1.0, "memory": 512 * 1024**2},
+    }
+    # and the image the Hub chose, in an unprivileged container
+    assert container["image"] == "registry.example.org/lab/torch:2.5"
+    assert not (container.get("securityContext") or {}).get("privileged")
+    # and the pod's server answers at the address the start returned
+    answer = requests.get(f"{server.address}/user/olga/lab/", timeout=10).json()
+    assert answer["user"] == "olga"
+    assert answer["image"] == "registry.example.org/lab/torch:2.5"
+    stop(server)
+
+
+def test_without_the_image_allow_listed_the_hub_gets_the_outposts_image(site):
+    # given an Outpost that lets Hubs choose nothing
+    site["outpost"].allowed_overrides = []
+    site["outpost"].save()
+    # when a Hub asks for an image
+    server = start(site, misc={"image": "evil.example.org/miner:latest"})
+    # then the pod runs the Outpost's image
+    pod = site["kube"].pod(site["namespace"], "jupyter-olga--lab")
+    assert pod["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+    assert server.overrides == {}
+    stop(server)
+
+
+def test_a_start_shows_the_pods_events_and_a_stop_deletes_the_pod(site):
+    kube, namespace = site["kube"], site["namespace"]
+    # when a server starts
+    server = start(site)
+    # then the user saw the pod being scheduled, its image pulled and its container started
+    seen = messages(server)
+    for words in (
+        f"Successfully assigned {namespace}/jupyter-olga--lab",
+        f'Pulling image "{DEFAULT_IMAGE}"',
+        "Started container notebook",
+    ):
+        assert any(words in message for message in seen), (words, seen)
+    # and a poll (in a round of its own) finds it running
+    assert reconcile(server).status == Server.Status.RUNNING
+    # when the Hub stops it
+    server = stop(server)
+    # then the pod is gone and its server no longer answers
+    assert server.status == Server.Status.STOPPED
+    assert kube.pods(namespace) == {}
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.address or "http://127.0.0.1:1/", timeout=5)
+
+
+def test_the_reconciler_sees_a_pod_deleted_from_outside_as_stopped(site):
+    kube, namespace = site["kube"], site["namespace"]
+    # given a running server, polled running
+    server = start(site)
+    assert reconcile(server).status == Server.Status.RUNNING
+    # when an administrator deletes its pod
+    kube.delete_pod(namespace, "jupyter-olga--lab")
+    # then the next round ends the server as stopped
+    server = wait_until(
+        lambda: (s := reconcile(server)).status == Server.Status.STOPPED and s,
+        what="the server to be stopped",
+    )
+    assert server.poll_status == 1
+
+
+def test_an_image_that_cannot_be_pulled_shows_why_and_fails_the_start(site):
+    # given an image the registry does not have
+    kube = site["kube"]
+    kube.unpullable_images.add("registry.example.org/lab/missing:1")
+    site["outpost"].spawner_config = {**site["outpost"].spawner_config, "start_timeout": 3}
+    site["outpost"].save()
+    server = admit(site, misc={"image": "registry.example.org/lab/missing:1"})
+    # when the start runs
+    server_start_run(server_id=server.pk)
+    # then the user read the kubelet's reason, and the start failed without leaving a pod
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert any("ErrImagePull" in message for message in messages(server)), messages(server)
+    wait_until(lambda: kube.pods(site["namespace"]) == {}, what="the pod to be deleted")
