@@ -103,3 +103,61 @@ def runner_class(spawner_class: type) -> type:
         },
     )
     return built
+
+
+# KubeSpawner traits a Hub's ``misc`` never sets, even where an admin allow-lists them: where
+# the pod runs and with which credentials (namespace, service account, API access), what it
+# may do on its node (privileges, ids, host paths through volumes, extra containers), and
+# code the spawner runs (hooks). ``image`` and the like stay for the admin to allow.
+PROTECTED_TRAITS = frozenset(
+    {
+        "namespace",
+        "enable_user_namespaces",
+        "user_namespace_template",
+        "user_namespace_labels",
+        "user_namespace_annotations",
+        "service_account",
+        "automount_service_account_token",
+        "privileged",
+        "allow_privilege_escalation",
+        "container_security_context",
+        "pod_security_context",
+        "uid",
+        "gid",
+        "fs_gid",
+        "supplemental_gids",
+        "volumes",
+        "volume_mounts",
+        "extra_pod_config",
+        "extra_container_config",
+        "extra_containers",
+        "init_containers",
+        "lifecycle_hooks",
+        "modify_pod_hook",
+        "after_pod_created_hook",
+        "get_pod_url",
+        "pod_connect_ip",
+        "k8s_api_host",
+        "k8s_api_ssl_ca_cert",
+        "k8s_api_verify_ssl",
+        "scheduler_name",
+        "priority_class_name",
+        "node_selector",
+        "tolerations",
+        "node_affinity_required",
+        "profile_list",
+        "cmd",
+        "environment",
+    }
+)
+
+
+def protected_traits(spawner_class: str) -> frozenset[str]:
+    """The traits ``misc`` may never set on an Outpost of ``spawner_class`` (a dotted path)."""
+    from django.utils.module_loading import import_string
+
+    try:
+        cls = import_string(spawner_class)
+    except ImportError:
+        return frozenset()
+    return PROTECTED_TRAITS if is_kube(cls) else frozenset()

@@ -197,9 +197,11 @@ class ServerSpec:
         """
         outpost = server.outpost
         traits: dict[str, Any] = dict(outpost.spawner_config or {})
-        allowed = set(outpost.allowed_overrides or [])
         # The allow-lists are checked again here: an admin may have narrowed them since
-        # admission.
+        # admission. Some KubeSpawner traits are never a Hub's to set (runner/kube.py).
+        allowed = set(outpost.allowed_overrides or []) - kube.protected_traits(
+            outpost.spawner_class
+        )
         traits.update({k: v for k, v in (server.overrides or {}).items() if k in allowed})
         traits.update(server.resources)
         allowed_options = set(outpost.allowed_user_options or [])

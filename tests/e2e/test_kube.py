@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.exceptions import ValidationError
 
 from outposts import services
 from outposts.lifecycle.end import server_stop_run
 from outposts.lifecycle.reconcile import outpost_reconcile
 from outposts.lifecycle.start import server_start_run
-from outposts.models import Server, SpawnEvent
+from outposts.models import Outpost, Server, SpawnEvent
 from outposts.services import StartRequest
 from tests.factories import FlavorFactory, HubFactory, OutpostFactory
 from tests.support.processes import wait_until
@@ -204,3 +205,32 @@ def test_an_image_that_cannot_be_pulled_shows_why_and_fails_the_start(site):
     assert server.status == Server.Status.FAILED
     assert any("ErrImagePull" in message for message in messages(server)), messages(server)
     wait_until(lambda: kube.pods(site["namespace"]) == {}, what="the pod to be deleted")
+
+
+def test_an_admin_cannot_let_hubs_choose_the_namespace_or_the_service_account(site):
+    # given the Kubernetes Outpost
+    outpost = site["outpost"]
+    # when an admin allow-lists the pod's namespace and service account for Hubs
+    outpost.allowed_overrides = ["image", "namespace", "service_account"]
+    # then the Outpost does not validate
+    with pytest.raises(ValidationError) as error:
+        outpost.full_clean()
+    assert error.value.message_dict["allowed_overrides"] == [
+        "A Hub may never set namespace, service_account on a Kubernetes Outpost "
+        "(docs/kubernetes.md)."
+    ]
+
+
+def test_a_protected_trait_allow_listed_before_the_rule_never_reaches_the_pod(site):
+    # given an Outpost row that allow-lists the service account (saved without validation,
+    # as an older portal allowed)
+    Outpost.objects.filter(pk=site["outpost"].pk).update(
+        allowed_overrides=["image", "service_account"]
+    )
+    # when a Hub asks for the cluster's admin account
+    server = start(site, misc={"service_account": "cluster-admin"})
+    # then the pod runs with the Outpost's
+    pod = site["kube"].pod(site["namespace"], "jupyter-olga--lab")
+    assert server.overrides == {"service_account": "cluster-admin"}
+    assert pod["spec"]["serviceAccountName"] == "outpost-users"
+    stop(server)
