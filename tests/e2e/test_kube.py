@@ -9,6 +9,7 @@ stop see the cluster as it is, not as an earlier step's watch left it.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from outposts.lifecycle.reconcile import outpost_reconcile
 from outposts.lifecycle.start import server_start_run
 from outposts.models import Outpost, Server, SpawnEvent
 from outposts.services import StartRequest
-from tests.factories import FlavorFactory, HubFactory, OutpostFactory
+from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -234,3 +235,68 @@ def test_a_protected_trait_allow_listed_before_the_rule_never_reaches_the_pod(si
     assert server.overrides == {"service_account": "cluster-admin"}
     assert pod["spec"]["serviceAccountName"] == "outpost-users"
     stop(server)
+
+
+def test_an_api_server_that_does_not_answer_makes_the_server_unknown_not_stopped(site):
+    kube = site["kube"]
+    # given a running server
+    server = start(site)
+    # when the API server is down during a round
+    kube.unavailable = True
+    try:
+        server = reconcile(server)
+    finally:
+        kube.unavailable = False
+    # then the server is unknown, its pod untouched; and running again once the API answers
+    assert server.status == Server.Status.UNKNOWN
+    assert kube.pod(site["namespace"], "jupyter-olga--lab")["status"]["phase"] == "Running"
+    assert reconcile(server).status == Server.Status.RUNNING
+    stop(server)
+
+
+def test_through_the_api_a_pod_starts_on_the_outposts_worker_answers_and_a_delete_ends_it(
+    site, celery_worker, portal_web, fake_hub
+):
+    # given the portal's web server and a worker for the Kubernetes Outpost (its own process,
+    # with the kubeconfig in its environment, as a site runs it)
+    outpost, hub, kube, namespace = site["outpost"], site["hub"], site["kube"], site["namespace"]
+    celery_worker(outpost.celery_queue)
+    base = f"{portal_web}/outposts/{outpost.slug}/services"
+    auth = base64.b64encode(f"{hub.name}:{HUB_SECRET}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}", "execution-type": "async"}
+    # when the Hub starts olga's server with another image
+    body = {
+        "name": "lab",
+        "env": fake_hub.env("olga", "lab"),
+        "user_options": {"start_id": "s1", "flavor": "small"},
+        "misc": {"image": "registry.example.org/lab/torch:2.5"},
+    }
+    answer = requests.post(base, json=body, headers=headers, timeout=30)
+    assert answer.status_code == 202, answer.text
+    # then the pod runs, the Hub saw its events, and its server answers at the address
+    server = Server.objects.get(outpost=outpost, name="lab", start_id="s1")
+    server = wait_until(
+        lambda: (s := Server.objects.get(pk=server.pk)).status == Server.Status.RUNNING and s,
+        timeout=60,
+        what="the server to run",
+    )
+    events = [call.body["message"] for call in fake_hub.posts("/users/progress/events/olga/lab")]
+    assert any('Pulling image "registry.example.org/lab/torch:2.5"' in m for m in events), events
+    served = requests.get(f"{server.address}/user/olga/lab/", timeout=10).json()
+    assert served == {
+        "user": "olga",
+        "image": "registry.example.org/lab/torch:2.5",
+        "path": "/user/olga/lab/",
+    }
+    poll = requests.get(f"{base}/lab/s1", headers=headers, timeout=10)
+    assert poll.json() == {"status": None, "logs": []}
+    # when the Hub deletes it
+    stop = requests.delete(f"{base}/lab/s1", headers=headers, timeout=30)
+    assert stop.status_code == 202
+    # then the pod is gone and the server stopped
+    wait_until(lambda: kube.pods(namespace) == {}, timeout=60, what="the pod to go")
+    wait_until(
+        lambda: Server.objects.get(pk=server.pk).status == Server.Status.STOPPED,
+        timeout=60,
+        what="the server to be stopped",
+    )

@@ -13,7 +13,7 @@ its own loopback address (127.0.0.N) as its pod IP, standing in for a pod's own 
 namespace, so every pod's server can listen on the same port. It records the events a real
 kubelet would (Scheduled, Pulling, Pulled, Created, Started; Failed/BackOff for an image the
 test marks unpullable, whose pod then stays Pending), and the container's exit as
-``terminated`` with its exit code.
+``terminated`` with its exit code. ``unavailable`` makes it answer 503 to everything.
 
 What it does not do: authentication, RBAC, admission, scheduling, probes, volumes, strategic
 merge patches, JSON patches, cluster-wide lists. It is test code, not a Kubernetes.
@@ -115,6 +115,8 @@ class FakeKube:
     processes: dict[tuple[str, str], asyncio.subprocess.Process] = field(default_factory=dict)
     # Images whose pull fails (their pods stay Pending with ErrImagePull).
     unpullable_images: set[str] = field(default_factory=set)
+    # While set, every API request answers 503 (an API server down or restarting).
+    unavailable: bool = False
     version: itertools.count = field(default_factory=lambda: itertools.count(1))
     next_ip: itertools.count = field(default_factory=lambda: itertools.count(2))
     changed: asyncio.Condition | None = None
@@ -355,7 +357,7 @@ class FakeKubeServer:
         self.kube.loop = asyncio.get_running_loop()
         self.kube.changed = asyncio.Condition()
         self._stop = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._availability])
         base = "/api/v1/namespaces/{namespace}/{kind}"
         app.router.add_get(base, self.list_or_watch)
         app.router.add_post(base, self.create)
@@ -370,6 +372,12 @@ class FakeKubeServer:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    @web.middleware
+    async def _availability(self, request: web.Request, handler) -> web.StreamResponse:
+        if self.kube.unavailable:
+            return _status(503, "ServiceUnavailable", "the API server is unavailable")
+        return await handler(request)
 
     @staticmethod
     def _kind(request: web.Request) -> str:
@@ -521,3 +529,4 @@ def fake_kube(fake_kube_server) -> Iterator[FakeKube]:
     yield fake_kube_server.kube
     fake_kube_server.kube.shutdown_pods()
     fake_kube_server.kube.unpullable_images.clear()
+    fake_kube_server.kube.unavailable = False
