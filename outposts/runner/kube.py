@@ -24,6 +24,7 @@ reads as exited, status 1). See docs/kubernetes.md.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, MutableMapping
 from functools import cache
 from typing import Any
@@ -33,16 +34,19 @@ class ReflectorsPerLoop(MutableMapping[Any, Any]):
     """KubeSpawner's ``reflectors`` dict, one per running event loop.
 
     Loops that have closed are dropped on each use (their reflectors' tasks ended with them).
+    The worker's threads each run loops of their own, hence the lock.
     """
 
     def __init__(self) -> None:
         self._by_loop: dict[asyncio.AbstractEventLoop, dict[Any, Any]] = {}
+        self._lock = threading.Lock()
 
     def _current(self) -> dict[Any, Any]:
         loop = asyncio.get_running_loop()
-        for other in [other for other in self._by_loop if other.is_closed()]:
-            del self._by_loop[other]
-        return self._by_loop.setdefault(loop, {})
+        with self._lock:
+            for other in [other for other in self._by_loop if other.is_closed()]:
+                del self._by_loop[other]
+            return self._by_loop.setdefault(loop, {})
 
     def __getitem__(self, key: Any) -> Any:
         return self._current()[key]

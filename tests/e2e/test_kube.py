@@ -10,6 +10,7 @@ stop see the cluster as it is, not as an earlier step's watch left it.
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from outposts import services
 from outposts.lifecycle.end import server_stop_run
@@ -71,6 +73,7 @@ def site(fake_kube):
 def admit(site, *, user="olga", name="lab", misc=None) -> Server:
     request = StartRequest(
         name=name,
+        start_id=f"start-of-{user}",  # the Hub's start ids differ between starts
         env={"JUPYTERHUB_USER": user, "JUPYTERHUB_USER_ID": "7"},
         flavor="small",
         user_options={"flavor": "small"},
@@ -300,3 +303,35 @@ def test_through_the_api_a_pod_starts_on_the_outposts_worker_answers_and_a_delet
         timeout=60,
         what="the server to be stopped",
     )
+
+
+def test_two_starts_in_two_threads_at_once_each_see_their_own_pod(site):
+    # given two starts, run at once by two threads as a worker's pool runs them (each its
+    # own event loop, sharing KubeSpawner's class)
+    servers = [admit(site, user="olga"), admit(site, user="pavel")]
+
+    def run(server: Server) -> None:
+        try:
+            server_start_run(server_id=server.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(server,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    # then both run, each at its own pod's address
+    users = []
+    for server in servers:
+        server.refresh_from_db()
+        assert server.status == Server.Status.RUNNING, server.error
+        users.append(requests.get(f"{server.address}/", timeout=10).json()["user"])
+    assert users == ["olga", "pavel"]
+    assert sorted(site["kube"].pods(site["namespace"])) == [
+        "jupyter-olga--lab",
+        "jupyter-pavel--lab",
+    ]
+    for server in servers:
+        assert stop(server).status == Server.Status.STOPPED
+    assert site["kube"].pods(site["namespace"]) == {}
