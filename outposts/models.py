@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from outposts.runner import kube
 from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
 
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -232,6 +233,16 @@ class Outpost(models.Model):
             errors["allowed_env"] = (
                 "Must be a JSON list of environment variable names or glob patterns "
                 "(letters, digits, _, * and ?)."
+            )
+        protected = (
+            []
+            if "allowed_overrides" in errors
+            else sorted(set(self.allowed_overrides) & kube.protected_traits(self.spawner_class))
+        )
+        if protected:
+            errors["allowed_overrides"] = (
+                f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "
+                "(docs/kubernetes.md)."
             )
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:

@@ -4,6 +4,7 @@
 - ``watch``: ``start_watched``, a start that gives up on a stop, a timeout or a takeover;
 - ``checks``: names that must never reach a spawner; ``tls``: internal-SSL files;
 - ``children``: the local-process servers this worker process started.
+- ``slurm``, ``kube``: what the runner adds to SlurmSpawner and KubeSpawner.
 
 The runner never touches the database; the lifecycle (outposts/lifecycle/) persists what it
 returns.

@@ -25,7 +25,7 @@ from django.utils.module_loading import import_string
 from traitlets.config import Config
 
 from outposts.errors import PortalError
-from outposts.runner import slurm
+from outposts.runner import kube, slurm
 from outposts.runner.accounts import UnixAccountRule
 from outposts.runner.checks import (
     check_name_safe,
@@ -197,9 +197,11 @@ class ServerSpec:
         """
         outpost = server.outpost
         traits: dict[str, Any] = dict(outpost.spawner_config or {})
-        allowed = set(outpost.allowed_overrides or [])
         # The allow-lists are checked again here: an admin may have narrowed them since
-        # admission.
+        # admission. Some KubeSpawner traits are never a Hub's to set (runner/kube.py).
+        allowed = set(outpost.allowed_overrides or []) - kube.protected_traits(
+            outpost.spawner_class
+        )
         traits.update({k: v for k, v in (server.overrides or {}).items() if k in allowed})
         traits.update(server.resources)
         allowed_options = set(outpost.allowed_user_options or [])
@@ -250,6 +252,8 @@ class SpawnerRunner:
 
         spec, env = self.spec, self.spec.env
         spawner_class = _outside_hub(import_string(spec.spawner_class))
+        if kube.is_kube(spawner_class):
+            spawner_class = kube.runner_class(spawner_class)  # outposts/runner/kube.py
         base_url = env.get("JUPYTERHUB_BASE_URL") or "/"
         user = _StandInUser(name=spec.user_name, user_id=spec.user_id, base_url=base_url)
         hub = _StandInHub(

@@ -1,5 +1,7 @@
-"""End-to-end fixtures: a real Celery worker and a real uvicorn (tests/support/portal.py); the
-stand-in Hub ``fake_hub`` comes from tests/conftest.py."""
+"""End-to-end fixtures: a real Celery worker and a real uvicorn (tests/support/portal.py), a real
+Slurm, the fake Kubernetes API (tests/support/fake_kube.py); the stand-in Hub ``fake_hub``
+comes from tests/conftest.py."""
 
+from tests.support.fake_kube import fake_kube, fake_kube_server  # noqa: F401 - fixtures
 from tests.support.portal import celery_worker, portal_web  # noqa: F401 - fixtures
 from tests.support.slurm import slurm_cluster  # noqa: E402, F401 - fixture
