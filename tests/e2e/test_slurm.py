@@ -223,7 +223,8 @@ def test_slurm_and_shell_variables_of_the_request_never_reach_sbatch(site, in_ba
             "SLURM_CONF": "/nonexistent/slurm.conf",
             "LD_PRELOAD": "/nonexistent/evil.so",
             "PATH": f"{bin_dir}:/usr/bin:/bin",
-            "NOTEBOOK_THEME": "dark",
+            "JUPYTER_THEME": "dark",
+            "NOTEBOOK_THEME": "dark",  # not JUPYTER*/JUPYTERHUB* nor allow-listed: dropped
         },
     )
     # when
@@ -231,14 +232,14 @@ def test_slurm_and_shell_variables_of_the_request_never_reach_sbatch(site, in_ba
     job_id = job_of(server)
     job = wait_until(lambda: site["cluster"].job(job_id), what="the job")
     # then the job has the flavor's time in the default partition, sbatch ran from the real
-    # sudo, and the job's environment has the harmless variable only
+    # sudo, and the job's environment has the allowed variable only
     assert job["TimeLimit"] == "01:00:00"
     assert job["Partition"] == "debug"
     assert not marker.exists()
     env_file = Path(f"/home/hpc_olga/outpost-job-{job_id}.env")
     job_env = wait_until(lambda: env_file.exists() and env_file.read_text(), what="job env")
-    assert "NOTEBOOK_THEME=dark" in job_env
-    for name in ("SBATCH_TIMELIMIT", "SBATCH_PARTITION", "LD_PRELOAD", str(bin_dir)):
+    assert "JUPYTER_THEME=dark" in job_env
+    for name in ("SBATCH_TIMELIMIT", "SBATCH_PARTITION", "LD_PRELOAD", str(bin_dir), "NOTEBOOK_"):
         assert name not in job_env
     stop_and_wait(server, thread)
 
