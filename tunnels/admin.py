@@ -133,25 +133,8 @@ class TunnelAdmin(OutpostScopedAdmin):
     list_select_related = ["server", "outpost"]
     search_fields = ["server__user_name", "server__name", "remote_host"]
     actions = ["restart_tunnels"]
-    readonly_fields = [
-        "server",
-        "outpost",
-        "agent",
-        "remote_host",
-        "remote_port",
-        "bind_host",
-        "bind_port",
-        "desired_state",
-        "state",
-        "generation",
-        "opened_generation",
-        "failures",
-        "last_error",
-        "last_check_at",
-        "opened_at",
-        "created_at",
-        "updated_at",
-    ]
+    # Every field, read only: the portal and the agents write tunnels, never an admin.
+    readonly_fields = [field.name for field in Tunnel._meta.fields if field.name != "id"]
     fields = readonly_fields
 
     @admin.display(description="bind address")

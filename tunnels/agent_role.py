@@ -18,6 +18,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from outposts.models import Outpost, Server
 from tunnels.models import OutpostSSH, Tunnel
+from tunnels.selectors import AGENT_TUNNEL_FIELDS
 
 
 @dataclass(frozen=True)
@@ -33,25 +34,8 @@ class TablePrivileges:
 AGENT_PRIVILEGES = (
     TablePrivileges(
         Tunnel,
-        select=(
-            "id",
-            "server",
-            "outpost",
-            "agent",
-            "remote_host",
-            "remote_port",
-            "bind_host",
-            "bind_port",
-            "desired_state",
-            "state",
-            "generation",
-            "opened_generation",
-            "failures",
-            "last_error",
-            "last_check_at",
-            "opened_at",
-            "created_at",  # the agent's tunnels are read in their model's order
-        ),
+        # The keys, what tunnels_of_agent reads, and the column it orders by.
+        select=("id", "server", "outpost", *AGENT_TUNNEL_FIELDS, "created_at"),
         update=(
             "desired_state",
             "state",

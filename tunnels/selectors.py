@@ -14,6 +14,25 @@ def outpost_reach(*, outpost: Outpost) -> str:
     return ssh.reach if ssh is not None else OutpostSSH.Reach.DIRECT
 
 
+# What the agent reads of its tunnel rows (its database role may read no more of them:
+# tunnels/agent_role.py).
+AGENT_TUNNEL_FIELDS = (
+    "agent",
+    "remote_host",
+    "remote_port",
+    "bind_host",
+    "bind_port",
+    "desired_state",
+    "state",
+    "generation",
+    "opened_generation",
+    "failures",
+    "last_error",
+    "last_check_at",
+    "opened_at",
+)
+
+
 def tunnels_of_agent(*, agent: str) -> QuerySet[Tunnel]:
     """Every tunnel the agent ``agent`` owns, with the SSH settings it opens them with.
 
@@ -28,19 +47,7 @@ def tunnels_of_agent(*, agent: str) -> QuerySet[Tunnel]:
             "outpost__ssh__outpost_id",
             "outpost__slug",
             "server__status",
-            "agent",
-            "remote_host",
-            "remote_port",
-            "bind_host",
-            "bind_port",
-            "desired_state",
-            "state",
-            "generation",
-            "opened_generation",
-            "failures",
-            "last_error",
-            "last_check_at",
-            "opened_at",
+            *AGENT_TUNNEL_FIELDS,
         )
     )
 
