@@ -667,6 +667,7 @@ def test_listing_userflavors_and_starts_agree_under_hub_policies_and_user_rules(
                     user_id=user_id,
                     flavor=name,
                     name=name,
+                    start_id=f"{user_id}-{name}",
                     authentication=authentication,
                 )
             except StartRefused:
