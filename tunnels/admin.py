@@ -8,11 +8,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from outposts import dispatch
-from outposts.admin.scoping import OutpostScopedAdmin, administers_any
+from outposts.admin.scoping import OutpostScopedAdmin, RecordsOnlyAdmin, administers_any
 from tunnels import services
 from tunnels.models import OutpostSSH, Tunnel
 
@@ -115,7 +115,7 @@ class OutpostSSHAdmin(OutpostScopedAdmin):
 
 
 @admin.register(Tunnel)
-class TunnelAdmin(OutpostScopedAdmin):
+class TunnelAdmin(RecordsOnlyAdmin, OutpostScopedAdmin):
     list_display = [
         "server",
         "outpost",
@@ -139,20 +139,11 @@ class TunnelAdmin(OutpostScopedAdmin):
 
     @admin.display(description="bind address")
     def bind_address(self, obj: Tunnel) -> str:
-        return f"{obj.bind_host}:{obj.bind_port}"
+        return services.address_join(host=obj.bind_host, port=obj.bind_port)
 
     @admin.display(description="remote address")
     def remote_address(self, obj: Tunnel) -> str:
-        return f"{obj.remote_host}:{obj.remote_port}"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
+        return services.address_join(host=obj.remote_host, port=obj.remote_port)
 
     def has_restart_permission(self, request: HttpRequest) -> bool:
         return administers_any(request)

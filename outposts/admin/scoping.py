@@ -83,6 +83,20 @@ class OutpostScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class RecordsOnlyAdmin(admin.ModelAdmin):
+    """Rows the portal writes (servers, tunnels): an admin views them and acts through the
+    admin actions, never adds, edits or deletes them by hand. Put before OutpostScopedAdmin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
 class OutpostPartInline(admin.options.InlineModelAdmin):
     """An inline of rows that belong to the Outpost being edited.
 

@@ -8,7 +8,12 @@ from django.http import HttpRequest
 
 from audit.services import audit_stop
 from outposts import services
-from outposts.admin.scoping import OutpostScopedAdmin, administers, administers_any
+from outposts.admin.scoping import (
+    OutpostScopedAdmin,
+    RecordsOnlyAdmin,
+    administers,
+    administers_any,
+)
 from outposts.models import Server, SpawnEvent
 from tunnels.selectors import server_reach_text
 
@@ -31,7 +36,7 @@ class SpawnEventInline(admin.TabularInline):
 
 
 @admin.register(Server)
-class ServerAdmin(OutpostScopedAdmin):
+class ServerAdmin(RecordsOnlyAdmin, OutpostScopedAdmin):
     """Servers are bookkeeping: read-only, never deleted (history), stopped by an action.
 
     The encrypted env (it holds the server's API token) and spawner state are never shown.
@@ -97,15 +102,6 @@ class ServerAdmin(OutpostScopedAdmin):
     @admin.display(description="server name", ordering="name")
     def server_name(self, obj: Server) -> str:
         return obj.name or "(default)"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     def has_stop_permission(self, request: HttpRequest) -> bool:
         return administers_any(request)
