@@ -49,7 +49,7 @@ ProgressCallback = Callable[[int, str], Awaitable[None]]
 AddressSource = Callable[[], Awaitable[tuple[str, int] | None]]
 
 # How often a start waiting for its server's address report reads it, and how often it
-# checks meanwhile that a server whose spawner returned still runs.
+# checks meanwhile that a server whose spawner did its part still runs.
 REPORT_CHECK_SECONDS = 0.5
 REPORT_POLL_EVERY = 5.0
 WAITING_FOR_ADDRESS = "Waiting for the server to report its address."
@@ -414,9 +414,11 @@ class SpawnerRunner:
                     if on_progress is not None:
                         await on_progress(90, WAITING_FOR_ADDRESS)
                 now = asyncio.get_running_loop().time()
-                if start_future.done() and now - last_poll >= REPORT_POLL_EVERY:
+                # Once the spawner did its part (its start returned, or its batch job runs),
+                # a server that ends fails the start now, not at the start timeout.
+                if said_waiting and now - last_poll >= REPORT_POLL_EVERY:
                     last_poll = now
-                    status = await spawner.poll()
+                    status = await self._poll_while_waiting()
                     if status is not None:
                         raise ServerNotReporting(
                             f"The server exited (status {status}) before it reported its "
@@ -431,6 +433,15 @@ class SpawnerRunner:
             start_future.cancel()
             raise
         return with_reported_address(result, host=host, port=port)
+
+    async def _poll_while_waiting(self) -> int | None:
+        """The spawner's poll, where a failure to learn the status (squeue down) is no
+        answer yet: the next check asks again, and the start timeout still bounds the wait."""
+        try:
+            return await self.spawner.poll()
+        except Exception as error:  # noqa: BLE001 - the spawners' errors are not one family
+            log.warning("Could not poll server %s while it starts: %s", self.spec.server_id, error)
+            return None
 
     def _spawner_waits_for_address(self, start_future: asyncio.Future[Any]) -> bool:
         """Whether the spawner did its part and only the address is missing: its start()

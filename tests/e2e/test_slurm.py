@@ -306,6 +306,29 @@ def test_a_job_slurm_refuses_fails_the_start_with_slurms_reason(site):
     assert not site["cluster"].job_ids()
 
 
+def test_a_job_that_ends_before_its_server_reports_fails_the_start_at_once(site, in_background):
+    # given an Outpost whose servers report their address, with an hour to start, and a job
+    # whose command runs a while, then ends without ever reporting
+    outpost = site["outpost"]
+    outpost.spawner_config = {**outpost.spawner_config, "cmd": ["/bin/sleep", "10"]}
+    outpost.server_reports_address = True
+    outpost.server_callback_url = "http://127.0.0.1:9"  # never called: the job ends first
+    outpost.allowed_node_patterns = [socket.gethostname()]
+    outpost.start_timeout = timedelta(hours=1)
+    outpost.full_clean()
+    outpost.save()
+    server = admit(site)
+    # when the start task runs it
+    thread = in_background(server)
+    # then the start fails once the job has ended, long before the start timeout
+    thread.join(timeout=180)
+    assert not thread.is_alive(), "the start still waits for a job that ended"
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert "before it reported its address" in server.error
+    assert not site["cluster"].job_ids()
+
+
 def running_server(site, cluster: SlurmCluster, **config) -> tuple[Server, str]:
     """A RUNNING server whose job is a real job of hpc_olga's (as a start leaves it)."""
     if config:
