@@ -5,7 +5,7 @@ A worker runs ``WorkerHeartbeatStep`` (added to the Celery app's consumer in por
 a thread that, every ``WORKER_HEARTBEAT_INTERVAL`` seconds while the worker consumes, stamps
 one ``WorkerHeartbeat`` row per queue with the worker's node name. The portal reads the rows:
 the admin shows them per Outpost, and a start queued for an Outpost with no live worker says
-so in its progress.
+so in its progress: at admission, and at beat's next round when the worker went away later.
 
 Why a stamp in the database and not Celery's own means: ``celery inspect ping``, worker
 events and gossip go over broadcast (fanout) exchanges, which kombu's filesystem transport
@@ -125,6 +125,9 @@ def _duration(age: timedelta) -> str:
     return f"{seconds // 3600} h"
 
 
+ABSENCE_PREFIX = "No worker for Outpost "
+
+
 def outpost_worker_absence(*, outpost: Outpost) -> str | None:
     """What to tell a user whose start waits for an Outpost with no live worker, or None."""
     seen = outpost_worker_seen(outpost=outpost)
@@ -132,15 +135,36 @@ def outpost_worker_absence(*, outpost: Outpost) -> str | None:
         return None
     if seen.age is None:
         return (
-            f"No worker for Outpost {outpost.name} has been seen yet; "
+            f"{ABSENCE_PREFIX}{outpost.name} has been seen yet; "
             f"the start waits in its queue ({seen.queue})."
         )
     minutes = max(1, int(seen.age.total_seconds() // 60))
     unit = "minute" if minutes == 1 else "minutes"
     return (
-        f"No worker for Outpost {outpost.name} has been seen for {minutes} {unit}; "
+        f"{ABSENCE_PREFIX}{outpost.name} has been seen for {minutes} {unit}; "
         f"the start waits in its queue ({seen.queue})."
     )
+
+
+def waiting_starts_tell_absence() -> int:
+    """Tell every start still waiting for a worker on an Outpost with none live (beat's round
+    calls this), so that a worker that went away after admission leaves no start silent.
+    Each start is told once; returns how many were told."""
+    from outposts import callbacks
+    from outposts.models import Outpost, Server
+
+    told = 0
+    waiting = Server.objects.filter(status=Server.Status.REQUESTED).exclude(
+        events__message__startswith=ABSENCE_PREFIX
+    )
+    for outpost in Outpost.objects.filter(pk__in=waiting.values("outpost_id")):
+        absence = outpost_worker_absence(outpost=outpost)
+        if absence is None:
+            continue
+        for server in waiting.filter(outpost=outpost):
+            callbacks.server_record_event(server=server, progress=10, message=absence)
+            told += 1
+    return told
 
 
 class WorkerHeartbeatStep(bootsteps.StartStopStep):

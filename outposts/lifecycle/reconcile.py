@@ -24,6 +24,7 @@ from outposts.lifecycle.start import server_start_time_out
 from outposts.models import Outpost, Server
 from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.services import server_stop
+from outposts.workers import waiting_starts_tell_absence
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ RECONCILE_LEASE = timedelta(minutes=5)
 
 
 def outposts_reconcile() -> None:
-    """Queue one round per Outpost, each on that Outpost's queue (beat calls this)."""
+    """Queue one round per Outpost, each on that Outpost's queue (beat calls this); tell the
+    starts waiting on a queue no live worker serves (a round queued there would wait too)."""
+    waiting_starts_tell_absence()
     for outpost in Outpost.objects.all():
         dispatch.queue_outpost_reconcile(outpost=outpost, expires=settings.RECONCILE_INTERVAL)
 

@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from outposts.lifecycle.reconcile import outposts_reconcile
 from outposts.models import WorkerHeartbeat
 from outposts.services import StartRequest, server_start
 from outposts.workers import worker_heartbeat_record
@@ -150,3 +151,30 @@ def test_run_outpost_worker_serves_the_outposts_queue_alone_with_runportals_opti
     assert argv[argv.index("--hostname") + 1] == "hpc@%h"
     assert argv[argv.index("--concurrency") + 1] == "3"
     assert {"--without-gossip", "--without-mingle"} <= set(argv)
+
+
+def test_a_start_left_waiting_when_its_worker_went_away_is_told_once_by_beats_round(
+    hub, outpost, settings
+):
+    # given a start admitted while the Outpost's worker was live, which then went quiet
+    settings.WORKER_SEEN_WITHIN = 120
+    stamp("outpost.local", ago=timedelta(seconds=30))
+    server, _ = server_start(hub=hub, outpost=outpost, request=StartRequest(name="lab", env=ENV))
+    WorkerHeartbeat.objects.update(last_seen_at=timezone.now() - timedelta(minutes=5))
+    # when beat's reconciler round runs twice
+    outposts_reconcile()
+    outposts_reconcile()
+    # then the start's progress says, once, that it waits for a worker
+    assert [event.message for event in server.events.order_by("pk")] == [
+        "Start request accepted.",
+        "No worker for Outpost Local processes has been seen for 5 minutes; "
+        "the start waits in its queue (outpost.local).",
+    ]
+
+
+def test_beats_round_leaves_starts_alone_while_their_worker_is_live(hub, outpost, settings):
+    settings.WORKER_SEEN_WITHIN = 120
+    stamp("outpost.local", ago=timedelta(seconds=30))
+    server, _ = server_start(hub=hub, outpost=outpost, request=StartRequest(name="lab", env=ENV))
+    outposts_reconcile()
+    assert [event.message for event in server.events.all()] == ["Start request accepted."]
