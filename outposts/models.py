@@ -62,6 +62,15 @@ class Outpost(models.Model):
         blank=True,
         help_text="Spawner trait names a Hub may set through the request's misc object.",
     )
+    allowed_override_values = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "The values a Hub may give an allow-listed override, as glob patterns per trait, "
+            'e.g. {"image": ["quay.io/jupyter/*", "registry.example.org/hpc/*"]}. A start '
+            "asking for another value is refused; an override not named here takes any value."
+        ),
+    )
     allowed_user_options = models.JSONField(
         default=list,
         blank=True,
@@ -226,6 +235,12 @@ class Outpost(models.Model):
                 isinstance(name, str) and TRAIT_NAME.match(name) for name in names
             ):
                 errors[field_name] = "Must be a JSON list of names."
+        values_problem = override_values_problem(
+            self.allowed_override_values,
+            allowed=[] if "allowed_overrides" in errors else self.allowed_overrides,
+        )
+        if values_problem:
+            errors["allowed_override_values"] = values_problem
         patterns = self.allowed_env
         if not isinstance(patterns, list) or not all(
             isinstance(pattern, str) and ENV_PATTERN.fullmatch(pattern) for pattern in patterns
@@ -286,6 +301,20 @@ class Outpost(models.Model):
                     "spawner uses the Hub user name."
                 )
         return errors
+
+
+def override_values_problem(values: Any, *, allowed: list[str]) -> str | None:
+    """What is wrong with Outpost.allowed_override_values, or None: a JSON object of
+    allow-listed override names to lists of glob patterns."""
+    if not isinstance(values, dict) or not all(
+        isinstance(patterns, list) and all(isinstance(p, str) and p for p in patterns)
+        for patterns in values.values()
+    ):
+        return 'Must be a JSON object of override names to lists of patterns, e.g. {"image": [...]}.'
+    unlisted = sorted(set(values) - set(allowed))
+    if unlisted:
+        return f"{', '.join(unlisted)}: not in the allowed overrides."
+    return None
 
 
 def node_patterns_problem(patterns: Any) -> str | None:

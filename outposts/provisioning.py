@@ -24,6 +24,7 @@ truth for what it names), e.g.::
       - slug: hpc
         spawner_class: batchspawner.SlurmSpawner
         allowed_overrides: [image]           # misc traits a Hub may set
+        allowed_override_values: {image: ["quay.io/jupyter/*"]}  # and to what
         allowed_user_options: [partition]    # user_options keys the spawner gets
         allowed_env: [TZ, "SITE_*"]          # env the spawner gets besides JUPYTER(HUB)_*
         min_system_uid: 1000                 # refuse users whose account is below; null = off
@@ -83,6 +84,7 @@ OUTPOST_FIELDS = {
     "spawner_class",
     "spawner_config",
     "allowed_overrides",
+    "allowed_override_values",
     "allowed_user_options",
     "allowed_env",
     "min_system_uid",
@@ -139,6 +141,7 @@ def _apply_outpost(where: str, entry: dict[str, Any], summary: ConfigSummary) ->
         "spawner_class": entry.get("spawner_class", defaults.spawner_class),
         "spawner_config": entry.get("spawner_config") or {},
         "allowed_overrides": entry.get("allowed_overrides") or [],
+        "allowed_override_values": entry.get("allowed_override_values") or {},
         "allowed_user_options": entry.get("allowed_user_options") or [],
         # Validated by Outpost.clean(): names or glob patterns of environment variables.
         "allowed_env": entry.get("allowed_env") or [],

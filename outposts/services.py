@@ -160,12 +160,30 @@ def start_env_allowed(*, env: Mapping[str, str], outpost: Outpost) -> dict[str, 
     }
 
 
+def start_overrides_allowed(*, misc: Mapping[str, Any], outpost: Outpost) -> dict[str, Any]:
+    """The part of a Hub's ``misc`` that may reach ``outpost``'s spawner: the allow-listed
+    keys (allowed_overrides). Raises ValidationError when a value is not one the Outpost
+    allows for its key (allowed_override_values): the user asked for it, and a start with
+    something else would surprise them."""
+    kept = {key: value for key, value in misc.items() if key in set(outpost.allowed_overrides)}
+    for key, patterns in (outpost.allowed_override_values or {}).items():
+        if key not in kept:
+            continue
+        value = kept[key]
+        if not isinstance(value, str) or not any(fnmatchcase(value, p) for p in patterns):
+            raise ValidationError(
+                {"misc": [f"{key} {log_safe(str(value))!r} is not one this Outpost allows."]}
+            )
+    return kept
+
+
 def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     """Admit a start and queue it; returns the server and whether it is new.
 
     A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server;
     one by another user of that Hub is refused.
-    Only the misc and user_options keys the Outpost allow-lists are kept: batch spawners fill
+    Only the misc and user_options keys the Outpost allow-lists are kept (misc values too,
+    where it lists them: start_overrides_allowed): batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
     prologue lines past the flavors. Of the env only what start_env_allowed lets through is
     stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
@@ -192,6 +210,7 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
                     "another user's server on this Outpost; start with a new start_id."
                 )
             return existing, False
+        overrides = start_overrides_allowed(misc=request.misc, outpost=outpost)
         admission = flavor_admit(
             hub=hub,
             outpost=outpost,
@@ -202,7 +221,6 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             project=str(request.user_options.get("project") or "") or None,
             user_name=request.user_name,
         )
-        allowed = set(outpost.allowed_overrides)
         # flavor and project were admission's inputs; a spawner sees them only if listed.
         allowed_options = set(outpost.allowed_user_options)
         server = Server.objects.create(
@@ -218,7 +236,7 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             user_options={
                 key: value for key, value in request.user_options.items() if key in allowed_options
             },
-            overrides={key: value for key, value in request.misc.items() if key in allowed},
+            overrides=overrides,
             env=start_env_allowed(env=request.env, outpost=outpost),
             # An async start's Hub waits for a set-up-tunnel call, if it named where to
             # make it (our hubclient follows the events endpoint instead).

@@ -118,6 +118,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
                     "spawner_class",
                     "spawner_config",
                     "allowed_overrides",
+                    "allowed_override_values",
                     "allowed_user_options",
                     "allowed_env",
                     "min_system_uid",

@@ -205,6 +205,40 @@ def test_only_allow_listed_misc_keys_are_stored(hub_client, outpost):
     assert Server.objects.get().overrides == {"image": "jupyter/minimal"}
 
 
+def test_an_override_value_the_outpost_does_not_allow_refuses_the_start(hub_client, outpost):
+    # given an Outpost that lets Hubs choose images of one registry only
+    outpost.allowed_overrides = ["image", "default_url"]
+    outpost.allowed_override_values = {"image": ["quay.io/jupyter/*"]}
+    outpost.full_clean()
+    outpost.save()
+    # when a Hub asks for an image of that registry, another server for one elsewhere
+    allowed = start(hub_client, start_body(misc={"image": "quay.io/jupyter/scipy-notebook"}))
+    refused = start(
+        hub_client,
+        start_body(name="other", misc={"image": "evil.example/miner", "default_url": "/lab"}),
+    )
+    # then the first is admitted, the second refused naming the image, and nothing is held
+    assert allowed.status_code == 202, allowed.content
+    assert refused.status_code == 400
+    assert refused.json()["errors"]["misc"] == [
+        "image 'evil.example/miner' is not one this Outpost allows."
+    ]
+    assert list(Server.objects.values_list("name", "overrides")) == [
+        ("lab", {"image": "quay.io/jupyter/scipy-notebook"})
+    ]
+
+
+def test_an_override_without_listed_values_takes_any_and_a_list_value_is_refused(
+    hub_client, outpost
+):
+    outpost.allowed_overrides = ["image", "default_url"]
+    outpost.allowed_override_values = {"image": ["quay.io/*"]}
+    outpost.save()
+    assert start(hub_client, start_body(misc={"default_url": "/anything"})).status_code == 202
+    listed = start(hub_client, start_body(name="b", misc={"image": ["quay.io/x"]}))
+    assert listed.status_code == 400
+
+
 def raw_row(server: Server) -> str:
     """Every column of the server's row as the database holds it, as one string."""
     with connection.cursor() as cursor:

@@ -80,3 +80,26 @@ def test_saving_an_outposts_settings_keeps_the_reconcilers_lease():
     # then the name changed and the round still holds its lease
     outpost.refresh_from_db()
     assert (outpost.name, outpost.reconcile_lease_until) == ("Renamed", lease)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["quay.io/*"], "Must be a JSON object of override names to lists of patterns"),
+        ({"image": "quay.io/*"}, "Must be a JSON object of override names to lists of patterns"),
+        ({"image": [""]}, "Must be a JSON object of override names to lists of patterns"),
+        ({"image": ["quay.io/*"], "cmd": ["*"]}, "cmd: not in the allowed overrides."),
+    ],
+)
+def test_override_values_are_patterns_for_allow_listed_overrides(values, message):
+    outpost = OutpostFactory.build(allowed_overrides=["image"], allowed_override_values=values)
+    with pytest.raises(ValidationError) as refused:
+        outpost.full_clean()
+    assert message in refused.value.message_dict["allowed_override_values"][0]
+
+
+def test_override_values_for_allow_listed_overrides_are_accepted():
+    outpost = OutpostFactory.build(
+        allowed_overrides=["image"], allowed_override_values={"image": ["quay.io/jupyter/*"]}
+    )
+    outpost.full_clean()
