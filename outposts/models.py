@@ -310,7 +310,10 @@ def override_values_problem(values: Any, *, allowed: list[str]) -> str | None:
         isinstance(patterns, list) and all(isinstance(p, str) and p for p in patterns)
         for patterns in values.values()
     ):
-        return 'Must be a JSON object of override names to lists of patterns, e.g. {"image": [...]}.'
+        return (
+            "Must be a JSON object of override names to lists of patterns, "
+            'e.g. {"image": ["quay.io/jupyter/*"]}.'
+        )
     unlisted = sorted(set(values) - set(allowed))
     if unlisted:
         return f"{', '.join(unlisted)}: not in the allowed overrides."
