@@ -66,3 +66,14 @@ def test_no_help_text_holds_markup_a_browser_would_swallow():
         if strip_tags(str(field.help_text)) != str(field.help_text)
     }
     assert swallowed == {}
+
+
+def test_the_header_offers_no_view_site_link_to_the_api_root(client, superuser):
+    # when an admin opens the admin's index
+    page = client.get(reverse("admin:index")).content.decode()
+    # then the header has no "View site" (the site root is the API: a JSON 404 to a browser)
+    assert "View site" not in page
+    assert 'href="/"' not in page
+    # and keeps the links that lead somewhere
+    assert reverse("admin:logout") in page
+    assert reverse("admin:password_change") in page
