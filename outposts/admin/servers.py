@@ -1,10 +1,16 @@
-"""The server admin: a site admin sees the servers of their Outposts, read-only."""
+"""The server admin: a site admin sees the servers of their Outposts, read-only, and stops
+them (the list's action, or the Stop button of a server's page)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
 from audit.services import audit_stop
 from outposts import services
@@ -12,7 +18,6 @@ from outposts.admin.scoping import (
     OutpostScopedAdmin,
     RecordsOnlyAdmin,
     administers,
-    administers_any,
 )
 from outposts.models import Server, SpawnEvent
 from tunnels.selectors import server_reach_text
@@ -103,21 +108,72 @@ class ServerAdmin(RecordsOnlyAdmin, OutpostScopedAdmin):
     def server_name(self, obj: Server) -> str:
         return obj.name or "(default)"
 
-    def has_stop_permission(self, request: HttpRequest) -> bool:
-        return administers_any(request)
+    def has_stop_permission(self, request: HttpRequest, obj: Server | None = None) -> bool:
+        return self._allowed(request, obj)
+
+    def _stop(self, request: HttpRequest, server: Server) -> None:
+        status_before = server.status
+        server = services.server_stop(server=server)
+        audit_stop(
+            server=server,
+            actor=request.user,
+            reason="Stopped from the admin",
+            status_before=status_before,
+        )
 
     @admin.action(description="Stop selected servers", permissions=["stop"])
     def stop_servers(self, request: HttpRequest, queryset: QuerySet[Server]) -> None:
         # The queryset is already limited to the user's Outposts by get_queryset.
         asked = 0
         for server in queryset.active():
-            status_before = server.status
-            server = services.server_stop(server=server)
-            audit_stop(
-                server=server,
-                actor=request.user,
-                reason="Stopped from the admin",
-                status_before=status_before,
-            )
+            self._stop(request, server)
             asked += 1
         self.message_user(request, f"Asked {asked} server(s) to stop.", messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        stop = path(
+            "<path:object_id>/stop/",
+            self.admin_site.admin_view(require_POST(self.stop_view)),
+            name="outposts_server_stop",
+        )
+        return [stop, *super().get_urls()]
+
+    def stop_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The Stop button of a server's page (a POST, CSRF-checked by admin_view)."""
+        # get_object answers from get_queryset: another Outpost's server is not found.
+        server = self.get_object(request, unquote(object_id))
+        if server is None or not self.has_stop_permission(request, server):
+            raise Http404("No such server.")
+        page = reverse("admin:outposts_server_change", args=[server.pk])
+        if not server.is_active:
+            self.message_user(
+                request, f"Nothing to stop: {server_title(server)} has ended.", messages.ERROR
+            )
+            return HttpResponseRedirect(page)
+        self._stop(request, server)
+        self.message_user(request, f"Asked {server_title(server)} to stop.", messages.SUCCESS)
+        return HttpResponseRedirect(page)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Server | None = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context["title"] = server_title(obj)
+            context["subtitle"] = f"{obj.get_status_display()} on {obj.outpost}, Hub {obj.hub}"
+            # Once asked, a stop is under way (server_stop would do nothing more).
+            if obj.is_active and not obj.stop_pending and self.has_stop_permission(request, obj):
+                context["stop_url"] = reverse("admin:outposts_server_stop", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def server_title(server: Server) -> str:
+    """A server as an admin names it: its Hub user's and its own name."""
+    if server.name:
+        return f"{server.user_name}’s server {server.name}"
+    return f"{server.user_name}’s default server"
