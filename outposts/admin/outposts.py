@@ -178,6 +178,10 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     # which workers run its tasks.
     SUPERUSER_ONLY_FIELDS = ["slug", "is_default", "queue"]
 
+    class Media:
+        # Its flavor and policy rows fit a 1440 px screen.
+        css = {"all": ["outposts/admin.css"]}
+
     def outpost_id_of(self, obj: Model) -> int | None:
         return obj.pk
 
