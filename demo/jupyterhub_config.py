@@ -7,6 +7,7 @@
 #   DEMO_PORTAL_URL      the portal's base URL, e.g. http://127.0.0.1:8000
 #   DEMO_HUB_SECRET      this Hub's secret at the portal (Hub record "demo-hub")
 #   DEMO_USER_PASSWORD   the password every demo user logs in with
+#   DEMO_HUB_ADMIN       the user name of the Hub's admin (/hub/admin), with that password too
 import os
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
@@ -15,6 +16,8 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = os.environ["DEMO_USER_PASSWORD"]
 c.Authenticator.allow_all = True
+# Someone must be able to open /hub/admin (users, their servers, the Hub's own view of them).
+c.Authenticator.admin_users = {os.environ["DEMO_HUB_ADMIN"]}
 c.JupyterHub.allow_named_servers = True
 
 # Servers start through the portal (hubclient, installed from hubclient/).

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from flavors.models import Flavor
 from flavors.services import flavors_changed
@@ -36,6 +38,8 @@ class FlavorAdmin(OutpostScopedAdmin):
     list_select_related = ["outpost"]
     search_fields = ["name", "display_name"]
     fields = ["outpost", *Flavor.SETTINGS]
+    # Django's own, whose refusal of used flavors says to close them (below).
+    actions = ["delete_selected"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Flavor]:
         # Counted in the list's own query: one per page, not one per flavor.
@@ -55,6 +59,27 @@ class FlavorAdmin(OutpostScopedAdmin):
         super().save_model(request, obj, form, change)
         if form.has_changed():
             flavors_changed(outpost=obj.outpost)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            # The servers would block the deletion, not be deleted: Django would otherwise
+            # blame the missing (and never granted) permission to delete servers.
+            perms_needed = set()
+        return deleted, counts, perms_needed, protected
+
+    def render_delete_form(self, request: HttpRequest, context: dict[str, Any]) -> HttpResponse:
+        if context.get("protected"):
+            context["close_instead"] = Flavor.CLOSE_INSTEAD_OF_DELETE
+        return super().render_delete_form(request, context)
+
+    @admin.action(permissions=["delete"], description="Delete selected %(verbose_name_plural)s")
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Flavor]) -> Any:
+        """Django's own action, whose refusal of used flavors also says to close them."""
+        response = delete_selected(self, request, queryset)
+        if isinstance(response, TemplateResponse) and response.context_data.get("protected"):
+            response.context_data["close_instead"] = Flavor.CLOSE_INSTEAD_OF_DELETE
+        return response
 
     def delete_model(self, request: HttpRequest, obj: Flavor) -> None:
         outpost = obj.outpost

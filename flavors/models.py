@@ -39,6 +39,14 @@ class Flavor(models.Model):
         "resources",
     )
 
+    # Servers keep their flavor as history (Server.flavor is PROTECT): the admin says this
+    # when a used flavor is to be deleted, as apply_config does when it closes one.
+    CLOSE_INSTEAD_OF_DELETE = (
+        "Servers ran on this flavor and their records keep it, so it cannot be deleted. "
+        "To take it out of use, close it instead: set its max to 0. No new server can start "
+        "on it, and its running servers go on until they end."
+    )
+
     outpost = models.ForeignKey(
         "outposts.Outpost", on_delete=models.CASCADE, related_name="flavors"
     )

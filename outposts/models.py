@@ -14,6 +14,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.html import escape
 from django.utils.module_loading import import_string
 
 from outposts.runner import kube
@@ -35,7 +36,11 @@ class Outpost(models.Model):
         DRAINING = "draining", "Draining (running servers stay, no new starts)"
         DISABLED = "disabled", "Disabled"
 
-    slug = models.SlugField(unique=True, help_text="Names the API base URL /outposts/<slug>/.")
+    # Help texts are HTML to the admin (and Markdown to the API schema): texts naming a
+    # placeholder such as <slug> are escaped, or the browser drops it as an unknown tag.
+    slug = models.SlugField(
+        unique=True, help_text=escape("Names the API base URL /outposts/<slug>/.")
+    )
     name = models.CharField(max_length=200)
     is_default = models.BooleanField(
         "default", default=False, help_text="Also serve this Outpost's API at the site root."
@@ -133,7 +138,7 @@ class Outpost(models.Model):
     queue = models.CharField(
         max_length=100,
         blank=True,
-        help_text="Celery queue of this Outpost's tasks; empty = outpost.<slug>.",
+        help_text=escape("Celery queue of this Outpost's tasks; empty = outpost.<slug>."),
     )
     poll_interval = models.DurationField(
         default=timedelta(seconds=30), help_text="How often the reconciler polls a running server."
@@ -395,8 +400,10 @@ class Hub(models.Model):
     )
     may_restart_tunnels = models.BooleanField(
         default=False,
-        help_text="The Hub may ask an Outpost it uses to re-create its tunnels through a "
-        "jump host or to a node (POST <base>tunnels/restart).",
+        help_text=escape(
+            "The Hub may ask an Outpost it uses to re-create its tunnels through a "
+            "jump host or to a node (POST <base>tunnels/restart)."
+        ),
     )
     recreate_forward_token = EncryptedJSONField(
         null=True,

@@ -6,6 +6,11 @@ from outposts.api.urls import schema_urlpatterns
 from outposts.api.usage import usage_csv_view
 from tunnels.api.report import server_address_view
 
+# No "View site" link: the portal has no pages of its own for people (users meet it through
+# their Hub, and its root is the default Outpost's API, which answers a browser with a JSON
+# 404). Everything an admin looks at is in the admin itself.
+admin.site.site_url = None
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # For site admins' browsers (admin session), not Hubs.

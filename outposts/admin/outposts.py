@@ -39,6 +39,22 @@ class FlavorInline(OutpostPartInline, admin.TabularInline):
     extra = 0
     fields = list(Flavor.SETTINGS)
 
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+
+        class FlavorForm(formset.form):  # type: ignore[name-defined]
+            def hand_clean_DELETE(self) -> None:  # noqa: N802 - Django's name
+                # Django's refusal to delete a flavor that servers used, and what to do instead.
+                try:
+                    super().hand_clean_DELETE()
+                except ValidationError as refusal:
+                    if refusal.code != "deleting_protected":
+                        raise
+                    raise ValidationError([refusal, Flavor.CLOSE_INSTEAD_OF_DELETE]) from None
+
+        formset.form = FlavorForm
+        return formset
+
 
 class OutpostForm(forms.ModelForm):
     """The Outpost form (its fields come from OutpostAdmin); model rules on fields the user
@@ -162,6 +178,10 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     # Site-wide wiring: which Outpost answers at the site root, where Hubs find it, and
     # which workers run its tasks.
     SUPERUSER_ONLY_FIELDS = ["slug", "is_default", "queue"]
+
+    class Media:
+        # Its flavor and policy rows fit a 1440 px screen.
+        css = {"all": ["outposts/admin.css"]}
 
     def outpost_id_of(self, obj: Model) -> int | None:
         return obj.pk

@@ -71,6 +71,7 @@ def hub(portal, tmp_path_factory):
             "DEMO_PORTAL_URL": portal.url,
             "DEMO_HUB_SECRET": portal.hub_secret,
             "DEMO_USER_PASSWORD": USER_PASSWORD,
+            "DEMO_HUB_ADMIN": "hub-admin",
         },
         hub_port=portal.hub_api_port,
     ) as running:

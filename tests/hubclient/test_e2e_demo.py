@@ -87,6 +87,25 @@ def test_the_demo_runs_the_portal_and_a_hub_and_ctrl_c_leaves_nothing(tmp_path):
         assert answers(f"{hub}/hub/login")
         assert answers(f"{portal}/admin/login/")
 
+        # and the Hub admin it names, with the users' password, opens the Hub's admin page
+        hub_admin = re.search(
+            rf"Hub admin:\s+{re.escape(hub)}/hub/admin\s+user (\S+), the same password", text
+        )
+        assert hub_admin, text
+        admin_session = requests.Session()
+        admin_session.get(f"{hub}/hub/login")
+        admin_session.post(
+            f"{hub}/hub/login",
+            data={
+                "username": hub_admin.group(1),
+                "password": password,
+                "_xsrf": admin_session.cookies["_xsrf"],
+            },
+        )
+        admin_page = admin_session.get(f"{hub}/hub/admin")
+        assert admin_page.status_code == 200, admin_page.text[:500]
+        assert admin_page.url == f"{hub}/hub/admin", admin_page.url
+
         # and the API example it prints works as printed: start, poll, stop
         start_body = json.loads(re.search(r"-d '(\{.*?\})'", text, re.DOTALL).group(1))
         services = f"{portal}/outposts/local/services"
