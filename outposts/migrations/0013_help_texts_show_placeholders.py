@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("outposts", "0011_outpost_allowed_env"),
+        ("outposts", "0012_outpost_allowed_override_values"),
     ]
 
     operations = [
