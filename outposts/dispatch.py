@@ -5,6 +5,12 @@ is not there yet, nor runs for a write that rolled back (outside a transaction i
 once). Lifecycle tasks go to the Outpost's own queue, which only workers next to its system
 serve; Hub call-backs go to the default queue, which any worker serves.
 
+When the broker cannot take a task (docs/operations.md): a task the caller's request depends
+on (a start, a stop, a tunnel restart) raises TaskQueueUnavailable from the commit, after
+``if_unqueued`` has recorded what became of the row (the services say what: a start is
+withdrawn, a stop marked for the reconciler); a Hub call-back is optional (api-contract §6)
+and is only logged, so it never fails the request it belongs to.
+
 ``outposts.tasks`` calls the services that call this module, so the tasks are imported when
 first queued: this is the one lazy import of the portal.
 """
@@ -12,27 +18,93 @@ first queued: this is the one lazy import of the portal.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
+from celery import Task
 from django.core.cache import cache
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerUnreachable
+
+from outposts.errors import TaskQueueUnavailable
 
 if TYPE_CHECKING:
     from outposts.models import Outpost, Server
 
+log = logging.getLogger(__name__)
 
-def queue_server_start(*, server: Server, tls_token: str) -> None:
+# What apply_async raises when the broker refuses or does not answer, once Celery's publish
+# retries (CELERY_TASK_PUBLISH_RETRY_POLICY) are spent: kombu wraps the transport's errors.
+QUEUE_UNAVAILABLE = "The portal's task queue is unavailable"
+
+
+def _queue_on_commit(
+    task: Task,
+    *,
+    unavailable: str,
+    if_unqueued: Callable[[], None] | None = None,
+    **options: Any,
+) -> None:
+    """Queue ``task`` once the transaction commits; when the broker cannot take it, call
+    ``if_unqueued`` (in autocommit: the caller's transaction has committed) and raise
+    TaskQueueUnavailable(``unavailable``) from the commit."""
+    transaction.on_commit(partial(_publish, task, options, unavailable, if_unqueued))
+
+
+def _publish(
+    task: Task,
+    options: dict[str, Any],
+    unavailable: str,
+    if_unqueued: Callable[[], None] | None,
+) -> None:
+    try:
+        task.apply_async(**options)
+    except BrokerUnreachable as error:
+        log.warning("%s: %s was not queued (%s)", QUEUE_UNAVAILABLE, task.name, error)
+        if if_unqueued is not None:
+            if_unqueued()
+        raise TaskQueueUnavailable(unavailable) from error
+
+
+def _send_on_commit(task: Task, *args: Any) -> None:
+    """Queue a Hub call-back once the transaction commits; a broker that is down costs the
+    call (logged), never the start or stop it belongs to."""
+    transaction.on_commit(partial(_send, task, args))
+
+
+def _send(task: Task, args: tuple[Any, ...]) -> None:
+    try:
+        task.delay(*args)
+    except BrokerUnreachable as error:
+        log.warning("%s: %s%r was dropped (%s)", QUEUE_UNAVAILABLE, task.name, args, error)
+
+
+def queue_server_start(
+    *, server: Server, tls_token: str, if_unqueued: Callable[[], None] | None = None
+) -> None:
     from outposts.tasks import server_start_run_task
 
-    server_start_run_task.apply_async_on_commit(
-        args=[server.pk, tls_token], queue=server.outpost.celery_queue
+    _queue_on_commit(
+        server_start_run_task,
+        args=[server.pk, tls_token],
+        queue=server.outpost.celery_queue,
+        unavailable=f"{QUEUE_UNAVAILABLE}: the start was not accepted; try again shortly.",
+        if_unqueued=if_unqueued,
     )
 
 
-def queue_server_stop(*, server: Server) -> None:
+def queue_server_stop(*, server: Server, if_unqueued: Callable[[], None] | None = None) -> None:
     from outposts.tasks import server_stop_run_task
 
-    server_stop_run_task.apply_async_on_commit(args=[server.pk], queue=server.outpost.celery_queue)
+    _queue_on_commit(
+        server_stop_run_task,
+        args=[server.pk],
+        queue=server.outpost.celery_queue,
+        unavailable=f"{QUEUE_UNAVAILABLE}: the stop is recorded and will be carried out "
+        "once it is back.",
+        if_unqueued=if_unqueued,
+    )
 
 
 def queue_outpost_reconcile(*, outpost: Outpost, expires: float) -> None:
@@ -40,27 +112,31 @@ def queue_outpost_reconcile(*, outpost: Outpost, expires: float) -> None:
     expires rather than pile up on a queue no worker serves."""
     from outposts.tasks import outpost_reconcile_task
 
-    outpost_reconcile_task.apply_async_on_commit(
-        args=[outpost.pk], queue=outpost.celery_queue, expires=expires
+    _queue_on_commit(
+        outpost_reconcile_task,
+        args=[outpost.pk],
+        queue=outpost.celery_queue,
+        expires=expires,
+        unavailable=f"{QUEUE_UNAVAILABLE}: no reconciler round was queued.",
     )
 
 
 def queue_hub_event_send(*, event_id: int) -> None:
     from outposts.tasks import hub_event_send_task
 
-    hub_event_send_task.delay_on_commit(event_id)
+    _send_on_commit(hub_event_send_task, event_id)
 
 
 def queue_hub_address_send(*, server_id: int) -> None:
     from outposts.tasks import hub_address_send_task
 
-    hub_address_send_task.delay_on_commit(server_id)
+    _send_on_commit(hub_address_send_task, server_id)
 
 
 def queue_hub_flavors_send(*, server_id: int) -> None:
     from outposts.tasks import hub_flavors_send_task
 
-    hub_flavors_send_task.delay_on_commit(server_id)
+    _send_on_commit(hub_flavors_send_task, server_id)
 
 
 def queue_tunnel_restart_for_node(
@@ -68,26 +144,36 @@ def queue_tunnel_restart_for_node(
 ) -> None:
     from tunnels.tasks import tunnel_restart_for_node_task
 
-    tunnel_restart_for_node_task.delay_on_commit(node, jump_host, outpost_id)
+    _queue_on_commit(
+        tunnel_restart_for_node_task,
+        args=[node, jump_host, outpost_id],
+        unavailable=f"{QUEUE_UNAVAILABLE}: the tunnels were not restarted; try again shortly.",
+    )
 
 
 def queue_outpost_tunnels_restart(*, outpost_id: int) -> None:
     from tunnels.tasks import outpost_tunnels_restart_task
 
-    outpost_tunnels_restart_task.delay_on_commit(outpost_id)
+    _queue_on_commit(
+        outpost_tunnels_restart_task,
+        args=[outpost_id],
+        unavailable=f"{QUEUE_UNAVAILABLE}: the tunnels were not restarted; try again shortly.",
+    )
 
 
 def queue_hub_forwards_recreate(*, hub_id: int, server_id: int) -> None:
     from tunnels.tasks import hub_forwards_recreate_task
 
-    hub_forwards_recreate_task.delay_on_commit(hub_id, server_id)
+    _queue_on_commit(
+        hub_forwards_recreate_task,
+        args=[hub_id, server_id],
+        unavailable=f"{QUEUE_UNAVAILABLE}: the Hub's forwards were not re-created.",
+    )
 
 
 # Flavor-table pushes after an admin change wait this long, so that one save (an Outpost with
 # its flavor, policy and rule inlines, an import) sends each Hub one update, not one per row.
 FLAVOR_TABLE_PUSH_DELAY = 2.0
-
-log = logging.getLogger(__name__)
 
 
 def flavor_table_push_key(*, hub_id: int, outpost_id: int) -> str:

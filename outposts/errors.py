@@ -15,3 +15,12 @@ class StartRefused(PortalError):
 
 class SpawnerFailed(PortalError):
     """The spawner could not start or stop the server."""
+
+
+class TaskQueueUnavailable(Exception):
+    """The task broker could not take a task (it is down or does not answer); the API
+    answers 503 with Retry-After. The message says what became of the request."""
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__

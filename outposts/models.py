@@ -560,6 +560,13 @@ class Server(models.Model):
     ready_at = models.DateTimeField(null=True, blank=True)
     end_at = models.DateTimeField(null=True, blank=True, help_text="Runtime ends here.")
     stop_requested_at = models.DateTimeField(null=True, blank=True)
+    stop_unqueued_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Since when the stop task could not be queued (the task broker was down); "
+        "the reconciler queues it again, and so does a repeated stop.",
+    )
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_poll_at = models.DateTimeField(null=True, blank=True)
     unknown_since = models.DateTimeField(null=True, blank=True)

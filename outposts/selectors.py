@@ -169,6 +169,27 @@ def starts_past_timeout(*, outpost: Outpost, grace: timedelta, limit: int) -> li
     )
 
 
+def starts_orphaned(*, outpost: Outpost, limit: int) -> list[int]:
+    """Ids of pending starts whose start lease ran out: the attempt that claimed them died
+    (a live one renews its lease), whatever their start timeout."""
+    return list(
+        Server.objects.filter(
+            outpost=outpost, status=Server.Status.PENDING, start_lease_until__lt=timezone.now()
+        ).values_list("pk", flat=True)[:limit]
+    )
+
+
+def stops_unqueued(*, outpost: Outpost, limit: int) -> list[Server]:
+    """Active servers whose stop task never reached the broker (stop_unqueued_since), oldest
+    first: the reconciler queues them again."""
+    return list(
+        Server.objects.active()
+        .filter(outpost=outpost, stop_unqueued_since__isnull=False)
+        .select_related("outpost")
+        .order_by("stop_unqueued_since")[:limit]
+    )
+
+
 def stops_lost(*, outpost: Outpost, lost_after: timedelta, limit: int) -> list[Server]:
     """Servers still stopping ``lost_after`` after their stop was asked for: longer than every
     retry of a stop task together, so that task was lost (a broker without redelivery, a

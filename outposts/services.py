@@ -1,7 +1,9 @@
 """Request-side writes on servers: what the API views and the admin call.
 
 A start or stop writes its row and queues the worker's part (outposts/lifecycle/) once the
-transaction commits, through outposts.dispatch.
+transaction commits, through outposts.dispatch. When the broker cannot take the task, nothing
+stays held: a start is withdrawn (``server_start_withdraw``), a stop is marked for the
+reconciler (``server_stop_queue``); both raise TaskQueueUnavailable (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -189,7 +191,9 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
     it is frozen onto the server. Raises ValidationError when the request names no Hub user or
     no numeric user id, or breaks a character rule (StartRequest.validate), StartRefused when
-    admission says no (flavors/services.py). The start task is queued after commit.
+    admission says no (flavors/services.py). The start task is queued after commit; when the
+    broker cannot take it, the start is withdrawn (server_start_withdraw) and
+    TaskQueueUnavailable raised, so the Hub can retry the same start at once.
     """
     request.validate()
     with transaction.atomic():
@@ -243,21 +247,51 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             address_via_callback=request.start_async
             and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
+        tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
+        # Queued before the events' forwarding: if the broker is down, the start's own attempt
+        # answers the Hub and the forwarding of events of a withdrawn start is never tried.
+        dispatch.queue_server_start(
+            server=server,
+            tls_token=encrypt_text(json.dumps(tls)),
+            if_unqueued=lambda: server_start_withdraw(server_id=server.pk),
+        )
         callbacks.server_record_event(server=server, progress=10, message="Start request accepted.")
         # Rather than silence while nobody serves the queue (outposts/workers.py).
         absence = outpost_worker_absence(outpost=outpost)
         if absence:
             callbacks.server_record_event(server=server, progress=10, message=absence)
-        tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
-        dispatch.queue_server_start(server=server, tls_token=encrypt_text(json.dumps(tls)))
     return server, True
+
+
+# The error of a start withdrawn because its task could not be queued (history only: the Hub
+# got a 503 and never sees this server).
+START_NOT_QUEUED = "The start could not be queued (the portal's task queue was unavailable)."
+
+
+def server_start_withdraw(*, server_id: int) -> None:
+    """Take back a start whose task never reached the broker: it ends failed and removed, so
+    it holds no flavor slot and a repeated start with the same start_id is a new one.
+
+    Only a start nobody claimed (REQUESTED): none can have, its task was never queued.
+    """
+    now = timezone.now()
+    Server.objects.filter(pk=server_id, status=Server.Status.REQUESTED).update(
+        status=Server.Status.FAILED,
+        exit_code=1,
+        error=START_NOT_QUEUED,
+        stopped_at=now,
+        removed_at=now,
+        updated_at=now,
+    )
 
 
 def server_stop(*, server: Server) -> Server:
     """Ask for a server to stop and queue its stop task; idempotent.
 
     A server still starting is cancelled: the start task sees stop_requested_at and the stop
-    task ends whatever the spawner already made (batch job, pod, process).
+    task ends whatever the spawner already made (batch job, pod, process). Raises
+    TaskQueueUnavailable when the broker cannot take the stop task: the stop stays recorded
+    and is queued again by the reconciler, or by a repeated stop (server_stop_queue).
     """
     with transaction.atomic():
         server = server_for_update(server_id=server.pk) or server
@@ -269,8 +303,28 @@ def server_stop(*, server: Server) -> Server:
             if server.status in (Server.Status.RUNNING, Server.Status.UNKNOWN):
                 server.status = Server.Status.STOPPING
             server.save(update_fields=["stop_requested_at", "status", "updated_at"])
-            dispatch.queue_server_stop(server=server)
+            server_stop_queue(server=server)
+        elif server.stop_unqueued_since is not None:
+            # The first stop never reached the broker: a repeated one does the work at once.
+            server_stop_queue(server=server)
     return server
+
+
+def server_stop_queue(*, server: Server) -> None:
+    """Queue the server's stop task once the transaction commits.
+
+    When the broker cannot take it, the server is marked (stop_unqueued_since) and
+    TaskQueueUnavailable raised; the reconciler's next round, or a repeated stop, queues it
+    again (selectors.stops_unqueued). Queueing clears an earlier mark.
+    """
+    if server.stop_unqueued_since is not None:
+        Server.objects.filter(pk=server.pk).update(stop_unqueued_since=None)
+        server.stop_unqueued_since = None
+
+    def mark_unqueued() -> None:
+        Server.objects.filter(pk=server.pk).active().update(stop_unqueued_since=timezone.now())
+
+    dispatch.queue_server_stop(server=server, if_unqueued=mark_unqueued)
 
 
 def server_remove(*, server: Server) -> Server:

@@ -234,8 +234,34 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.split(":", 1)[0] in ("redis", "rediss", "redis+socket"):
+    # A task a worker took but never acknowledged (acks_late: the worker died) is handed out
+    # again after this many seconds; kombu's default is an hour. A task still running then is
+    # handed out too (a long Slurm start): the lifecycle's leases make that copy do nothing
+    # (outposts/lifecycle/__init__.py). Keep it above the longest countdown a task is queued
+    # with (a Hub call-back's retry, 120 s), or that task runs twice. docs/operations.md.
+    BROKER_VISIBILITY_TIMEOUT = env_int("PORTAL_BROKER_VISIBILITY_TIMEOUT", 300)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+        # Workers look for such tasks every interval x throttle seconds (kombu: 10 x 10): a
+        # tenth of the timeout, so one comes back within 1.1 timeouts.
+        "unacked_restore_interval": max(1, BROKER_VISIBILITY_TIMEOUT // 10),
+        "unacked_restore_throttle": 1,
+        # A Redis that is down or hangs fails a publish within seconds (the API answers 503)
+        # instead of blocking the request for ever; redis-py tries each command 3 times.
+        "socket_connect_timeout": 2,
+        "socket_timeout": 2,
+    }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# One reconnect at once (a broker restarted since the last publish), then give up: the
+# services decide what becomes of a task that could not be queued (outposts/dispatch.py).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -2,7 +2,8 @@
 
 Refusals and spawner failures answer 419 with the body the stock Hub spawner builds its
 message from; malformed input answers 400 with a readable ``detail``, whether a serializer
-found it or a service (which raises Django's ValidationError); anything unexpected is
+found it or a service (which raises Django's ValidationError); a task broker that cannot take
+a start or stop answers 503 with Retry-After in the same shape; anything unexpected is
 logged here with its traceback and the client gets a safe message, never server internals.
 """
 
@@ -22,7 +23,7 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from outposts.errors import PortalError
+from outposts.errors import PortalError, TaskQueueUnavailable
 from portal.text import log_safe
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 HTTP_419_REFUSED = 419
 NOT_FOUND = "Item not found"
 INTERNAL_ERROR = "Internal error of the Outpost portal; its administrators can find it in the log."
+# When a Hub may try again after a 503 (the task broker was down): a restarted Redis is back
+# within seconds, and the start is withdrawn, so a retry is a new start.
+RETRY_AFTER_SECONDS = 10
 
 
 def error_body(*, module: str, cls: str, message: str, exc: BaseException) -> dict[str, Any]:
@@ -70,6 +74,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     set_rollback()  # as DRF's own handler does, should ATOMIC_REQUESTS ever be turned on
     if isinstance(exc, PortalError):
         return Response(portal_error_body(exc), status=HTTP_419_REFUSED)
+    if isinstance(exc, TaskQueueUnavailable):
+        # Logged where it happened (outposts.dispatch), without a traceback: not a bug.
+        body = error_body(
+            module=type(exc).__module__, cls=type(exc).__name__, message=exc.message, exc=exc
+        )
+        return Response(
+            body,
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, Http404 | exceptions.NotFound):
         return Response({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, RequestDataTooBig):

@@ -86,6 +86,8 @@ BODY_ERRORS = {
     413: serializers.DetailSerializer,
     415: serializers.DetailSerializer,
 }
+# What a start or stop answers when the task broker cannot take its task (with Retry-After).
+QUEUE_ERRORS = {503: serializers.ErrorSerializer}
 
 
 # Keyed by flavor name.
@@ -156,6 +158,7 @@ class ServicesView(HubAPIView):
             200: serializers.StartAnswerSerializer,
             202: serializers.StartAnswerSerializer,
             **BODY_ERRORS,
+            **QUEUE_ERRORS,
         },
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
@@ -189,7 +192,12 @@ class ServiceView(HubAPIView):
     @extend_schema(
         summary="Stop and delete a server",
         parameters=[*SERVER_PATH, ASYNC_HEADER, COLLECT_LOGS],
-        responses={200: serializers.StopAnswerSerializer, 202: OpenApiTypes.OBJECT, **ERRORS},
+        responses={
+            200: serializers.StopAnswerSerializer,
+            202: OpenApiTypes.OBJECT,
+            **ERRORS,
+            **QUEUE_ERRORS,
+        },
     )
     def delete(self, request: Request, name: str, start_id: str = "0", **kwargs: Any) -> Response:
         server = services.server_remove(server=self.get_server(name, start_id))

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from outposts import callbacks, dispatch
+from outposts import callbacks, dispatch, services
 from outposts.errors import SpawnerFailed
 from outposts.models import Server
 from outposts.runner.spawner import ServerSpec, SpawnerRunner, run_sync
@@ -48,6 +48,7 @@ def _server_end(
         server.spawner_state = None
         server.unknown_since = None
         server.start_lease_until = None
+        server.stop_unqueued_since = None
         server.save()
         tunnel_close_for_server(server=server)
         if status == Server.Status.FAILED:
@@ -109,7 +110,7 @@ def server_stop_hand_over(*, server_id: int, state: dict[str, Any], error: str =
         if error:
             server.error = error
         server.save()
-        dispatch.queue_server_stop(server=server)
+        services.server_stop_queue(server=server)
 
 
 def server_stop_run(*, server_id: int) -> None:

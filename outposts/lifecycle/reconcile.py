@@ -1,8 +1,9 @@
 """The reconciler: a periodic round over each Outpost's servers, run on that Outpost's queue.
 
-It fails starts that outlived the start timeout and their task, queues again stops whose task
-was lost, stops servers past their runtime and polls running servers in a batch. A server whose
-system cannot be asked becomes *unknown*, and is ended only after the Outpost's grace.
+It fails starts that outlived the start timeout and their task, and starts whose attempt died
+(their lease ran out), queues again stops whose task never reached the broker or was lost,
+stops servers past their runtime and polls running servers in a batch. A server whose system
+cannot be asked becomes *unknown*, and is ended only after the Outpost's grace.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from django.utils import timezone
 
 from audit.services import RECONCILER, audit_stop
 from outposts import dispatch, selectors
+from outposts.errors import TaskQueueUnavailable
 from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
-from outposts.lifecycle.start import server_start_time_out
+from outposts.lifecycle.start import server_start_orphaned, server_start_time_out
 from outposts.models import Outpost, Server
 from outposts.runner.spawner import SpawnerRunner, run_sync
-from outposts.services import server_stop
+from outposts.services import server_stop, server_stop_queue
 from outposts.workers import waiting_starts_tell_absence
 
 log = logging.getLogger(__name__)
@@ -79,22 +81,15 @@ def _reconcile(outpost: Outpost) -> None:
     grace = timedelta(seconds=settings.RECONCILE_INTERVAL)
     for server_id in selectors.starts_past_timeout(outpost=outpost, grace=grace, limit=batch):
         server_start_time_out(server_id=server_id)
+    for server_id in selectors.starts_orphaned(outpost=outpost, limit=batch):
+        log.warning("The start of server %s lost its worker (its lease ran out)", server_id)
+        server_start_orphaned(server_id=server_id)
 
-    for server in selectors.stops_lost(
-        outpost=outpost, lost_after=STOP_TASK_LOST_AFTER, limit=batch
-    ):
-        _stop_requeue(server)
-
-    for server in selectors.servers_past_runtime(outpost=outpost, limit=batch):
-        log.info("Server %s reached the end of its runtime; stopping it", server.pk)
-        status_before = server.status
-        server = server_stop(server=server)
-        audit_stop(
-            server=server,
-            actor=RECONCILER,
-            reason="Reached the end of its runtime",
-            status_before=status_before,
-        )
+    try:
+        _reconcile_stops(outpost, batch)
+    except TaskQueueUnavailable as error:
+        # Every stop still to queue keeps its mark or its age: the next round queues it.
+        log.warning("Outpost %s: %s", outpost.pk, error)
 
     runners: dict[int, SpawnerRunner] = {}
     results: dict[int, Any] = {}
@@ -110,6 +105,34 @@ def _reconcile(outpost: Outpost) -> None:
         _server_polled(server_id=server_id, result=result)
 
 
+def _reconcile_stops(outpost: Outpost, batch: int) -> None:
+    """Queue the stops whose task never reached the broker or was lost, and those of servers
+    past their runtime; raises TaskQueueUnavailable when the broker is down."""
+    for server in selectors.stops_unqueued(outpost=outpost, limit=batch):
+        log.warning("The stop of server %s never reached the broker; queueing it again", server.pk)
+        server_stop_queue(server=server)
+
+    for server in selectors.stops_lost(
+        outpost=outpost, lost_after=STOP_TASK_LOST_AFTER, limit=batch
+    ):
+        _stop_requeue(server)
+
+    for server in selectors.servers_past_runtime(outpost=outpost, limit=batch):
+        log.info("Server %s reached the end of its runtime; stopping it", server.pk)
+        status_before = server.status
+        try:
+            server = server_stop(server=server)
+        finally:
+            # Also when its task could not be queued: the stop is recorded and will happen.
+            server.refresh_from_db()
+            audit_stop(
+                server=server,
+                actor=RECONCILER,
+                reason="Reached the end of its runtime",
+                status_before=status_before,
+            )
+
+
 def _stop_requeue(server: Server) -> None:
     """Queue a lost stop again, once: stop_requested_at moves on, so the next rounds wait
     another STOP_TASK_LOST_AFTER for this stop task before they call it lost."""
@@ -119,7 +142,7 @@ def _stop_requeue(server: Server) -> None:
     ).update(stop_requested_at=now, updated_at=now)
     if bumped:
         log.warning("The stop of server %s never finished; queueing it again", server.pk)
-        dispatch.queue_server_stop(server=server)
+        server_stop_queue(server=server)
 
 
 async def _poll_all(runners: dict[int, SpawnerRunner], timeout: float) -> dict[int, Any]:

@@ -7,6 +7,7 @@ attempt owns the server while it holds the start lease (outposts/lifecycle/__ini
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -318,10 +319,28 @@ def _start_take_over(server_id: int) -> Server | None:
 def server_start_time_out(*, server_id: int) -> None:
     """Fail a start whose task is gone (the reconciler found it past its timeout), stopping
     first what it left behind."""
+    _start_fail_taken_over(server_id, error_for=_timed_out_error)
+
+
+# Why a start whose attempt died ends failed rather than starting again: its internal-SSL
+# material travelled only in the dead attempt's task, and the Hub can start it anew.
+START_ATTEMPT_DIED = (
+    "The worker running this start stopped before the server was ready; start it again."
+)
+
+
+def server_start_orphaned(*, server_id: int) -> None:
+    """Fail a pending start whose attempt died (its lease ran out: no heartbeat for
+    START_LEASE), whatever its start timeout, stopping first what it left behind. The
+    reconciler calls it; a live attempt renews its lease, so it is never taken from one."""
+    _start_fail_taken_over(server_id, error_for=lambda server: START_ATTEMPT_DIED)
+
+
+def _start_fail_taken_over(server_id: int, *, error_for: Callable[[Server], str]) -> None:
     server = _start_take_over(server_id)
     if server is None:
         return
-    error = _timed_out_error(server)
+    error = error_for(server)
     if server.spawner_state and not server_stop_leftover(server=server, state=server.spawner_state):
         server_stop_hand_over(server_id=server.pk, state=server.spawner_state, error=error)
         return

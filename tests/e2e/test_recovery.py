@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from outposts import services, tasks
+from outposts.lifecycle.start import START_ATTEMPT_DIED
 from outposts.models import Server
 from outposts.services import StartRequest
 from tests.factories import HubFactory, OutpostFactory
@@ -74,6 +75,28 @@ def test_the_reconciler_stops_what_a_dead_start_left_after_the_start_timeout(dea
     assert server.status == Server.Status.FAILED
     assert "did not start within 10 minutes" in server.error
     assert not alive(pid)
+
+
+def test_the_reconciler_ends_a_dead_start_once_its_lease_runs_out_whatever_its_timeout(
+    dead_start,
+):
+    # given a dead start (its lease ran out: START_LEASE, 2 minutes, after its last
+    # heartbeat) on an Outpost whose starts may take a day, as a Slurm queue can
+    server, (pid,), _, _ = dead_start
+    server.outpost.start_timeout = timedelta(days=1)
+    server.outpost.save()
+    lease_runs_out(server)
+    # when the reconciler's next round runs (no redelivery: the broker lost the task)
+    tasks.outpost_reconcile_task(server.outpost_id)
+    # then the row is consistent: ended failed, saying why, and what it left is stopped
+    server.refresh_from_db()
+    assert (server.status, server.error) == (Server.Status.FAILED, START_ATTEMPT_DIED)
+    assert (server.start_lease_until, server.spawner_state) == (None, None)
+    assert not alive(pid)
+    # and a redelivery of the dead attempt's task, arriving later, leaves it so
+    tasks.server_start_run_task(server.pk)
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
 
 
 def test_a_redelivered_start_stops_what_the_dead_attempt_left_and_starts_again(dead_start):

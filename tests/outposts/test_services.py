@@ -51,5 +51,5 @@ def test_a_start_naming_its_user_and_numeric_id_is_accepted_by_the_service(
     # then the server exists for that user and its start task is queued
     assert created
     assert (server.user_name, server.user_id) == ("ada", "7")
-    tasks = [callback.func.__self__.name for callback in queued]
+    tasks = [callback.args[0].name for callback in queued]
     assert "outposts.tasks.server_start_run_task" in tasks

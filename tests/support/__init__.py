@@ -12,6 +12,7 @@ fixtures the conftest files register (conftest files hold nothing else).
 - ``portal``: the real portal's processes (web, worker, beat) for end-to-end tests, started
   and stopped in one place for the function-scoped fixtures and the module-scoped portal;
 - ``jupyterhub``: a real JupyterHub with configurable-http-proxy;
+- ``redis_server``: a private redis-server a fault test stops and starts (``private_redis``);
 - ``fake_portal`` and ``hubclient``: the hubclient's unit-test stand-ins.
 
 The modules the hubclient's unit tests import (contract, fake_portal, hubclient, processes,

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from outposts import dispatch
 from outposts.api.serializers import DetailSerializer
-from outposts.api.views import HubAPIView
+from outposts.api.views import QUEUE_ERRORS, HubAPIView
 from tunnels.api.serializers import TunnelRestartSerializer
 
 NOT_GRANTED = "This Hub may not restart tunnels."
@@ -28,6 +28,7 @@ class TunnelRestartView(HubAPIView):
             401: DetailSerializer,
             403: DetailSerializer,
             404: DetailSerializer,
+            **QUEUE_ERRORS,
         },
     )
     def post(self, request: Request, **kwargs: Any) -> Response:
