@@ -18,6 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from flavors.services import flavor_admit
+from monitoring.logcontext import log_context
+from monitoring.services import start_admitted_count, start_refused_count
 from outposts import callbacks, dispatch
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
@@ -192,6 +194,17 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     admission says no (flavors/services.py). The start task is queued after commit.
     """
     request.validate()
+    # Every log line of this start (and of the tasks it queues) names its start_id.
+    with log_context(start_id=request.start_id):
+        try:
+            return _server_start(hub=hub, outpost=outpost, request=request)
+        except StartRefused as refusal:
+            # Outside the start's transaction, which the refusal rolled back.
+            start_refused_count(outpost=outpost, reason=refusal.reason)
+            raise
+
+
+def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     with transaction.atomic():
         # Admission locks the Outpost row too; taking it before the look-up makes a repeated
         # start that races its twin find the twin, rather than be counted against it.
@@ -207,7 +220,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
                 # start with the same pair must not be handed this server and its address.
                 raise StartRefused(
                     f"{request.name or 'default'} - start_id {request.start_id} is already "
-                    "another user's server on this Outpost; start with a new start_id."
+                    "another user's server on this Outpost; start with a new start_id.",
+                    reason="start_id_taken",
                 )
             return existing, False
         overrides = start_overrides_allowed(misc=request.misc, outpost=outpost)
@@ -243,6 +257,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             address_via_callback=request.start_async
             and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
+        # In the transaction: a start rolled back is not counted.
+        start_admitted_count(outpost=outpost, flavor_name=getattr(admission.flavor, "name", ""))
         callbacks.server_record_event(server=server, progress=10, message="Start request accepted.")
         # Rather than silence while nobody serves the queue (outposts/workers.py).
         absence = outpost_worker_absence(outpost=outpost)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import RECONCILER, audit_stop
+from monitoring.services import reconcile_round_observe
 from outposts import dispatch, selectors
 from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
 from outposts.lifecycle.start import server_start_time_out
@@ -49,9 +51,11 @@ def outpost_reconcile(*, outpost_id: int) -> None:
     if lease is None:
         log.info("Outpost %s: another reconciler round is running; skipping", outpost_id)
         return
+    started = time.monotonic()
     try:
         outpost = Outpost.objects.get(pk=outpost_id)
         _reconcile(outpost)
+        reconcile_round_observe(outpost=outpost, seconds=time.monotonic() - started)
     finally:
         # Only our own lease: one that ran out may already be another round's.
         Outpost.objects.filter(pk=outpost_id, reconcile_lease_until=lease).update(
