@@ -83,7 +83,12 @@ class LogContextFilter(logging.Filter):
     filter); an id that is not set is left out rather than logged empty."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in asdict(_current.get()).items():
+        # Django logs an answer's status after the middleware has ended the request's
+        # context, with the request: RequestIdMiddleware left the ids on it.
+        context = getattr(getattr(record, "request", None), "log_context", None)
+        if not isinstance(context, LogContext):
+            context = _current.get()
+        for name, value in asdict(context).items():
             if value and not hasattr(record, name):
                 setattr(record, name, value)
         return True

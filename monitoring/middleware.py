@@ -14,6 +14,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from monitoring.logcontext import (
+    log_context_current,
     log_context_enter,
     log_context_exit,
     request_id_accepted,
@@ -41,6 +42,8 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
         finally:
+            # Django logs a 4xx or 5xx answer after the middleware: with the request's ids.
+            request.log_context = log_context_current()  # type: ignore[attr-defined]
             log_context_exit(token)
         response[HEADER] = request_id
         return response
@@ -51,12 +54,12 @@ class RequestIdMiddleware:
         try:
             response = await self.get_response(request)
         finally:
+            # Django logs a 4xx or 5xx answer after the middleware: with the request's ids.
+            request.log_context = log_context_current()  # type: ignore[attr-defined]
             log_context_exit(token)
         response[HEADER] = request_id
         return response
 
     @staticmethod
     def _request_id(request: HttpRequest) -> str:
-        request_id = request_id_accepted(request.headers.get(HEADER)) or request_id_new()
-        request.request_id = request_id  # type: ignore[attr-defined]
-        return request_id
+        return request_id_accepted(request.headers.get(HEADER)) or request_id_new()

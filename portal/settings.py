@@ -354,6 +354,12 @@ LOGGING = {
             "level": LOG_LEVEL,
             "propagate": False,
         },
+        # A failed readiness check is a line (which check, why), not a traceback a probe.
+        "health_check": {
+            "handlers": ["console_one_line"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+        },
         **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
     },
 }
