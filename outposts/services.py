@@ -275,7 +275,8 @@ def server_stop(*, server: Server) -> Server:
     A server still starting is cancelled: the start task sees stop_requested_at and the stop
     task ends whatever the spawner already made (batch job, pod, process).
     """
-    with transaction.atomic():
+    # The stop task, whoever asks for it (a Hub, the reconciler), logs with the start_id.
+    with log_context(start_id=server.start_id), transaction.atomic():
         server = server_for_update(server_id=server.pk) or server
         if not server.is_active:
             return server

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import RECONCILER, audit_stop
+from monitoring.logcontext import log_context
 from monitoring.services import reconcile_round_observe
 from outposts import dispatch, selectors
 from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
@@ -102,7 +103,9 @@ def _reconcile(outpost: Outpost) -> None:
 
     runners: dict[int, SpawnerRunner] = {}
     results: dict[int, Any] = {}
+    start_ids: dict[int, str] = {}
     for server in selectors.servers_due_for_poll(outpost=outpost, limit=batch):
+        start_ids[server.pk] = server.start_id
         try:
             runners[server.pk] = SpawnerRunner.for_server(server)
         except Exception as error:
@@ -111,7 +114,9 @@ def _reconcile(outpost: Outpost) -> None:
     if runners:
         results.update(run_sync(_poll_all, runners, settings.SPAWNER_POLL_TIMEOUT))
     for server_id, result in results.items():
-        _server_polled(server_id=server_id, result=result)
+        # What a poll finds (an exit, an unknown server, its end) is logged with its start_id.
+        with log_context(start_id=start_ids[server_id]):
+            _server_polled(server_id=server_id, result=result)
 
 
 def _stop_requeue(server: Server) -> None:

@@ -11,7 +11,11 @@ import sys
 import pytest
 
 from monitoring.logcontext import LogContextFilter, log_context
+from outposts import tasks
+from tests.factories import ServerFactory
+from tests.support.lifecycle import hub_env
 from tests.support.portal import ROOT
+from tests.support.spawners import serve_config
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -119,3 +123,24 @@ def test_an_unknown_log_format_stops_start_up():
     result = log_lines("xml", "")
     assert result.returncode != 0
     assert "PORTAL_LOG_FORMAT must be plain or json, not 'xml'" in result.stderr
+
+
+@pytest.mark.django_db
+def test_the_reconcilers_lines_about_a_server_carry_its_start_id(outpost, hub, records, tmp_path):
+    # given a running server on a system that cannot be asked
+    outpost.spawner_class = "tests.support.spawners.UnreachableSpawner"
+    outpost.spawner_config = serve_config(tmp_path / "home")
+    outpost.save()
+    ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        start_id="st-77",
+        user_name="olga",
+        env=hub_env("olga", "lab"),
+        spawner_state={"pid": 0},
+    )
+    # when a reconciler round polls it
+    tasks.outpost_reconcile_task(outpost.pk)
+    # then the line saying so names the server's start_id
+    (line,) = [r for r in records.records if r.getMessage().startswith("Cannot poll server")]
+    assert line.start_id == "st-77"
