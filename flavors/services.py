@@ -71,9 +71,12 @@ def flavor_admit(
         project=project,
         user_name=user_name,
     )
-    for refusal in (resolution.refusal, resolution.project_refusal):
+    for refusal, reason in (
+        (resolution.refusal, "outpost_state"),
+        (resolution.project_refusal, "project"),
+    ):
         if refusal:
-            raise StartRefused(f"{server_name} - {refusal}")
+            raise StartRefused(f"{server_name} - {refusal}", reason=reason)
     active = Server.objects.active().filter(outpost=outpost)
     of_user = active.filter(hub=hub, user_id=user_id)
 
@@ -81,7 +84,8 @@ def flavor_admit(
         if of_user.count() >= outpost.max_servers_per_user:
             raise StartRefused(
                 f"{server_name} - User with user id {user_id} of {hub.name} has reached the "
-                f"maximum limit of services ({outpost.max_servers_per_user})"
+                f"maximum limit of services ({outpost.max_servers_per_user})",
+                reason="user_limit",
             )
 
     if resolution.unrestricted:
@@ -90,18 +94,20 @@ def flavor_admit(
     if flavor is None:
         raise StartRefused(
             f"{server_name} - Start with flavor {flavor_name} not allowed. "
-            f"Allowed values for user: {resolution.names}"
+            f"Allowed values for user: {resolution.names}",
+            reason="flavor_not_allowed",
         )
 
     of_flavor = active.filter(flavor_id=flavor.flavor_id)
-    for cap, counted in (
-        (flavor.max, of_flavor),
-        (flavor.hub_cap, of_flavor.filter(hub=hub)),
+    for cap, counted, reason in (
+        (flavor.max, of_flavor, "flavor_max"),
+        (flavor.hub_cap, of_flavor.filter(hub=hub), "hub_cap"),
     ):
         if cap is not None and counted.count() >= cap:
             raise StartRefused(
                 f"{server_name} - Start with {flavor.name} for {hub.name} not allowed. "
-                f"Maximum ({cap}) already reached."
+                f"Maximum ({cap}) already reached.",
+                reason=reason,
             )
     if (
         flavor.max_per_user is not None
@@ -109,7 +115,8 @@ def flavor_admit(
     ):
         raise StartRefused(
             f"{server_name} - Start with flavor {flavor.name} not allowed. "
-            f"Each user may only start {flavor.max_per_user} of {flavor.name}"
+            f"Each user may only start {flavor.max_per_user} of {flavor.name}",
+            reason="flavor_per_user",
         )
     if (
         flavor.project_cap is not None
@@ -117,7 +124,8 @@ def flavor_admit(
     ):
         raise StartRefused(
             f"{server_name} - Start with {flavor.name} for project {project} not allowed. "
-            f"Its allocation ({flavor.project_cap}) is in use."
+            f"Its allocation ({flavor.project_cap}) is in use.",
+            reason="project_allocation",
         )
     if flavor.project_hours_per_month is not None:
         used = project_flavor_hours_this_month(
@@ -126,7 +134,8 @@ def flavor_admit(
         if used >= flavor.project_hours_per_month:
             raise StartRefused(
                 f"{server_name} - Project {project} has used its "
-                f"{flavor.project_hours_per_month} flavor-hours of {flavor.name} for this month."
+                f"{flavor.project_hours_per_month} flavor-hours of {flavor.name} for this month.",
+                reason="project_hours",
             )
     return Admission(flavor=flavor, project_id=resolution.project_id)
 

@@ -10,7 +10,15 @@ class PortalError(Exception):
 
 
 class StartRefused(PortalError):
-    """Admission said no: flavor not allowed, a limit reached, or the Outpost not accepting."""
+    """Admission said no: flavor not allowed, a limit reached, or the Outpost not accepting.
+
+    ``reason`` names which rule said no, in a word the metrics count refusals by
+    (docs/monitoring.md lists them); the message is what the Hub's user reads.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SpawnerFailed(PortalError):

@@ -16,6 +16,8 @@ import requests
 from django.conf import settings
 from django.utils.html import escape
 
+from monitoring.services import hub_callback_failure_count
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,19 @@ def hub_post(*, url: str, token: str, body: Mapping[str, Any]) -> None:
 
 
 def hub_request(*, method: str, url: str, token: str, body: Mapping[str, Any] | None) -> None:
-    """``hub_post`` for any method; a GET sends no body."""
+    """``hub_post`` for any method; a GET sends no body. Every failed call is counted
+    (the metric portal_hub_callback_failures_total)."""
+    try:
+        _hub_request(method=method, url=url, token=token, body=body)
+    except HubUnreachable:
+        hub_callback_failure_count(reason="unreachable")
+        raise
+    except HubRefused:
+        hub_callback_failure_count(reason="refused")
+        raise
+
+
+def _hub_request(*, method: str, url: str, token: str, body: Mapping[str, Any] | None) -> None:
     try:
         response = requests.request(
             method,

@@ -20,6 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from flavors.services import flavor_admit
+from monitoring.logcontext import log_context
+from monitoring.services import start_admitted_count, start_refused_count
 from outposts import callbacks, dispatch
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
@@ -196,6 +198,17 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     TaskQueueUnavailable raised, so the Hub can retry the same start at once.
     """
     request.validate()
+    # Every log line of this start (and of the tasks it queues) names its start_id.
+    with log_context(start_id=request.start_id):
+        try:
+            return _server_start(hub=hub, outpost=outpost, request=request)
+        except StartRefused as refusal:
+            # Outside the start's transaction, which the refusal rolled back.
+            start_refused_count(outpost=outpost, reason=refusal.reason)
+            raise
+
+
+def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     with transaction.atomic():
         # Admission locks the Outpost row too; taking it before the look-up makes a repeated
         # start that races its twin find the twin, rather than be counted against it.
@@ -211,7 +224,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
                 # start with the same pair must not be handed this server and its address.
                 raise StartRefused(
                     f"{request.name or 'default'} - start_id {request.start_id} is already "
-                    "another user's server on this Outpost; start with a new start_id."
+                    "another user's server on this Outpost; start with a new start_id.",
+                    reason="start_id_taken",
                 )
             return existing, False
         overrides = start_overrides_allowed(misc=request.misc, outpost=outpost)
@@ -247,6 +261,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
             address_via_callback=request.start_async
             and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
+        # In the transaction: a start rolled back is not counted.
+        start_admitted_count(outpost=outpost, flavor_name=getattr(admission.flavor, "name", ""))
         tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
         # Queued before the events' forwarding: if the broker is down, the start's own attempt
         # answers the Hub and the forwarding of events of a withdrawn start is never tried.
@@ -293,7 +309,8 @@ def server_stop(*, server: Server) -> Server:
     TaskQueueUnavailable when the broker cannot take the stop task: the stop stays recorded
     and is queued again by the reconciler, or by a repeated stop (server_stop_queue).
     """
-    with transaction.atomic():
+    # The stop task, whoever asks for it (a Hub, the reconciler), logs with the start_id.
+    with log_context(start_id=server.start_id), transaction.atomic():
         server = server_for_update(server_id=server.pk) or server
         if not server.is_active:
             return server

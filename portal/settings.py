@@ -5,6 +5,7 @@ machine; production names PostgreSQL and Redis through DATABASE_URL and CELERY_B
 The same code paths run in both: tasks are never executed eagerly.
 """
 
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -120,11 +121,14 @@ INSTALLED_APPS = [
     "flavors",
     "projects",
     "tunnels",
+    "monitoring",
     # After auditlog: its admin replaces auditlog's, and it registers the audited models.
     "audit",
 ]
 
 MIDDLEWARE = [
+    # First: every log line of a request, the other middleware's too, names its request id.
+    "monitoring.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -333,18 +337,38 @@ if LOG_LEVEL not in logging.getLevelNamesMapping():
 QUIET_LOGGERS = ("traitlets", "batchspawner", "kubespawner", "jupyterhub")
 _QUIET_LEVEL = logging.getLevelName(max(logging.INFO, logging.getLevelNamesMapping()[LOG_LEVEL]))
 
+# Log lines as today ("plain") or one JSON object a line ("json"), with the request id, the
+# start_id and the task id as fields (docs/monitoring.md).
+LOG_FORMAT = os.environ.get("PORTAL_LOG_FORMAT", "").strip().lower() or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"PORTAL_LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"one_line": {"()": "portal.text.WithoutTraceback"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "filters": {
+        "one_line": {"()": "portal.text.WithoutTraceback"},
+        "log_context": {"()": "monitoring.logcontext.LogContextFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["log_context"],
+        },
         # Input errors (a bad Host header, an oversized form) are logged as one line each.
         "console_one_line": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["one_line"],
+            "formatter": LOG_FORMAT,
+            "filters": ["one_line", "log_context"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -356,6 +380,30 @@ LOGGING = {
             "level": LOG_LEVEL,
             "propagate": False,
         },
+        # A failed readiness check is a line (which check, why), not a traceback a probe.
+        "health_check": {
+            "handlers": ["console_one_line"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+        },
         **{name: {"level": _QUIET_LEVEL} for name in QUIET_LOGGERS},
     },
 }
+
+# Health and metrics (monitoring/, docs/monitoring.md). /metrics answers a client that sends
+# "Authorization: Bearer <PORTAL_METRICS_TOKEN>" or whose address is in one of the networks
+# of PORTAL_METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated); with neither set it is off.
+METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured(
+        "PORTAL_METRICS_TOKEN must be at least 24 characters "
+        '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+    )
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(cidr) for cidr in env_list("PORTAL_METRICS_ALLOWED_NETWORKS")
+    ]
+except ValueError as _error:
+    raise ImproperlyConfigured(f"PORTAL_METRICS_ALLOWED_NETWORKS: {_error}") from None
+# A worker keeps the portal's logging (its JSON lines) rather than Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/usage.csv", usage_csv_view, name="usage-csv"),
     # For servers' start wrappers on compute nodes (their own token), not Hubs.
     path("api/servers/<int:server_id>/address", server_address_view, name="server-address"),
+    # For load balancers, orchestrators and Prometheus (monitoring/, docs/monitoring.md).
+    path("", include("monitoring.urls")),
     path("api/schema/", SpectacularAPIView.as_view(urlconf=schema_urlpatterns), name="api-schema"),
     # Last: it also serves the default Outpost's API at the site root.
     path("", include("outposts.api.urls")),

@@ -34,6 +34,7 @@ from rest_framework.views import APIView
 
 from flavors.api.serializers import FlavorSerializer, flavors_answer
 from flavors.selectors import flavor_list_for_hub
+from monitoring.logcontext import log_context_bind
 from outposts import selectors, services
 from outposts.api import serializers
 from outposts.api.exceptions import (
@@ -122,6 +123,8 @@ class HubAPIView(APIView):
         problem = services.lookup_names_problem(name=name, start_id=start_id)
         if problem is not None:
             raise exceptions.ValidationError([problem])
+        # The rest of this request logs with the server's start_id (no control characters).
+        log_context_bind(start_id=start_id)
         server = selectors.server_get_for_hub(
             hub=self.hub, outpost=self.outpost, name=name, start_id=start_id
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import RECONCILER, audit_stop
+from monitoring.logcontext import log_context
+from monitoring.services import reconcile_round_observe
 from outposts import dispatch, selectors
 from outposts.errors import TaskQueueUnavailable
 from outposts.lifecycle.end import server_mark_failed, server_mark_stopped
@@ -51,9 +54,11 @@ def outpost_reconcile(*, outpost_id: int) -> None:
     if lease is None:
         log.info("Outpost %s: another reconciler round is running; skipping", outpost_id)
         return
+    started = time.monotonic()
     try:
         outpost = Outpost.objects.get(pk=outpost_id)
         _reconcile(outpost)
+        reconcile_round_observe(outpost=outpost, seconds=time.monotonic() - started)
     finally:
         # Only our own lease: one that ran out may already be another round's.
         Outpost.objects.filter(pk=outpost_id, reconcile_lease_until=lease).update(
@@ -93,7 +98,9 @@ def _reconcile(outpost: Outpost) -> None:
 
     runners: dict[int, SpawnerRunner] = {}
     results: dict[int, Any] = {}
+    start_ids: dict[int, str] = {}
     for server in selectors.servers_due_for_poll(outpost=outpost, limit=batch):
+        start_ids[server.pk] = server.start_id
         try:
             runners[server.pk] = SpawnerRunner.for_server(server)
         except Exception as error:
@@ -102,7 +109,9 @@ def _reconcile(outpost: Outpost) -> None:
     if runners:
         results.update(run_sync(_poll_all, runners, settings.SPAWNER_POLL_TIMEOUT))
     for server_id, result in results.items():
-        _server_polled(server_id=server_id, result=result)
+        # What a poll finds (an exit, an unknown server, its end) is logged with its start_id.
+        with log_context(start_id=start_ids[server_id]):
+            _server_polled(server_id=server_id, result=result)
 
 
 def _reconcile_stops(outpost: Outpost, batch: int) -> None:

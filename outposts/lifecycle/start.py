@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from monitoring.services import start_ready_observe
 from outposts import callbacks, dispatch
 from outposts.errors import PortalError
 from outposts.lifecycle.end import (
@@ -192,6 +193,7 @@ def _start_succeeded(
             server.address_sent_at = now
             dispatch.queue_hub_address_send(server_id=server.pk)
         server.save()
+        start_ready_observe(server=server)
         callbacks.server_record_event(
             server=server, progress=100, message="Server ready.", ready=True
         )

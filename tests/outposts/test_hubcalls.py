@@ -8,6 +8,7 @@ from outposts import hubcalls, services, tasks
 from outposts.models import Server
 from portal.celery import app as celery_app
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
+from tests.support.metrics import metric_values
 from tests.support.processes import free_port
 
 
@@ -43,7 +44,7 @@ def test_hub_post_sends_the_token_and_json(fake_hub):
     assert (call.path, call.authorization, call.body) == ("/hub/api/x", "token t0k", {"a": 1})
 
 
-def test_hub_post_tells_retryable_from_refused(fake_hub):
+def test_hub_post_tells_retryable_from_refused_and_counts_each_failure(db, fake_hub):
     # given
     fake_hub.status_for = {"/down": 503, "/nope": 403}
     # when / then
@@ -53,6 +54,12 @@ def test_hub_post_tells_retryable_from_refused(fake_hub):
         hubcalls.hub_post(url=f"{fake_hub.url}/nope", token="t", body={})
     with pytest.raises(hubcalls.HubUnreachable):
         hubcalls.hub_post(url=f"http://127.0.0.1:{free_port()}/x", token="t", body={})
+    hubcalls.hub_post(url=f"{fake_hub.url}/fine", token="t", body={})
+    # then the metric counts the three failures, by reason, and not the call that succeeded
+    assert metric_values("portal_hub_callback_failures_total") == {
+        (("reason", "unreachable"),): 2,
+        (("reason", "refused"),): 1,
+    }
 
 
 def test_hub_calls_verify_tls_by_default(settings):
