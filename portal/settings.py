@@ -244,6 +244,9 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Celery's own scheduler, which also makes the schedule file's folder: with DATABASE_URL set
+# nothing else creates PORTAL_DATA_DIR, and beat would die on its first start.
+CELERY_BEAT_SCHEDULER = "portal.beat:PersistentScheduler"
 # How often beat runs the reconciler, which fans out to every Outpost's queue.
 RECONCILE_INTERVAL = float(os.environ.get("PORTAL_RECONCILE_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE = {
