@@ -1,10 +1,12 @@
-"""runportal runs web, worker, beat and the tunnel agent in the foreground and leaves nothing
-behind."""
+"""runportal runs web, worker, beat and the tunnel agent (and, on the embedded default, the
+private Redis) in the foreground, restarts a part that exits, and leaves nothing behind."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import free_port, response_if_up
+from tests.support.portal import portal_process_env
+from tests.support.processes import alive, free_port, response_if_up, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,3 +110,156 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
     while processes_in_session(portal.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert processes_in_session(portal.pid) == []
+
+
+class RunningPortal:
+    """``manage.py runportal`` in a session of its own, as a terminal runs it, and its lines."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runportal", "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(
+            target=lambda: self.lines.extend(
+                line.decode(errors="replace") for line in self.process.stdout
+            ),
+            daemon=True,
+        )
+        self.reader.start()
+
+    def tail(self) -> str:
+        return "".join(self.lines[-80:])
+
+    def lines_of(self, part: str, text: str) -> list[str]:
+        return [line for line in list(self.lines) if line.startswith(part) and text in line]
+
+    def wait_for_line(self, part: str, text: str, *, count: int = 1, timeout: float = 90) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"runportal exited\n{self.tail()}")
+            return len(self.lines_of(part, text)) >= count
+
+        wait_until(seen, timeout=timeout, what=f"{count} x {part!r} {text!r}", details=self.tail)
+
+    def pid_of(self, needle: str) -> int:
+        """The pid of the one process of runportal's session whose command line (or the title
+        Celery gives itself) has ``needle``."""
+        found = [pid for pid, cmd in session_processes(self.process.pid) if needle in cmd]
+        assert len(found) == 1, found
+        return found[0]
+
+    def stop(self) -> None:
+        """Ctrl-C, as a terminal sends it; kills the session if it does not stop."""
+        try:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=60)
+            self.reader.join(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def session_processes(sid: int) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+@pytest.fixture
+def embedded_env(tmp_path_factory):
+    """The embedded default as a fresh checkout has it: neither DATABASE_URL nor
+    CELERY_BROKER_URL set, a data folder of its own (short: it holds the broker's socket)."""
+    data = Path(tempfile.mkdtemp(prefix="rp-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="portal.settings", PORTAL_DEBUG="1", PORTAL_DATA_DIR=str(data)
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=180
+    )
+    yield env
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embedded_env):
+    # given runportal on the embedded default (its private Redis among its processes)
+    portal = RunningPortal(embedded_env)
+    try:
+        portal.wait_for_line("worker |", "ready.")
+        assert any("redis-server" in cmd for _, cmd in session_processes(portal.process.pid))
+        # when the worker is killed, twice in a row, and the broker once
+        for crash in (1, 2):
+            worker = portal.pid_of("-A portal worker")
+            os.kill(worker, signal.SIGKILL)
+            portal.wait_for_line("worker |", "ready.", count=1 + crash)
+        broker = portal.pid_of("redis-server")
+        os.kill(broker, signal.SIGKILL)
+        portal.wait_for_line("runportal:", "restarting broker")
+        # then each exit was a log line with a back-off that grew, and a restart
+        exits = portal.lines_of("runportal:", "worker exited with code -9")
+        assert "restarting it in 1 s (exit 1 in a row)" in exits[0], exits
+        assert "restarting it in 2 s (exit 2 in a row)" in exits[1], exits
+        assert portal.lines_of("runportal:", "broker exited with code -9")
+        # and the portal still answers, its worker connected to the restarted broker
+        wait_until(
+            lambda: (
+                (answer := response_if_up(f"http://127.0.0.1:{portal.port}/admin/login/"))
+                and answer.status_code == 200
+            ),
+            timeout=30,
+            what="the web server",
+            details=portal.tail,
+        )
+        portal.wait_for_line("worker |", "Connected to redis+socket://", count=4)
+        assert alive(portal.pid_of("redis-server"))
+        running = session_processes(portal.process.pid)
+    finally:
+        portal.stop()
+    # and Ctrl-C still stops everything, the broker included
+    assert portal.process.returncode == 0, portal.tail()
+    assert "runportal: stopped\n" in portal.lines
+    assert len(running) >= 5
+    wait_until(
+        lambda: session_processes(portal.process.pid) == [],
+        timeout=10,
+        what="runportal's session to be empty",
+        details=lambda: repr(session_processes(portal.process.pid)),
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_runs_on_a_fresh_checkout_with_database_and_broker_set(tmp_path):
+    # given DATABASE_URL and CELERY_BROKER_URL set, and a data folder that does not exist yet
+    env = portal_process_env(tmp_path)
+    data = tmp_path / "fresh-checkout" / "var"
+    env.update(PORTAL_DATA_DIR=str(data), PORTAL_RECONCILE_INTERVAL="1")
+    # when runportal starts
+    portal = RunningPortal(env)
+    try:
+        # then beat sends the reconciler, again and again, and nothing had to be restarted
+        portal.wait_for_line("  beat |", "Sending due task servers-reconcile", count=2)
+        assert (data / "celerybeat-schedule.dat").exists() or (
+            data / "celerybeat-schedule"
+        ).exists()
+        assert not portal.lines_of("runportal:", "exited")
+        assert not any("redis-server" in cmd for _, cmd in session_processes(portal.process.pid))
+    finally:
+        portal.stop()
+    assert portal.process.returncode == 0, portal.tail()
