@@ -2,11 +2,9 @@
 private Redis) in the foreground, restarts a part that exits, and leaves nothing behind."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import requests
 
 from tests.support.portal import portal_process_env
 from tests.support.processes import alive, free_port, response_if_up, wait_until
+from tests.support.runportal import RunningPortal, embedded_default, session_processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,20 +23,7 @@ pytestmark = pytest.mark.e2e
 
 def processes_in_session(sid: int) -> list[str]:
     """Command lines of the live (not zombie) processes whose session id is ``sid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(cmdline)
-    return found
+    return [cmdline for _, cmdline in session_processes(sid)]
 
 
 @pytest.fixture
@@ -112,90 +98,10 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
     assert processes_in_session(portal.pid) == []
 
 
-class RunningPortal:
-    """``manage.py runportal`` in a session of its own, as a terminal runs it, and its lines."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runportal", "--port", str(self.port)],
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(
-            target=lambda: self.lines.extend(
-                line.decode(errors="replace") for line in self.process.stdout
-            ),
-            daemon=True,
-        )
-        self.reader.start()
-
-    def tail(self) -> str:
-        return "".join(self.lines[-80:])
-
-    def lines_of(self, part: str, text: str) -> list[str]:
-        return [line for line in list(self.lines) if line.startswith(part) and text in line]
-
-    def wait_for_line(self, part: str, text: str, *, count: int = 1, timeout: float = 90) -> None:
-        def seen() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"runportal exited\n{self.tail()}")
-            return len(self.lines_of(part, text)) >= count
-
-        wait_until(seen, timeout=timeout, what=f"{count} x {part!r} {text!r}", details=self.tail)
-
-    def pid_of(self, needle: str) -> int:
-        """The pid of the one process of runportal's session whose command line (or the title
-        Celery gives itself) has ``needle``."""
-        found = [pid for pid, cmd in session_processes(self.process.pid) if needle in cmd]
-        assert len(found) == 1, found
-        return found[0]
-
-    def stop(self) -> None:
-        """Ctrl-C, as a terminal sends it; kills the session if it does not stop."""
-        try:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(timeout=60)
-            self.reader.join(timeout=10)
-        finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def session_processes(sid: int) -> list[tuple[int, str]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append((int(entry.name), cmdline))
-    return found
-
-
 @pytest.fixture
-def embedded_env(tmp_path_factory):
-    """The embedded default as a fresh checkout has it: neither DATABASE_URL nor
-    CELERY_BROKER_URL set, a data folder of its own (short: it holds the broker's socket)."""
-    data = Path(tempfile.mkdtemp(prefix="rp-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="portal.settings", PORTAL_DEBUG="1", PORTAL_DATA_DIR=str(data)
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True, timeout=180
-    )
-    yield env
-    shutil.rmtree(data, ignore_errors=True)
+def embedded_env():
+    with embedded_default() as env:
+        yield env
 
 
 def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embedded_env):

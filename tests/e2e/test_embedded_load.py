@@ -1,0 +1,133 @@
+"""The embedded default under load: runportal on a fresh checkout's settings (SQLite and the
+private Redis), filled with 1,000 servers by synchronous starts four at a time, then a burst of
+100 simultaneous starts. Every start is answered with its address, no part of the portal
+exits, and nothing logs an error ("database is locked", a broken message, a traceback).
+
+The spawner is InstantSpawner (tests/support/spawners.py): the path from the API through
+admission, the broker and the worker to the database is the subject, not a server process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.processes import response_if_up, wait_until
+from tests.support.runportal import RunningPortal, embedded_default, manage
+
+pytestmark = pytest.mark.e2e
+
+HUB_NAME, HUB_SECRET = "load-hub", "load-hub-secret-for-tests"
+FILL, AT_A_TIME, BURST = 1000, 4, 100
+
+
+def load_config(path: Path) -> Path:
+    """An Outpost of instant servers and a Hub that may use it (apply_config's format; YAML
+    reads JSON)."""
+    config = {
+        "outposts": [
+            {
+                "slug": "load",
+                "default": True,
+                "spawner_class": "tests.support.spawners.InstantSpawner",
+                "spawner_config": {},
+                "flavors": [{"name": "small", "display_name": "Small"}],
+            }
+        ],
+        "hubs": [{"name": HUB_NAME, "secret": HUB_SECRET, "outposts": ["load"]}],
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def start(session: requests.Session, base: str, number: int) -> tuple[int, str]:
+    """A synchronous start of server ``s<number>`` of its own user; (status, body)."""
+    body = {
+        "name": "",
+        "env": {"JUPYTERHUB_USER": f"user{number}", "JUPYTERHUB_USER_ID": str(1000 + number)},
+        "user_options": {"start_id": f"s{number}", "flavor": "small"},
+    }
+    try:
+        answer = session.post(f"{base}/outposts/load/services", json=body, timeout=120)
+    except requests.RequestException as exc:
+        return 0, repr(exc)
+    return answer.status_code, answer.text
+
+
+def session() -> requests.Session:
+    client = requests.Session()
+    client.auth = (HUB_NAME, HUB_SECRET)
+    return client
+
+
+@pytest.fixture
+def loaded_portal():
+    with embedded_default() as env:
+        # Configured before runportal runs the broker, as scripts/demo does: the flavor push
+        # apply_config queues has no Hub to reach.
+        manage(
+            {**env, "CELERY_BROKER_URL": "memory://"},
+            "apply_config",
+            str(load_config(Path(env["PORTAL_DATA_DIR"]) / "load.yaml")),
+        )
+        portal = RunningPortal(env)
+        try:
+            portal.wait_for_line("worker |", "ready.")
+            base = f"http://127.0.0.1:{portal.port}"
+            wait_until(
+                lambda: response_if_up(f"{base}/outposts/load/ping"),
+                timeout=60,
+                what="the web server",
+                details=portal.tail,
+            )
+            yield portal, base
+        finally:
+            portal.stop()
+
+
+def test_the_embedded_default_answers_every_start_of_a_thousand_and_a_burst(loaded_portal):
+    portal, base = loaded_portal
+    # given the portal on the embedded default, its parts' pids
+    clients = threading.local()
+
+    def start_in_own_session(number: int) -> tuple[int, str]:
+        if not hasattr(clients, "session"):
+            clients.session = session()
+        return start(clients.session, base, number)
+
+    # when 1,000 servers are started, four synchronous starts at a time
+    with ThreadPoolExecutor(AT_A_TIME) as pool:
+        filled = list(pool.map(start_in_own_session, range(FILL)))
+    # and then 100 at once
+    barrier = threading.Barrier(BURST)
+    burst: list[tuple[int, str]] = [(0, "")] * BURST
+    sessions = [session() for _ in range(BURST)]
+
+    def burst_start(index: int) -> None:
+        barrier.wait(timeout=60)
+        burst[index] = start(sessions[index], base, FILL + index)
+
+    threads = [threading.Thread(target=burst_start, args=(i,)) for i in range(BURST)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+
+    # then every start was answered with its server's address
+    wrong = [(n, answer) for n, answer in enumerate(filled + burst) if answer[0] != 200]
+    assert not wrong, f"{len(wrong)} starts not answered 200, e.g. {wrong[:3]}\n{portal.tail()}"
+    empty = [n for n, (_, text) in enumerate(filled + burst) if "127.0.0.1:9" not in text]
+    assert not empty, f"{len(empty)} starts answered without an address, e.g. {empty[:3]}"
+    # and the portal lists all of them as running
+    listing = session().get(f"{base}/outposts/load/services/", timeout=60)
+    assert listing.status_code == 200
+    assert len(listing.json()) == FILL + BURST
+    # and no part of the portal exited or logged an error
+    assert not portal.lines_of("runportal:", "exited"), portal.tail()
+    for trouble in ("database is locked", "Skipped broker message", "Traceback", "ERROR"):
+        assert not [line for line in portal.lines if trouble in line], trouble
