@@ -14,7 +14,14 @@ import requests
 
 from tests.support.portal import portal_process_env
 from tests.support.processes import alive, free_port, response_if_up, wait_until
-from tests.support.runportal import RunningPortal, embedded_default, session_processes
+from tests.support.runportal import (
+    RunningPortal,
+    configure_instant_outpost,
+    embedded_default,
+    hub_session,
+    instant_start,
+    session_processes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,6 +113,7 @@ def embedded_env():
 
 def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embedded_env):
     # given runportal on the embedded default (its private Redis among its processes)
+    configure_instant_outpost(embedded_env)
     portal = RunningPortal(embedded_env)
     try:
         portal.wait_for_line("worker |", "ready.")
@@ -135,6 +143,9 @@ def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embed
         )
         portal.wait_for_line("worker |", "Connected to redis+socket://", count=4)
         assert alive(portal.pid_of("redis-server"))
+        # and a start goes through the restarted broker and worker
+        status, answer = instant_start(hub_session(), f"http://127.0.0.1:{portal.port}", 1)
+        assert (status, "127.0.0.1:9" in answer) == (200, True), (answer, portal.tail())
         running = session_processes(portal.process.pid)
     finally:
         portal.stop()

@@ -9,72 +9,29 @@ admission, the broker and the worker to the database is the subject, not a serve
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-import requests
 
 from tests.support.processes import response_if_up, wait_until
-from tests.support.runportal import RunningPortal, embedded_default, manage
+from tests.support.runportal import (
+    RunningPortal,
+    configure_instant_outpost,
+    embedded_default,
+    hub_session,
+    instant_start,
+)
 
 pytestmark = pytest.mark.e2e
 
-HUB_NAME, HUB_SECRET = "load-hub", "load-hub-secret-for-tests"
 FILL, AT_A_TIME, BURST = 1000, 4, 100
-
-
-def load_config(path: Path) -> Path:
-    """An Outpost of instant servers and a Hub that may use it (apply_config's format; YAML
-    reads JSON)."""
-    config = {
-        "outposts": [
-            {
-                "slug": "load",
-                "default": True,
-                "spawner_class": "tests.support.spawners.InstantSpawner",
-                "spawner_config": {},
-                "flavors": [{"name": "small", "display_name": "Small"}],
-            }
-        ],
-        "hubs": [{"name": HUB_NAME, "secret": HUB_SECRET, "outposts": ["load"]}],
-    }
-    path.write_text(json.dumps(config))
-    return path
-
-
-def start(session: requests.Session, base: str, number: int) -> tuple[int, str]:
-    """A synchronous start of server ``s<number>`` of its own user; (status, body)."""
-    body = {
-        "name": "",
-        "env": {"JUPYTERHUB_USER": f"user{number}", "JUPYTERHUB_USER_ID": str(1000 + number)},
-        "user_options": {"start_id": f"s{number}", "flavor": "small"},
-    }
-    try:
-        answer = session.post(f"{base}/outposts/load/services", json=body, timeout=120)
-    except requests.RequestException as exc:
-        return 0, repr(exc)
-    return answer.status_code, answer.text
-
-
-def session() -> requests.Session:
-    client = requests.Session()
-    client.auth = (HUB_NAME, HUB_SECRET)
-    return client
 
 
 @pytest.fixture
 def loaded_portal():
     with embedded_default() as env:
-        # Configured before runportal runs the broker, as scripts/demo does: the flavor push
-        # apply_config queues has no Hub to reach.
-        manage(
-            {**env, "CELERY_BROKER_URL": "memory://"},
-            "apply_config",
-            str(load_config(Path(env["PORTAL_DATA_DIR"]) / "load.yaml")),
-        )
+        configure_instant_outpost(env)
         portal = RunningPortal(env)
         try:
             portal.wait_for_line("worker |", "ready.")
@@ -97,8 +54,8 @@ def test_the_embedded_default_answers_every_start_of_a_thousand_and_a_burst(load
 
     def start_in_own_session(number: int) -> tuple[int, str]:
         if not hasattr(clients, "session"):
-            clients.session = session()
-        return start(clients.session, base, number)
+            clients.session = hub_session()
+        return instant_start(clients.session, base, number)
 
     # when 1,000 servers are started, four synchronous starts at a time
     with ThreadPoolExecutor(AT_A_TIME) as pool:
@@ -106,11 +63,11 @@ def test_the_embedded_default_answers_every_start_of_a_thousand_and_a_burst(load
     # and then 100 at once
     barrier = threading.Barrier(BURST)
     burst: list[tuple[int, str]] = [(0, "")] * BURST
-    sessions = [session() for _ in range(BURST)]
+    sessions = [hub_session() for _ in range(BURST)]
 
     def burst_start(index: int) -> None:
         barrier.wait(timeout=60)
-        burst[index] = start(sessions[index], base, FILL + index)
+        burst[index] = instant_start(sessions[index], base, FILL + index)
 
     threads = [threading.Thread(target=burst_start, args=(i,)) for i in range(BURST)]
     for thread in threads:
@@ -124,7 +81,7 @@ def test_the_embedded_default_answers_every_start_of_a_thousand_and_a_burst(load
     empty = [n for n, (_, text) in enumerate(filled + burst) if "127.0.0.1:9" not in text]
     assert not empty, f"{len(empty)} starts answered without an address, e.g. {empty[:3]}"
     # and the portal lists all of them as running
-    listing = session().get(f"{base}/outposts/load/services/", timeout=60)
+    listing = hub_session().get(f"{base}/outposts/load/services/", timeout=60)
     assert listing.status_code == 200
     assert len(listing.json()) == FILL + BURST
     # and no part of the portal exited or logged an error

@@ -4,6 +4,7 @@ embedded default (SQLite and the private Redis in a data folder of its own). No 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+HUB_NAME, HUB_SECRET = "load-hub", "load-hub-secret-for-tests"
 # Test keys (tests/settings.py's): the embedded default runs with debug off, as the demo does.
 TEST_SECRETS = {
     "PORTAL_SECRET_KEY": "tests-only-secret-key",
@@ -116,3 +119,47 @@ def session_processes(sid: int) -> list[tuple[int, str]]:
         if int(fields[3]) == sid and fields[0] != "Z":
             found.append((int(entry.name), cmdline))
     return found
+
+
+# --- An Outpost of instant servers, and starts through the API -------------------------------
+
+
+def configure_instant_outpost(env: dict[str, str]) -> None:
+    """Apply an Outpost ``load`` of InstantSpawner servers and a Hub that may use it, before
+    runportal runs the broker, as scripts/demo does (the flavor push apply_config queues has
+    no Hub to reach: an in-process broker takes it)."""
+    config = {
+        "outposts": [
+            {
+                "slug": "load",
+                "default": True,
+                "spawner_class": "tests.support.spawners.InstantSpawner",
+                "spawner_config": {},
+                "flavors": [{"name": "small", "display_name": "Small"}],
+            }
+        ],
+        "hubs": [{"name": HUB_NAME, "secret": HUB_SECRET, "outposts": ["load"]}],
+    }
+    path = Path(env["PORTAL_DATA_DIR"]) / "instant.yaml"
+    path.write_text(json.dumps(config))  # YAML reads JSON
+    manage({**env, "CELERY_BROKER_URL": "memory://"}, "apply_config", str(path))
+
+
+def instant_start(session: requests.Session, base: str, number: int) -> tuple[int, str]:
+    """A synchronous start of server ``s<number>`` of its own user; (status, body)."""
+    body = {
+        "name": "",
+        "env": {"JUPYTERHUB_USER": f"user{number}", "JUPYTERHUB_USER_ID": str(1000 + number)},
+        "user_options": {"start_id": f"s{number}", "flavor": "small"},
+    }
+    try:
+        answer = session.post(f"{base}/outposts/load/services", json=body, timeout=120)
+    except requests.RequestException as exc:
+        return 0, repr(exc)
+    return answer.status_code, answer.text
+
+
+def hub_session() -> requests.Session:
+    client = requests.Session()
+    client.auth = (HUB_NAME, HUB_SECRET)
+    return client
