@@ -26,7 +26,7 @@ $(VENV)/.installed: requirements/dev.txt hubclient/pyproject.toml startserver/py
 	$(VENV)/bin/pip install -q --no-deps -e ./hubclient -e ./startserver
 	touch $@
 
-# The portal (SQLite and the filesystem broker in var/) and a JupyterHub using it; secrets
+# The portal (SQLite and a private Redis in var/) and a JupyterHub using it; secrets
 # made once in var/demo.env. Ctrl-C stops everything.
 demo: venv
 	VENV=$(VENV) DEMO_HOST=$(DEMO_HOST) DEMO_PORT=$(DEMO_PORT) DEMO_HUB_PORT=$(DEMO_HUB_PORT) \

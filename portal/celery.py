@@ -3,10 +3,14 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 from outposts.workers import WorkerHeartbeatStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# filesystem:// is kombu's transport with atomic writes and a reader that skips broken files
+# (portal/filesystem_broker.py); every process that queues or consumes imports this module.
+TRANSPORT_ALIASES["filesystem"] = "portal.filesystem_broker:Transport"
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

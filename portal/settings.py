@@ -1,7 +1,8 @@
 """Settings of the Outpost portal, read from the environment (see .env.example).
 
-The embedded defaults (SQLite file, kombu's filesystem broker) let the portal run on a bare
-machine; production names PostgreSQL and Redis through DATABASE_URL and CELERY_BROKER_URL.
+The embedded defaults (an SQLite file, a private Redis on a unix socket that runportal starts)
+let the portal run on one machine with nothing set up; production names PostgreSQL and Redis
+through DATABASE_URL and CELERY_BROKER_URL.
 The same code paths run in both: tasks are never executed eagerly.
 """
 
@@ -171,7 +172,14 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock when a transaction begins, so admission's count-then-insert
     # cannot interleave with another writer; the timeout rides out short lock waits.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    # WAL: readers (polls, a synchronous start waiting for its row) never block the writer,
+    # nor it them; with the default rollback journal a burst of starts saw "database is
+    # locked" (bench/README.md, the embedded default).
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool per process: under ASGI every request runs in a thread of its own, so Django's
     # persistent connections (CONN_MAX_AGE) would open one connection per request and leak
@@ -225,9 +233,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
 }
 
-# Celery: the embedded default is kombu's filesystem transport, which needs no server.
+# Celery. The embedded default, with CELERY_BROKER_URL unset, is a private redis-server on a
+# unix socket in PORTAL_DATA_DIR that runportal starts and stops (portal/embedded_broker.py):
+# it wakes a worker at once and loses no message under bursts. kombu's filesystem transport
+# (filesystem://, given explicitly) is ours, with atomic writes (portal/filesystem_broker.py).
+EMBEDDED_BROKER = not os.environ.get("CELERY_BROKER_URL")
+EMBEDDED_BROKER_DIR = DATA_DIR / "redis"
+EMBEDDED_BROKER_SOCKET = EMBEDDED_BROKER_DIR / "redis.sock"
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+CELERY_BROKER_URL = (
+    os.environ.get("CELERY_BROKER_URL") or f"redis+socket://{EMBEDDED_BROKER_SOCKET}"
+)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -274,6 +290,9 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Celery's own scheduler, which also makes the schedule file's folder: with DATABASE_URL set
+# nothing else creates PORTAL_DATA_DIR, and beat would die on its first start.
+CELERY_BEAT_SCHEDULER = "portal.beat:PersistentScheduler"
 # How often beat runs the reconciler, which fans out to every Outpost's queue.
 RECONCILE_INTERVAL = float(os.environ.get("PORTAL_RECONCILE_INTERVAL", "30"))
 CELERY_BEAT_SCHEDULE = {

@@ -1,5 +1,5 @@
-"""runportal runs web, worker, beat and the tunnel agent in the foreground and leaves nothing
-behind."""
+"""runportal runs web, worker, beat and the tunnel agent (and, on the embedded default, the
+private Redis) in the foreground, restarts a part that exits, and leaves nothing behind."""
 
 import os
 import signal
@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import free_port, response_if_up
+from tests.support.portal import portal_process_env
+from tests.support.processes import alive, free_port, response_if_up, wait_until
+from tests.support.runportal import (
+    RunningPortal,
+    configure_instant_outpost,
+    embedded_default,
+    hub_session,
+    instant_start,
+    session_processes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,20 +30,7 @@ pytestmark = pytest.mark.e2e
 
 def processes_in_session(sid: int) -> list[str]:
     """Command lines of the live (not zombie) processes whose session id is ``sid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(cmdline)
-    return found
+    return [cmdline for _, cmdline in session_processes(sid)]
 
 
 @pytest.fixture
@@ -107,3 +103,80 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
     while processes_in_session(portal.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert processes_in_session(portal.pid) == []
+
+
+@pytest.fixture
+def embedded_env():
+    with embedded_default() as env:
+        yield env
+
+
+def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embedded_env):
+    # given runportal on the embedded default (its private Redis among its processes)
+    configure_instant_outpost(embedded_env)
+    portal = RunningPortal(embedded_env)
+    try:
+        portal.wait_for_line("worker |", "ready.")
+        assert any("redis-server" in cmd for _, cmd in session_processes(portal.process.pid))
+        # when the worker is killed, twice in a row, and the broker once
+        for crash in (1, 2):
+            worker = portal.pid_of("-A portal worker")
+            os.kill(worker, signal.SIGKILL)
+            portal.wait_for_line("worker |", "ready.", count=1 + crash)
+        broker = portal.pid_of("redis-server")
+        os.kill(broker, signal.SIGKILL)
+        portal.wait_for_line("runportal:", "restarting broker")
+        # then each exit was a log line with a back-off that grew, and a restart
+        exits = portal.lines_of("runportal:", "worker exited with code -9")
+        assert "restarting it in 1 s (exit 1 in a row)" in exits[0], exits
+        assert "restarting it in 2 s (exit 2 in a row)" in exits[1], exits
+        assert portal.lines_of("runportal:", "broker exited with code -9")
+        # and the portal still answers, its worker connected to the restarted broker
+        wait_until(
+            lambda: (
+                (answer := response_if_up(f"http://127.0.0.1:{portal.port}/admin/login/"))
+                and answer.status_code == 200
+            ),
+            timeout=30,
+            what="the web server",
+            details=portal.tail,
+        )
+        portal.wait_for_line("worker |", "Connected to redis+socket://", count=4)
+        assert alive(portal.pid_of("redis-server"))
+        # and a start goes through the restarted broker and worker
+        status, answer = instant_start(hub_session(), f"http://127.0.0.1:{portal.port}", 1)
+        assert (status, "127.0.0.1:9" in answer) == (200, True), (answer, portal.tail())
+        running = session_processes(portal.process.pid)
+    finally:
+        portal.stop()
+    # and Ctrl-C still stops everything, the broker included
+    assert portal.process.returncode == 0, portal.tail()
+    assert "runportal: stopped\n" in portal.lines
+    assert len(running) >= 5
+    wait_until(
+        lambda: session_processes(portal.process.pid) == [],
+        timeout=10,
+        what="runportal's session to be empty",
+        details=lambda: repr(session_processes(portal.process.pid)),
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_runs_on_a_fresh_checkout_with_database_and_broker_set(tmp_path):
+    # given DATABASE_URL and CELERY_BROKER_URL set, and a data folder that does not exist yet
+    env = portal_process_env(tmp_path)
+    data = tmp_path / "fresh-checkout" / "var"
+    env.update(PORTAL_DATA_DIR=str(data), PORTAL_RECONCILE_INTERVAL="1")
+    # when runportal starts
+    portal = RunningPortal(env)
+    try:
+        # then beat sends the reconciler, again and again, and nothing had to be restarted
+        portal.wait_for_line("  beat |", "Sending due task servers-reconcile", count=2)
+        assert (data / "celerybeat-schedule.dat").exists() or (
+            data / "celerybeat-schedule"
+        ).exists()
+        assert not portal.lines_of("runportal:", "exited")
+        assert not any("redis-server" in cmd for _, cmd in session_processes(portal.process.pid))
+    finally:
+        portal.stop()
+    assert portal.process.returncode == 0, portal.tail()

@@ -1,7 +1,7 @@
 """``make demo`` for real: scripts/demo on free ports and a scratch data folder (SQLite and the
-filesystem broker, its defaults), a user starting a server through the demo Hub's spawn form,
-then Ctrl-C (SIGINT to the script's process group, as a terminal sends it): everything stops,
-the user's server included, and no process is left.
+private Redis that runportal runs, its defaults), a user starting a server through the demo
+Hub's spawn form, then Ctrl-C (SIGINT to the script's process group, as a terminal sends it):
+everything stops, the user's server included, and no process is left.
 """
 
 from __future__ import annotations

@@ -1,28 +1,32 @@
 """``manage.py runportal``: the web server, a Celery worker, Celery beat and a tunnel agent in
-one foreground command, for the demo and development.
+one foreground command, for the demo and development; with CELERY_BROKER_URL unset, also the
+embedded default's private Redis (portal/embedded_broker.py), started first and stopped last.
 
-Each child runs in its own process group, so that a terminal's Ctrl-C reaches only this
-command, which then stops the children in order; killing each whole group at the end also
-ends whatever a child started and left behind. In production run the three parts separately
-(README.md, "Running in production"; docs/tunnels.md for the agent).
+A child that exits by itself is restarted with back-off and a log line (portal/supervisor.py);
+Ctrl-C (SIGINT) or SIGTERM stops them all. In production run the parts separately (README.md,
+"Running in production"; docs/tunnels.md for the agent).
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-# How long the children get to finish after SIGTERM (a warm Celery shutdown waits for its
-# running tasks; with acks_late an unfinished one is redelivered) before they are killed.
-STOP_GRACE_SECONDS = 15.0
+from portal.embedded_broker import (
+    EmbeddedBrokerUnavailable,
+    broker_answers,
+    redis_server_command,
+)
+from portal.supervisor import Child, Supervisor
+
+# How long the private Redis may take to answer on its socket.
+BROKER_START_SECONDS = 30.0
 
 
 def worker_queues() -> list[str]:
@@ -89,7 +93,8 @@ def asgi_with_static_files() -> Any:
 class Command(BaseCommand):
     help = (
         "Run the web server, a Celery worker (all queues), Celery beat and the tunnel agent "
-        "named default until stopped."
+        "named default until stopped (and the private Redis when CELERY_BROKER_URL is "
+        "unset); a part that exits is restarted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -100,6 +105,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, host: str, port: int, no_static: bool, **options: Any) -> None:
+        broker_command = embedded_broker_command() if settings.EMBEDDED_BROKER else None
         queues = worker_queues()
         commands = {
             "web": web_command(host, port, serve_static=not no_static),
@@ -116,58 +122,51 @@ class Command(BaseCommand):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, ask_to_stop)
 
-        children: dict[str, subprocess.Popen[bytes]] = {}
-        failed: str | None = None
+        supervisor = Supervisor(self.stdout.write)
         try:
+            if broker_command is not None:
+                wait_for_broker(supervisor.start("broker", broker_command), stop)
             for name, command in commands.items():
-                children[name] = subprocess.Popen(
-                    command,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    process_group=0,
-                )
-                threading.Thread(
-                    target=self._forward, args=(name, children[name].stdout), daemon=True
-                ).start()
-            while not stop.wait(0.5):
-                failed = next((n for n, c in children.items() if c.poll() is not None), None)
-                if failed:
-                    break
+                if not stop.is_set():
+                    supervisor.start(name, command)
+            supervisor.supervise(stop)
         finally:
-            self._stop_all(children)
-        if failed:
-            raise CommandError(
-                f"{failed} exited with code {children[failed].returncode}; stopped the others"
+            # The broker last: the worker acknowledges its tasks on its way out.
+            supervisor.stop(
+                [
+                    [child for child in supervisor.children if child.name != "broker"],
+                    [child for child in supervisor.children if child.name == "broker"],
+                ]
             )
         self.stdout.write("runportal: stopped")
 
-    def _forward(self, name: str, stream: IO[bytes]) -> None:
-        """Copy a child's output, each line prefixed with the child's name."""
-        for line in iter(stream.readline, b""):
-            self.stdout.write(f"{name:>6} | {line.decode(errors='replace').rstrip()}")
 
-    def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
-        # SIGTERM to each child alone: uvicorn and Celery stop their own workers in order (a
-        # signal to the whole group would kill a prefork pool's busy children mid-task).
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for child in children.values():
-            # Whatever is left in a child's group (the child itself after the grace, or a
-            # grandchild that outlived it) is killed: nothing stays behind.
-            _signal_group(child, signal.SIGKILL)
-            child.wait()
-
-
-def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+def embedded_broker_command() -> list[str]:
+    """The private Redis's command line; refuses when one already answers on its socket
+    (another runportal on this PORTAL_DATA_DIR would lose its broker to this one)."""
+    socket = settings.EMBEDDED_BROKER_SOCKET
+    if broker_answers(socket):
+        raise CommandError(
+            f"A broker already answers on {socket}: another runportal runs on this "
+            "PORTAL_DATA_DIR. Stop it, or give this one a PORTAL_DATA_DIR of its own."
+        )
+    settings.EMBEDDED_BROKER_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        os.killpg(child.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return redis_server_command(folder=settings.EMBEDDED_BROKER_DIR, socket=socket)
+    except EmbeddedBrokerUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
+def wait_for_broker(broker: Child, stop: threading.Event) -> None:
+    """Return once the private Redis answers, or a stop was asked for meanwhile."""
+    deadline = time.monotonic() + BROKER_START_SECONDS
+    while not broker_answers(settings.EMBEDDED_BROKER_SOCKET):
+        if not broker.running():
+            raise CommandError("The embedded broker (redis-server) exited; see its lines above.")
+        if time.monotonic() > deadline:
+            raise CommandError(
+                f"The embedded broker did not answer on {settings.EMBEDDED_BROKER_SOCKET} "
+                f"within {BROKER_START_SECONDS:g} s."
+            )
+        if stop.wait(0.1):
+            return

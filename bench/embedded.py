@@ -1,0 +1,251 @@
+"""The embedded default measured: `manage.py runportal` on a fresh checkout's settings (SQLite
+in a scratch PORTAL_DATA_DIR, the private Redis), or for comparison with `--broker filesystem`
+(the portal's filesystem:// transport) or `--broker sql` (kombu's SQL transport on SQLite).
+Prints figures; asserts nothing (bench/README.md).
+
+Measures, with an Outpost of InstantSpawner servers (a start that takes no time of its own,
+so a synchronous start's latency is all the portal's):
+
+- idle memory of runportal and its children (PSS and RSS, per part) after a settle;
+- synchronous starts one at a time: latency p50 / p95 / max;
+- synchronous starts four at a time: starts/s and latency;
+- a burst of simultaneous synchronous starts: time to the last answer, answers not 200.
+
+Everything lives in a temporary folder and runportal's session, both removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import free_port, percentile  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HUB, SECRET = "bench-hub", "bench-hub-secret"
+SECRETS = {
+    "PORTAL_SECRET_KEY": "bench-only-secret-key",
+    "PORTAL_CREDENTIAL_KEY": "bench-only-credential-key",
+    "PORTAL_ENCRYPTION_KEYS": "doMMAYSpy4vTWjE1IhxV6yhXTVFnlisU_zoKssC77Q0=",
+}
+
+
+def portal_env(data: Path, broker: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
+    env.pop("PORTAL_DEBUG", None)
+    env.update(SECRETS, DJANGO_SETTINGS_MODULE="portal.settings", PORTAL_DATA_DIR=str(data))
+    if broker == "filesystem":
+        env["CELERY_BROKER_URL"] = "filesystem://"
+    elif broker == "sql":
+        # kombu's SQL transport, on an SQLite file of its own (not the portal's database,
+        # whose write lock every start already takes).
+        env["CELERY_BROKER_URL"] = f"sqla+sqlite:///{data / 'broker.sqlite3'}"
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def configure(env: dict[str, str], data: Path) -> None:
+    config = {
+        "outposts": [
+            {
+                "slug": "bench",
+                "spawner_class": "tests.support.spawners.InstantSpawner",
+                "spawner_config": {},
+                "flavors": [{"name": "small", "display_name": "Small"}],
+            }
+        ],
+        "hubs": [{"name": HUB, "secret": SECRET, "outposts": ["bench"]}],
+    }
+    (data / "bench.yaml").write_text(json.dumps(config))
+    manage(env, "migrate", "-v0")
+    # Before runportal runs the broker, as scripts/demo does: its flavor push has no Hub.
+    manage({**env, "CELERY_BROKER_URL": "memory://"}, "apply_config", str(data / "bench.yaml"))
+
+
+def session_pids(sid: int) -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def part_name(cmdline: str) -> str:
+    for needle, name in (
+        ("uvicorn", "web"),
+        ("runportal", "runportal"),
+        ("redis-server", "broker"),
+        ("portal worker", "worker"),
+        ("portal beat", "beat"),
+        ("run_tunnel_agent", "agent"),
+    ):
+        if needle in cmdline:
+            return name
+    return cmdline[:30]
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of a process in KiB, from /proc/<pid>/smaps_rollup."""
+    pss = rss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1])
+        elif line.startswith("Rss:"):
+            rss = int(line.split()[1])
+    return pss, rss
+
+
+def start_once(client: requests.Session, base: str, number: int) -> tuple[int, float]:
+    body = {
+        "name": "",
+        "env": {"JUPYTERHUB_USER": f"u{number}", "JUPYTERHUB_USER_ID": str(1000 + number)},
+        "user_options": {"start_id": f"s{number}", "flavor": "small"},
+    }
+    began = time.perf_counter()
+    try:
+        answer = client.post(f"{base}/outposts/bench/services", json=body, timeout=120)
+        code = answer.status_code if "127.0.0.1:9" in answer.text else -answer.status_code
+    except requests.RequestException:
+        code = 0
+    return code, (time.perf_counter() - began) * 1000
+
+
+def client() -> requests.Session:
+    session = requests.Session()
+    session.auth = (HUB, SECRET)
+    return session
+
+
+def latency_line(label: str, results: list[tuple[int, float]], wall: float) -> str:
+    times = sorted(ms for _, ms in results)
+    bad = sum(1 for code, _ in results if code != 200)
+    return (
+        f"{label:<22} {len(results):>5} {bad:>4} {len(results) / wall:>8.1f} "
+        f"{percentile(times, 0.5):>8.0f} {percentile(times, 0.95):>8.0f} {times[-1]:>8.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--broker", choices=["embedded", "filesystem", "sql"], default="embedded")
+    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--four-at-a-time", type=int, default=400)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds idle before memory")
+    args = parser.parse_args()
+
+    data = Path(tempfile.mkdtemp(prefix="bench-emb-", dir="/tmp"))
+    env = portal_env(data, args.broker)
+    port = free_port()
+    portal = None
+    try:
+        configure(env, data)
+        log = (data / "runportal.log").open("wb")
+        portal = subprocess.Popen(
+            [sys.executable, "manage.py", "runportal", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while b"ready." not in (data / "runportal.log").read_bytes():
+            if time.monotonic() > deadline or portal.poll() is not None:
+                raise SystemExit("runportal did not get ready; see " + str(data))
+            time.sleep(0.2)
+        time.sleep(args.settle)
+
+        print(f"Embedded default, broker: {args.broker}; idle after {args.settle:g} s")
+        print(f"{'part':<10} {'PSS MiB':>8} {'RSS MiB':>8}")
+        total_pss = total_rss = 0
+        for pid, cmdline in sorted(session_pids(portal.pid).items()):
+            pss, rss = memory_kib(pid)
+            total_pss, total_rss = total_pss + pss, total_rss + rss
+            print(f"{part_name(cmdline):<10} {pss / 1024:>8.1f} {rss / 1024:>8.1f}")
+        print(f"{'together':<10} {total_pss / 1024:>8.1f} {total_rss / 1024:>8.1f}\n")
+
+        print(
+            f"{'sync starts':<22} {'count':>5} {'bad':>4} {'starts/s':>8} "
+            f"{'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+        )
+        one = client()
+        start_once(one, base, 10**6)  # warm-up: the first start imports the spawner
+        began = time.perf_counter()
+        results = [start_once(one, base, n) for n in range(args.sequential)]
+        print(latency_line("one at a time", results, time.perf_counter() - began))
+
+        offset = args.sequential
+        sessions = threading.local()
+
+        def four(number: int) -> tuple[int, float]:
+            if not hasattr(sessions, "client"):
+                sessions.client = client()
+            return start_once(sessions.client, base, offset + number)
+
+        began = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(four, range(args.four_at_a_time)))
+        print(latency_line("four at a time", results, time.perf_counter() - began))
+
+        offset += args.four_at_a_time
+        barrier = threading.Barrier(args.burst + 1)
+        clients = [client() for _ in range(args.burst)]
+        burst: list[tuple[int, float]] = [(0, 0.0)] * args.burst
+
+        def burst_start(index: int) -> None:
+            barrier.wait()
+            burst[index] = start_once(clients[index], base, offset + index)
+
+        threads = [threading.Thread(target=burst_start, args=(i,)) for i in range(args.burst)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        began = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        print(latency_line(f"burst of {args.burst}", burst, time.perf_counter() - began))
+        text = (data / "runportal.log").read_text(errors="replace")
+        print(
+            f"\nrunportal log: {text.count('exited with code')} part exits, "
+            f"{text.count('database is locked')} 'database is locked', "
+            f"{text.count('Traceback')} tracebacks"
+        )
+    finally:
+        if portal is not None and portal.poll() is None:
+            portal.send_signal(signal.SIGINT)
+            try:
+                portal.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(portal.pid, signal.SIGKILL)
+                portal.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
