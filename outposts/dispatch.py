@@ -194,8 +194,13 @@ def queue_hub_flavor_table_send(*, hub_id: int, outpost_id: int) -> None:
             hub_flavor_table_send_task.apply_async(
                 args=[hub_id, outpost_id], countdown=FLAVOR_TABLE_PUSH_DELAY
             )
-        except Exception:  # the broker's errors are not one family; the save stands anyway
+        except BrokerUnreachable as error:  # the save stands anyway
             cache.delete(key)
-            log.exception("Could not queue the flavor table push to Hub %s", hub_id)
+            log.warning(
+                "%s: the flavor table push to Hub %s was dropped (%s)",
+                QUEUE_UNAVAILABLE,
+                hub_id,
+                error,
+            )
 
     transaction.on_commit(queue)
