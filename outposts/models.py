@@ -18,6 +18,7 @@ from django.utils.html import escape
 from django.utils.module_loading import import_string
 
 from outposts.runner import kube
+from outposts.spawner_settings import outpost_spawner_problems
 from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
 
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -227,11 +228,7 @@ class Outpost(models.Model):
         return None
 
     def clean(self) -> None:
-        errors: dict[str, str] = {}
-        try:
-            import_string(self.spawner_class)
-        except ImportError:
-            errors["spawner_class"] = f"Cannot import {self.spawner_class!r}."
+        errors: dict[str, Any] = {}
         if not isinstance(self.spawner_config, dict):
             errors["spawner_config"] = "Must be a JSON object of trait names to values."
         for field_name in ("allowed_overrides", "allowed_user_options"):
@@ -264,6 +261,8 @@ class Outpost(models.Model):
                 f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "
                 "(docs/kubernetes.md)."
             )
+        # The class is allow-listed, the traits are its own and typed (spawner_settings.py).
+        errors = {**outpost_spawner_problems(outpost=self), **errors}
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:
             errors["allowed_node_patterns"] = node_problem

@@ -26,6 +26,7 @@ from outposts.capacity import capacity_overview
 from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
+from outposts.spawner_settings import spawner_classes_allowed
 from outposts.usage import UsageForm, usage_chart, usage_report
 from outposts.workers import (
     outpost_worker_seen_annotated,
@@ -75,6 +76,19 @@ class OutpostForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "spawner_class" in self.fields:
+            # Picked from the operators' allow-list; a class saved before it was narrowed stays
+            # shown as it is, and Outpost.clean refuses it until another is picked.
+            choices = spawner_classes_allowed()
+            current = self.instance.spawner_class
+            if current and current not in choices:
+                choices = [current, *choices]
+            self.fields["spawner_class"] = forms.ChoiceField(
+                label=self.fields["spawner_class"].label,
+                choices=[(path, path) for path in choices],
+                help_text=f"{Outpost._meta.get_field('spawner_class').help_text} The "
+                "deployment's operators choose which ones (PORTAL_SPAWNER_CLASSES).",
+            )
         if self.instance.pk and "site_admins" in self.fields:
             self.fields["site_admins"].initial = list(outpost_site_admins(outpost=self.instance))
 
