@@ -17,7 +17,6 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.module_loading import import_string
 
-from outposts.runner import kube
 from outposts.spawner_settings import outpost_spawner_problems
 from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
 
@@ -251,17 +250,8 @@ class Outpost(models.Model):
                 "Must be a JSON list of environment variable names or glob patterns "
                 "(letters, digits, _, * and ?)."
             )
-        protected = (
-            []
-            if "allowed_overrides" in errors
-            else sorted(set(self.allowed_overrides) & kube.protected_traits(self.spawner_class))
-        )
-        if protected:
-            errors["allowed_overrides"] = (
-                f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "
-                "(docs/kubernetes.md)."
-            )
-        # The class is allow-listed, the traits are its own and typed (spawner_settings.py).
+        # The class is allow-listed, the traits are its own and typed, misc never sets what
+        # runner/kube.py protects (spawner_settings.py).
         errors = {**outpost_spawner_problems(outpost=self), **errors}
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:
@@ -554,6 +544,9 @@ class Server(models.Model):
     spawner_state = EncryptedJSONField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    spawner_log = models.TextField(
+        blank=True, help_text="The last lines its spawner logged (tokens redacted)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the spawner ran.")
     ready_at = models.DateTimeField(null=True, blank=True)

@@ -23,6 +23,8 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from traitlets import TraitError, TraitType
 
+from outposts.runner import kube
+
 if TYPE_CHECKING:
     from outposts.models import Outpost
 
@@ -122,6 +124,12 @@ def outpost_spawner_problems(*, outpost: Outpost) -> dict[str, list[str]]:
     names = outpost.allowed_overrides
     if isinstance(names, list) and all(isinstance(name, str) for name in names):
         names_problems = trait_names_problems(cls, names)
+        protected = sorted(set(names) & kube.protected_traits(outpost.spawner_class))
+        if protected:
+            names_problems.append(
+                f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "
+                "(docs/kubernetes.md)."
+            )
         if names_problems:
             problems["allowed_overrides"] = names_problems
     return problems
