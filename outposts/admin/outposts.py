@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
@@ -27,6 +27,7 @@ from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
 from outposts.spawner_settings import spawner_classes_allowed
+from outposts.trial import outpost_try_start
 from outposts.usage import UsageForm, usage_chart, usage_report
 from outposts.workers import (
     outpost_worker_seen_annotated,
@@ -138,6 +139,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     ]
     list_filter = ["state"]
     search_fields = ["name", "slug"]
+    actions = ["try_start"]
     inlines = [FlavorInline, HubPolicyInline, UserRuleInline]
     fieldsets = [
         (None, {"fields": ["slug", "name", "state", "state_message", "is_default"]}),
@@ -217,6 +219,30 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         if obj.pk is None:
             return "-"
         return worker_seen_text(seen=outpost_worker_seen_annotated(outpost=obj))
+
+    def has_try_start_permission(self, request: HttpRequest) -> bool:
+        return administers_any(request)
+
+    @admin.action(
+        description="Try a start (a test server, stopped right after)", permissions=["try_start"]
+    )
+    def try_start(
+        self, request: HttpRequest, queryset: QuerySet[Outpost]
+    ) -> TemplateResponse | None:
+        """Start a test server on one selected Outpost and show what its spawner did
+        (outposts/trial.py). The queryset is already limited to the user's Outposts."""
+        outposts = list(queryset[:2])
+        if len(outposts) != 1:
+            self.message_user(request, "Select one Outpost to try a start on.", messages.WARNING)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Try a start on {outposts[0]}",
+            "opts": self.opts,
+            "original": outposts[0],
+            "result": outpost_try_start(outpost=outposts[0]),
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/try_start.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A site admin could not reach an Outpost they created (no permission on it yet).

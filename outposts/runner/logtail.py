@@ -68,13 +68,17 @@ class SpawnerLogTail(logging.Handler):
 
     def add(self, line: str) -> None:
         """Keep ``line`` (redacted, one line, cut to LINE_CHARS)."""
-        one_line = " ".join(redact(line, secrets=self.secrets).split())
+        one_line = " ".join(self.redacted(line).split())
         self.lines.append(one_line[:LINE_CHARS])
 
     def add_error(self, error: BaseException, *, what: str) -> None:
         """Keep why ``what`` (a start, a stop) failed: the error a user is not shown."""
         when = datetime.now().astimezone()
         self.add(f"{when:%Y-%m-%d %H:%M:%S} ERROR {what} failed: {type(error).__name__}: {error}")
+
+    def redacted(self, text: str) -> str:
+        """``text`` as a kept line would have it: without the secrets or token-like values."""
+        return redact(text, secrets=self.secrets)
 
     def text(self) -> str:
         return "\n".join(self.lines)
