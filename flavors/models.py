@@ -109,8 +109,8 @@ def resources_problems(*, outpost: Outpost | None, resources: dict[str, Any]) ->
     runner applies over the Outpost's): the one rule is outposts/spawner_settings.py."""
     if outpost is None:
         return []
-    return spawner_settings.resources_problems(
-        spawner_class=outpost.spawner_class, resources=resources
+    return spawner_settings.trait_values_problems_of(
+        spawner_class=outpost.spawner_class, values=resources
     )
 
 

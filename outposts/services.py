@@ -26,6 +26,7 @@ from outposts import callbacks, dispatch
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
+from outposts.spawner_settings import trait_values_problems_of
 from outposts.workers import outpost_worker_absence
 from portal.crypto import encrypt_text
 from portal.permissions import permission_holders_set
@@ -189,7 +190,8 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     Only the misc and user_options keys the Outpost allow-lists are kept (misc values too,
     where it lists them: start_overrides_allowed): batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
-    prologue lines past the flavors. Of the env only what start_env_allowed lets through is
+    prologue lines past the flavors; the misc values kept must suit their traits' types
+    (outposts/spawner_settings.py). Of the env only what start_env_allowed lets through is
     stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
     it is frozen onto the server. Raises ValidationError when the request names no Hub user or
     no numeric user id, or breaks a character rule (StartRequest.validate), StartRefused when

@@ -85,8 +85,17 @@ def trait_values_problems(spawner_class: type, values: dict[str, Any]) -> list[s
     """One message per entry of ``values`` that ``spawner_class`` would refuse: a name that is
     no configurable trait of it, or a value its trait type does not accept (naming the trait
     and the type it expects)."""
+    return [
+        *trait_names_problems(spawner_class, list(values)),
+        *trait_types_problems(spawner_class, values),
+    ]
+
+
+def trait_types_problems(spawner_class: type, values: dict[str, Any]) -> list[str]:
+    """One message per value of ``values`` that its trait's type refuses (names that are no
+    trait of ``spawner_class`` are left out: traitlets only warns about those)."""
     traits = _configurable_traits(spawner_class)
-    problems = trait_names_problems(spawner_class, list(values))
+    problems: list[str] = []
     # validate() reads only the instance's class (for messages, and a few types' defaults):
     # a bare instance needs none of what a spawner's __init__ wants (user, hub, ...).
     instance = spawner_class.__new__(spawner_class)
@@ -96,7 +105,7 @@ def trait_values_problems(spawner_class: type, values: dict[str, Any]) -> list[s
             continue
         try:
             trait.validate(instance, value)
-        except TraitError as error:
+        except (TraitError, TypeError, ValueError) as error:
             detail = str(error)
             message = (
                 f"{name!r} must be {trait.info()} ({type(trait).__name__} trait of "
@@ -135,11 +144,17 @@ def outpost_spawner_problems(*, outpost: Outpost) -> dict[str, list[str]]:
     return problems
 
 
-def resources_problems(*, spawner_class: str, resources: dict[str, Any]) -> list[str]:
-    """What is wrong with a flavor's ``resources`` (trait values over the Outpost's) for an
-    Outpost of ``spawner_class``; a class that is itself refused is the Outpost's problem."""
+def trait_values_problems_of(
+    *, spawner_class: str, values: dict[str, Any], types_only: bool = False
+) -> list[str]:
+    """What is wrong with trait ``values`` the runner applies over an Outpost's config (a
+    flavor's ``resources``; with ``types_only``, a Hub's allow-listed ``misc``, whose names
+    the Outpost's allow-list decides) for an Outpost of ``spawner_class``. A class that is
+    itself refused is the Outpost's problem."""
     try:
         cls = spawner_class_load(spawner_class)
     except SpawnerClassRefused:
         return []
-    return trait_values_problems(cls, resources)
+    if types_only:
+        return trait_types_problems(cls, values)
+    return trait_values_problems(cls, values)

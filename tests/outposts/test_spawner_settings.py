@@ -8,8 +8,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from flavors.models import Flavor
+from outposts.models import Server
 from tests.factories import FlavorFactory, HubFactory, HubPolicyFactory, OutpostFactory
 from tests.support.admin_forms import change_form_data, inline_add
+from tests.support.api import ASYNC, BASE, send, start_body
 
 pytestmark = pytest.mark.django_db
 
@@ -185,3 +187,20 @@ def test_a_hub_policy_overriding_resources_is_checked_against_the_class():
     assert error.value.message_dict["overrides"] == [
         "resources: 'gpus' is not a trait of SimpleLocalProcessSpawner."
     ]
+
+
+def test_a_start_whose_misc_value_does_not_suit_its_trait_answers_400(hub_client, outpost):
+    # given an Outpost that lets Hubs set the server's default URL and notebook folder
+    outpost.allowed_overrides = ["default_url", "notebook_dir"]
+    outpost.save()
+    body = start_body()
+    body["misc"] = {"default_url": 42, "notebook_dir": "/work", "cmd": 7}
+    # when a Hub starts a server with a number for the URL (and an unlisted trait)
+    response = send(hub_client, "POST", BASE + "services", body, headers=ASYNC)
+    # then the start is refused, naming the trait and its type; the unlisted one is ignored
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["misc"] == [
+        "'default_url' must be a unicode string (Unicode trait of SimpleLocalProcessSpawner), "
+        "not int 42."
+    ]
+    assert not Server.objects.exists()

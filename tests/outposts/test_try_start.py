@@ -1,4 +1,4 @@
-""" "Try a start" on the Outpost admin: a real test start of the Outpost's spawner settings,
+"""The Outpost admin's "Try a start": a real test start of the Outpost's spawner settings,
 stopped right after, with the spawner's log on the page (outposts/trial.py)."""
 
 from pathlib import Path
