@@ -10,9 +10,9 @@ The runner is driven directly, in the admin's own process, bounded by
 ``settings.TRY_START_TIMEOUT``: no Server row is written, so a trial holds no flavor's or
 user's slot, reaches no Hub and is in no usage report. It runs where the admin runs: a
 spawner whose commands or cluster exist only on the Outpost's worker host (sbatch on a login
-node, a Kubernetes service account) says so in the trial's error. A spawner that waits for
-its server to report its address (``server_reports_address``) gets no report here; its
-trial ends at the timeout, with the progress it made.
+node, a Kubernetes service account) says so in the trial's error. On an Outpost whose
+servers report their address (``server_reports_address``) no report of a test server is
+received: its trial fails, with the progress the start made.
 """
 
 from __future__ import annotations
