@@ -169,8 +169,14 @@ def start_overrides_allowed(*, misc: Mapping[str, Any], outpost: Outpost) -> dic
     """The part of a Hub's ``misc`` that may reach ``outpost``'s spawner: the allow-listed
     keys (allowed_overrides). Raises ValidationError when a value is not one the Outpost
     allows for its key (allowed_override_values): the user asked for it, and a start with
-    something else would surprise them."""
+    something else would surprise them, or a value its trait's type refuses
+    (outposts/spawner_settings.py): the spawner would fail with a bare TypeError."""
     kept = {key: value for key, value in misc.items() if key in set(outpost.allowed_overrides)}
+    problems = trait_values_problems_of(
+        spawner_class=outpost.spawner_class, values=kept, types_only=True
+    )
+    if problems:
+        raise ValidationError({"misc": problems})
     for key, patterns in (outpost.allowed_override_values or {}).items():
         if key not in kept:
             continue
@@ -190,8 +196,7 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
     Only the misc and user_options keys the Outpost allow-lists are kept (misc values too,
     where it lists them: start_overrides_allowed): batch spawners fill
     their job script from user_options, so any other key could set memory, partition or
-    prologue lines past the flavors; the misc values kept must suit their traits' types
-    (outposts/spawner_settings.py). Of the env only what start_env_allowed lets through is
+    prologue lines past the flavors. Of the env only what start_env_allowed lets through is
     stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
     it is frozen onto the server. Raises ValidationError when the request names no Hub user or
     no numeric user id, or breaks a character rule (StartRequest.validate), StartRefused when

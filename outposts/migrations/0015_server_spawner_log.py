@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outposts', '0011_outpost_allowed_env'),
+        ('outposts', '0014_server_stop_unqueued_since'),
     ]
 
     operations = [
