@@ -76,7 +76,13 @@ def configure(env: dict[str, str], data: Path) -> None:
     (data / "bench.yaml").write_text(json.dumps(config))
     manage(env, "migrate", "-v0")
     # Before runportal runs the broker, as scripts/demo does: its flavor push has no Hub.
-    manage({**env, "CELERY_BROKER_URL": "memory://"}, "apply_config", str(data / "bench.yaml"))
+    # The stand-in spawner is allow-listed for this command, as a site allow-lists its own.
+    allowed = {"PORTAL_SPAWNER_CLASSES": "tests.support.spawners.InstantSpawner"}
+    manage(
+        {**env, **allowed, "CELERY_BROKER_URL": "memory://"},
+        "apply_config",
+        str(data / "bench.yaml"),
+    )
 
 
 def session_pids(sid: int) -> dict[int, str]:

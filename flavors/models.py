@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 
 from flavors.matching import attributes_problems
+from outposts import spawner_settings
+
+if TYPE_CHECKING:
+    from outposts.models import Outpost
 
 
 def runtime_as_wire(runtime: timedelta | None) -> dict[str, int] | None:
@@ -85,8 +89,29 @@ class Flavor(models.Model):
     def clean(self) -> None:
         if not isinstance(self.resources, dict):
             raise ValidationError({"resources": "Must be a JSON object of trait names to values."})
+        problems = resources_problems(outpost=_outpost_of(self), resources=self.resources)
+        if problems:
+            raise ValidationError({"resources": problems})
         if self.runtime is not None and self.runtime <= timedelta(0):
             raise ValidationError({"runtime": "Must be positive, or empty for no limit."})
+
+
+def _outpost_of(row: Flavor | HubPolicy | UserRule) -> Outpost | None:
+    """The row's Outpost, also an unsaved one (an admin inline of a new Outpost); or None."""
+    try:
+        return row.outpost
+    except ObjectDoesNotExist:
+        return None
+
+
+def resources_problems(*, outpost: Outpost | None, resources: dict[str, Any]) -> list[str]:
+    """What the Outpost's spawner class refuses of flavor ``resources`` (trait values the
+    runner applies over the Outpost's): the one rule is outposts/spawner_settings.py."""
+    if outpost is None:
+        return []
+    return spawner_settings.trait_values_problems_of(
+        spawner_class=outpost.spawner_class, values=resources
+    )
 
 
 # What a Hub policy or a user rule may change of a flavor, and how each value is checked.
@@ -111,8 +136,9 @@ def runtime_from_wire(value: Any) -> timedelta:
     return runtime
 
 
-def overrides_problems(overrides: Any) -> list[str]:
-    """What is wrong with one flavor's overrides (an object of OVERRIDABLE fields)."""
+def overrides_problems(overrides: Any, *, outpost: Outpost | None = None) -> list[str]:
+    """What is wrong with one flavor's overrides (an object of OVERRIDABLE fields); with
+    ``outpost``, also the resources its spawner class refuses."""
     if not isinstance(overrides, dict):
         return ["must be a JSON object of flavor fields to values"]
     problems = [
@@ -140,6 +166,11 @@ def overrides_problems(overrides: Any) -> list[str]:
             problems.append("max_per_user must be a number of servers, or null for unlimited")
     if "resources" in overrides and not isinstance(overrides["resources"], dict):
         problems.append("resources must be a JSON object of trait names to values")
+    elif "resources" in overrides:
+        problems += [
+            f"resources: {problem}"
+            for problem in resources_problems(outpost=outpost, resources=overrides["resources"])
+        ]
     return problems
 
 
@@ -193,7 +224,7 @@ class HubPolicy(models.Model):
         errors: dict[str, Any] = {}
         if self.flavor_id and self.outpost_id and self.flavor.outpost_id != self.outpost_id:
             errors["flavor"] = "Choose a flavor of this Outpost."
-        problems = overrides_problems(self.overrides)
+        problems = overrides_problems(self.overrides, outpost=_outpost_of(self))
         if problems:
             errors["overrides"] = problems
         if errors:
@@ -270,7 +301,7 @@ class UserRule(models.Model):
             problems = [
                 f"{name}: {problem}"
                 for name, fields in self.overrides.items()
-                for problem in overrides_problems(fields)
+                for problem in overrides_problems(fields, outpost=_outpost_of(self))
             ]
             if self.outpost_id:
                 known = set(

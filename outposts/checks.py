@@ -63,3 +63,52 @@ def check_local_process_spawners(
             if _runs_as_the_worker(outpost.spawner_class)
         ]
     return messages
+
+
+@register(Tags.database)
+def check_spawner_settings(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """A warning per Outpost whose spawner settings its admin could no longer save: a class
+    off PORTAL_SPAWNER_CLASSES, traits the class does not have, values of the wrong type
+    (rows saved before the rule, or an allow-list narrowed since). outposts/spawner_settings.py
+    holds the rule; the admin shows the same messages on the Outpost's page.
+    """
+    if not databases:
+        return []
+    from outposts.models import Outpost
+    from outposts.spawner_settings import outpost_spawner_problems, trait_values_problems_of
+
+    messages: list[CheckMessage] = []
+    for alias in databases:
+        try:
+            outposts = list(Outpost.objects.using(alias).prefetch_related("flavors"))
+        except DatabaseError:
+            continue  # not migrated yet
+        for outpost in outposts:
+            problems = [
+                f"{name}: {problem}"
+                for name, field_problems in outpost_spawner_problems(outpost=outpost).items()
+                for problem in field_problems
+            ]
+            problems += [
+                f"flavor {flavor.name!r} resources: {problem}"
+                for flavor in outpost.flavors.all()
+                if isinstance(flavor.resources, dict)
+                for problem in trait_values_problems_of(
+                    spawner_class=outpost.spawner_class, values=flavor.resources
+                )
+            ]
+            messages += [
+                Warning(
+                    f"Outpost {outpost.slug!r}: {problem}",
+                    hint="Correct it in the Outpost's admin page or the apply_config file; "
+                    "starts may fail until then.",
+                    obj=outpost,
+                    id="outposts.W002",
+                )
+                for problem in problems
+            ]
+    return messages

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.module_loading import import_string
 
-from outposts.runner import kube
+from outposts.spawner_settings import outpost_spawner_problems
 from portal.crypto import EncryptedJSONField, credential_digest, credential_matches
 
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -227,11 +227,7 @@ class Outpost(models.Model):
         return None
 
     def clean(self) -> None:
-        errors: dict[str, str] = {}
-        try:
-            import_string(self.spawner_class)
-        except ImportError:
-            errors["spawner_class"] = f"Cannot import {self.spawner_class!r}."
+        errors: dict[str, Any] = {}
         if not isinstance(self.spawner_config, dict):
             errors["spawner_config"] = "Must be a JSON object of trait names to values."
         for field_name in ("allowed_overrides", "allowed_user_options"):
@@ -254,16 +250,9 @@ class Outpost(models.Model):
                 "Must be a JSON list of environment variable names or glob patterns "
                 "(letters, digits, _, * and ?)."
             )
-        protected = (
-            []
-            if "allowed_overrides" in errors
-            else sorted(set(self.allowed_overrides) & kube.protected_traits(self.spawner_class))
-        )
-        if protected:
-            errors["allowed_overrides"] = (
-                f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "
-                "(docs/kubernetes.md)."
-            )
+        # The class is allow-listed, the traits are its own and typed, misc never sets what
+        # runner/kube.py protects (spawner_settings.py).
+        errors = {**outpost_spawner_problems(outpost=self), **errors}
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:
             errors["allowed_node_patterns"] = node_problem
@@ -555,6 +544,9 @@ class Server(models.Model):
     spawner_state = EncryptedJSONField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    spawner_log = models.TextField(
+        blank=True, help_text="The last lines its spawner logged (tokens redacted)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the spawner ran.")
     ready_at = models.DateTimeField(null=True, blank=True)

@@ -23,8 +23,8 @@ truth for what it names), e.g.::
     outposts:
       - slug: hpc
         spawner_class: batchspawner.SlurmSpawner
-        allowed_overrides: [image]           # misc traits a Hub may set
-        allowed_override_values: {image: ["quay.io/jupyter/*"]}  # and to what
+        allowed_overrides: [default_url]     # misc traits a Hub may set
+        allowed_override_values: {default_url: ["/lab*"]}  # and to what
         allowed_user_options: [partition]    # user_options keys the spawner gets
         allowed_env: [TZ, "SITE_*"]          # env the spawner gets besides JUPYTER(HUB)_*
         min_system_uid: 1000                 # refuse users whose account is below; null = off

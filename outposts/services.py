@@ -26,6 +26,7 @@ from outposts import callbacks, dispatch
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update
+from outposts.spawner_settings import trait_values_problems_of
 from outposts.workers import outpost_worker_absence
 from portal.crypto import encrypt_text
 from portal.permissions import permission_holders_set
@@ -168,8 +169,14 @@ def start_overrides_allowed(*, misc: Mapping[str, Any], outpost: Outpost) -> dic
     """The part of a Hub's ``misc`` that may reach ``outpost``'s spawner: the allow-listed
     keys (allowed_overrides). Raises ValidationError when a value is not one the Outpost
     allows for its key (allowed_override_values): the user asked for it, and a start with
-    something else would surprise them."""
+    something else would surprise them, or a value its trait's type refuses
+    (outposts/spawner_settings.py): the spawner would fail with a bare TypeError."""
     kept = {key: value for key, value in misc.items() if key in set(outpost.allowed_overrides)}
+    problems = trait_values_problems_of(
+        spawner_class=outpost.spawner_class, values=kept, types_only=True
+    )
+    if problems:
+        raise ValidationError({"misc": problems})
     for key, patterns in (outpost.allowed_override_values or {}).items():
         if key not in kept:
             continue

@@ -342,6 +342,19 @@ TUNNEL_BACKOFF_MAX = float(os.environ.get("PORTAL_TUNNEL_BACKOFF_MAX", "60"))
 SERVER_CALLBACK_URL = os.environ.get("PORTAL_SERVER_CALLBACK_URL", "")
 SERVER_REPORT_TIMEOUT = float(os.environ.get("PORTAL_SERVER_REPORT_TIMEOUT", "120"))
 
+# The spawner classes an Outpost may use (dotted paths): the deployment's operators choose
+# them here, site admins pick one of them (outposts/spawner_settings.py). A spawner runs in
+# the workers, which hold the portal's database credentials and keys.
+SPAWNER_CLASSES = env_list(
+    "PORTAL_SPAWNER_CLASSES",
+    "jupyterhub.spawner.SimpleLocalProcessSpawner,jupyterhub.spawner.LocalProcessSpawner,"
+    "batchspawner.SlurmSpawner,kubespawner.KubeSpawner",
+)
+# "Try a start" in the Outpost admin (outposts/trial.py): the Hub user name the test server
+# runs as (on Slurm it needs a Unix account) and how long the start may take, in seconds.
+TRY_START_USER = os.environ.get("PORTAL_TRY_START_USER", "") or "outpost-try"
+TRY_START_TIMEOUT = float(os.environ.get("PORTAL_TRY_START_TIMEOUT", "60"))
+
 # How long a synchronous API start or stop waits for its task before answering.
 SYNC_WAIT_TIMEOUT = float(os.environ.get("PORTAL_SYNC_WAIT_TIMEOUT", "60"))
 

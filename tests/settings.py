@@ -15,3 +15,14 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portal
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 
 from portal.settings import *  # noqa: E402,F403
+
+# The stand-in spawners the suite configures on Outposts through the admin and apply_config.
+SPAWNER_CLASSES = [  # noqa: F405 - from portal.settings
+    *SPAWNER_CLASSES,  # noqa: F405
+    "tests.support.spawners.SlowSpawner",
+    "tests.support.spawners.HangingSpawner",
+    "tests.support.spawners.UnreachableSpawner",
+    "tests.support.spawners.QueuedStartSpawner",
+    "tests.support.spawners.InstantSpawner",
+    "tests.support.batch.LocalBatchSpawner",
+]

@@ -27,7 +27,7 @@ outposts:
     default: true
     spawner_class: jupyterhub.spawner.SimpleLocalProcessSpawner
     spawner_config: {cmd: [jupyterhub-singleuser], args: [--allow-root]}
-    allowed_overrides: [image]
+    allowed_overrides: [default_url]
     allowed_user_options: [partition]
     min_system_uid: 5000
     max_servers_per_user: 3
@@ -65,7 +65,7 @@ def test_apply_config_creates_outposts_flavors_and_hubs(tmp_path):
     assert outpost.name == "Local processes"
     assert outpost.is_default
     assert outpost.spawner_config == {"cmd": ["jupyterhub-singleuser"], "args": ["--allow-root"]}
-    assert outpost.allowed_overrides == ["image"]
+    assert outpost.allowed_overrides == ["default_url"]
     assert (outpost.allowed_user_options, outpost.min_system_uid) == (["partition"], 5000)
     assert outpost.poll_interval == timedelta(seconds=10)
     assert outpost.start_timeout == timedelta(minutes=2)
@@ -165,7 +165,38 @@ def test_default_moves_to_the_outpost_the_file_names(tmp_path):
     [
         (
             lambda d: d["outposts"][0].update(spawner_class="no.such.Spawner"),
-            "Outpost 'local': field 'spawner_class': Cannot import 'no.such.Spawner'.",
+            "Outpost 'local': field 'spawner_class': 'no.such.Spawner' is not an allowed "
+            "spawner class; choose one of jupyterhub.spawner.SimpleLocalProcessSpawner,",
+        ),
+        (
+            lambda d: d["outposts"][0].update(spawner_class="os.system"),
+            "Outpost 'local': field 'spawner_class': 'os.system' is not an allowed spawner",
+        ),
+        (
+            lambda d: d["outposts"][0]["spawner_config"].update(no_such_trait=True),
+            "Outpost 'local': field 'spawner_config': 'no_such_trait' is not a trait of "
+            "SimpleLocalProcessSpawner.",
+        ),
+        (
+            lambda d: d["outposts"][0]["spawner_config"].update(cmd=42),
+            "Outpost 'local': field 'spawner_config': 'cmd' must be a list or None (Command "
+            "trait of SimpleLocalProcessSpawner), not int 42.",
+        ),
+        (
+            lambda d: d["outposts"][0].update(allowed_overrides=["image"]),
+            "Outpost 'local': field 'allowed_overrides': 'image' is not a trait of "
+            "SimpleLocalProcessSpawner.",
+        ),
+        (
+            lambda d: d["outposts"][0]["flavors"][0].update(resources={"gpus": 1}),
+            "Outpost 'local' flavor 'small': field 'resources': 'gpus' is not a trait of "
+            "SimpleLocalProcessSpawner.",
+        ),
+        (
+            lambda d: d["outposts"][0]["flavors"][0].update(resources={"mem_limit": "lots"}),
+            "Outpost 'local' flavor 'small': field 'resources': 'mem_limit' must be an int "
+            "(ByteSpecification trait of SimpleLocalProcessSpawner), not str 'lots'. lots is "
+            "not a valid memory specification.",
         ),
         (
             lambda d: d["outposts"][0]["flavors"][0].update(max="five"),

@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from tests.factories import OutpostFactory
+from tests.factories import FlavorFactory, OutpostFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -44,3 +44,21 @@ def test_the_check_needs_a_database_and_deploy():
     # then this check stays silent: it reads rows, and only deployments need it
     assert "outposts.W001" not in without_database
     assert "outposts.W001" not in out.getvalue()
+
+
+def test_the_check_warns_about_spawner_settings_saved_before_the_rule(settings):
+    # given Outposts saved without validation: a class off the allow-list, an unknown trait,
+    # a flavor resource of the wrong type; and one that is fine
+    settings.SPAWNER_CLASSES = ["jupyterhub.spawner.SimpleLocalProcessSpawner", BATCH]
+    OutpostFactory(slug="odd", spawner_class="os.system")
+    typo = OutpostFactory(slug="typo", spawner_config={"cmdd": ["jupyterhub-singleuser"]})
+    FlavorFactory(outpost=typo, name="big", resources={"mem_limit": "lots"})
+    OutpostFactory(slug="hpc", spawner_class=BATCH, spawner_config={"req_partition": "batch"})
+    # when the checks run against the database
+    output = deploy_check("--database", "default")
+    # then each problem is named, with its Outpost and field; the good one is not
+    assert output.count("outposts.W002") == 3
+    assert "Outpost 'odd': spawner_class: 'os.system' is not an allowed spawner class" in output
+    assert "Outpost 'typo': spawner_config: 'cmdd' is not a trait of Simple" in output
+    assert "Outpost 'typo': flavor 'big' resources: 'mem_limit' must be an int" in output
+    assert "'hpc'" not in output

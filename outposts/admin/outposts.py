@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
@@ -26,6 +26,8 @@ from outposts.capacity import capacity_overview
 from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
+from outposts.spawner_settings import spawner_classes_allowed
+from outposts.trial import outpost_try_start
 from outposts.usage import UsageForm, usage_chart, usage_report
 from outposts.workers import (
     outpost_worker_seen_annotated,
@@ -75,6 +77,19 @@ class OutpostForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "spawner_class" in self.fields:
+            # Picked from the operators' allow-list; a class saved before it was narrowed stays
+            # shown as it is, and Outpost.clean refuses it until another is picked.
+            choices = spawner_classes_allowed()
+            current = self.instance.spawner_class
+            if current and current not in choices:
+                choices = [current, *choices]
+            self.fields["spawner_class"] = forms.ChoiceField(
+                label=self.fields["spawner_class"].label,
+                choices=[(path, path) for path in choices],
+                help_text=f"{Outpost._meta.get_field('spawner_class').help_text} The "
+                "deployment's operators choose which ones (PORTAL_SPAWNER_CLASSES).",
+            )
         if self.instance.pk and "site_admins" in self.fields:
             self.fields["site_admins"].initial = list(outpost_site_admins(outpost=self.instance))
 
@@ -124,6 +139,7 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     ]
     list_filter = ["state"]
     search_fields = ["name", "slug"]
+    actions = ["try_start"]
     inlines = [FlavorInline, HubPolicyInline, UserRuleInline]
     fieldsets = [
         (None, {"fields": ["slug", "name", "state", "state_message", "is_default"]}),
@@ -203,6 +219,30 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
         if obj.pk is None:
             return "-"
         return worker_seen_text(seen=outpost_worker_seen_annotated(outpost=obj))
+
+    def has_try_start_permission(self, request: HttpRequest) -> bool:
+        return administers_any(request)
+
+    @admin.action(
+        description="Try a start (a test server, stopped right after)", permissions=["try_start"]
+    )
+    def try_start(
+        self, request: HttpRequest, queryset: QuerySet[Outpost]
+    ) -> TemplateResponse | None:
+        """Start a test server on one selected Outpost and show what its spawner did
+        (outposts/trial.py). The queryset is already limited to the user's Outposts."""
+        outposts = list(queryset[:2])
+        if len(outposts) != 1:
+            self.message_user(request, "Select one Outpost to try a start on.", messages.WARNING)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Try a start on {outposts[0]}",
+            "opts": self.opts,
+            "original": outposts[0],
+            "result": outpost_try_start(outpost=outposts[0]),
+        }
+        return TemplateResponse(request, "admin/outposts/outpost/try_start.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A site admin could not reach an Outpost they created (no permission on it yet).

@@ -12,6 +12,7 @@ from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from audit.services import audit_stop
@@ -89,6 +90,7 @@ class ServerAdmin(RecordsOnlyAdmin, OutpostScopedAdmin):
         "overrides",
         "exit_code",
         "error",
+        "spawner_log_shown",
         "created_at",
         "started_at",
         "ready_at",
@@ -113,6 +115,14 @@ class ServerAdmin(RecordsOnlyAdmin, OutpostScopedAdmin):
     @admin.display(description="server", ordering="user_name")
     def server(self, obj: Server) -> str:
         return server_title(obj)
+
+    @admin.display(description="spawner log")
+    def spawner_log_shown(self, obj: Server) -> str:
+        """The last lines the spawner logged while it started and stopped, as it wrote them
+        (escaped), with the error the user is not shown at the end."""
+        if not obj.spawner_log:
+            return "-"
+        return format_html('<pre class="spawner-log">{}</pre>', obj.spawner_log)
 
     @admin.display(description="flavor", ordering="flavor__name")
     def flavor_name(self, obj: Server) -> str | None:

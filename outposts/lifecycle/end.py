@@ -16,6 +16,7 @@ from django.utils import timezone
 from outposts import callbacks, dispatch, services
 from outposts.errors import SpawnerFailed
 from outposts.models import Server
+from outposts.runner.logtail import SpawnerLogTail, tail_joined
 from outposts.runner.spawner import ServerSpec, SpawnerRunner, run_sync
 from outposts.selectors import server_for_update
 from tunnels.services import tunnel_close_for_server
@@ -61,6 +62,20 @@ def _server_end(
             )
         dispatch.queue_hub_flavors_send(server_id=server.pk)
     return server
+
+
+def server_spawner_log_add(*, server_id: int, tail: SpawnerLogTail) -> None:
+    """Add what ``tail`` kept (a start's or a stop's spawner log) to the server's own tail,
+    which its admin page shows; the oldest lines go first."""
+    text = tail.text()
+    if not text:
+        return
+    with transaction.atomic():
+        server = server_for_update(server_id=server_id)
+        if server is not None:
+            Server.objects.filter(pk=server_id).update(
+                spawner_log=tail_joined(server.spawner_log, text)
+            )
 
 
 def server_mark_failed(*, server_id: int, error: str) -> Server | None:
@@ -137,12 +152,17 @@ def server_stop_run(*, server_id: int) -> None:
             server.save(
                 update_fields=["status", "stop_requested_at", "start_lease_until", "updated_at"]
             )
+    tail = SpawnerLogTail()
     try:
         runner = SpawnerRunner.for_server(server)
+        tail = runner.log_tail
         run_sync(runner.stop)
     except Exception as error:
         log.exception("Could not stop server %s", server_id)
+        tail.add_error(error, what="The stop")
         raise SpawnerFailed(f"Could not stop server {server_id}") from error
+    finally:
+        server_spawner_log_add(server_id=server_id, tail=tail)
     if server.error:
         # A start that failed (timed out) and handed its leftover over carries its reason: it
         # ends failed, as it would have had the leftover stopped at once (a Hub reads 1 and

@@ -25,11 +25,13 @@ from outposts.lifecycle.end import (
     lease_live,
     server_mark_failed,
     server_mark_stopped,
+    server_spawner_log_add,
     server_stop_hand_over,
     server_stop_leftover,
 )
 from outposts.models import Server
 from outposts.runner.checks import SystemAccount, UnsafeName
+from outposts.runner.logtail import SpawnerLogTail
 from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
@@ -51,7 +53,10 @@ def user_safe_error(error: BaseException) -> str:
     """A failure text a user may see: spawner internals (paths, hosts) stay in the log."""
     if isinstance(error, PortalError | UnsafeName | SystemAccount):
         return str(error.args[0]) if error.args else error.__class__.__name__
-    return f"The server could not be started ({error.__class__.__name__}); see the Outpost log."
+    return (
+        f"The server could not be started ({error.__class__.__name__}); the Outpost's "
+        "administrators find why on its page."
+    )
 
 
 @dataclass(frozen=True)
@@ -235,18 +240,38 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
         tls = TLSMaterial.from_token(tls_token)
     except Exception as error:
         log.exception("Cannot build the spawner of server %s", server_id)
+        tail = SpawnerLogTail()
+        tail.add_error(error, what="Building the spawner")
+        server_spawner_log_add(server_id=server_id, tail=tail)
         server_mark_failed(server_id=server_id, error=user_safe_error(error))
         return
     callbacks.server_record_event(server=server, progress=20, message="Starting the server.")
+    elapsed = timezone.now() - (server.started_at or timezone.now())
+    timeout = (server.outpost.start_timeout - elapsed).total_seconds()
+    ownership = _StartOwnership(claim)
+    try:
+        _start_watch_and_land(runner, server, tls, reported_address, timeout, ownership)
+    finally:
+        # What the spawner logged while it started (and stopped), for the server's page.
+        server_spawner_log_add(server_id=server_id, tail=runner.log_tail)
+
+
+def _start_watch_and_land(
+    runner: SpawnerRunner,
+    server: Server,
+    tls: TLSMaterial | None,
+    reported_address: Any,
+    timeout: float,
+    ownership: _StartOwnership,
+) -> None:
+    """Run the spawner's start under ``ownership``, then land the server as it ended."""
+    server_id = server.pk
 
     def record_progress(progress: int, message: str) -> None:
         callbacks.server_record_event(
             server=server, progress=max(20, min(progress, 99)), message=message
         )
 
-    elapsed = timezone.now() - (server.started_at or timezone.now())
-    timeout = (server.outpost.start_timeout - elapsed).total_seconds()
-    ownership = _StartOwnership(claim)
     result = run_sync(
         start_watched,
         runner,
@@ -271,6 +296,7 @@ def server_start_run(*, server_id: int, tls_token: str | None = None) -> None:
     else:
         log.error("Start of server %s failed", server_id, exc_info=result.error)
         assert result.error is not None
+        runner.log_tail.add_error(result.error, what="The start")
         server_mark_failed(server_id=server_id, error=user_safe_error(result.error))
 
 

@@ -69,7 +69,7 @@ def is_kube(spawner_class: type) -> bool:
         from kubespawner import KubeSpawner
     except ImportError:
         return False
-    return issubclass(spawner_class, KubeSpawner)
+    return isinstance(spawner_class, type) and issubclass(spawner_class, KubeSpawner)
 
 
 @cache

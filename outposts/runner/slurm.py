@@ -379,4 +379,4 @@ def is_slurm(spawner_class: type) -> bool:
         from batchspawner import SlurmSpawner
     except ImportError:
         return False
-    return issubclass(spawner_class, SlurmSpawner)
+    return isinstance(spawner_class, type) and issubclass(spawner_class, SlurmSpawner)

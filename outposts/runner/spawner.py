@@ -33,6 +33,7 @@ from outposts.runner.checks import (
     request_env_allowed,
 )
 from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
+from outposts.runner.logtail import SpawnerLogTail, secret_values, spawner_logger
 from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
 
 if TYPE_CHECKING:
@@ -238,6 +239,8 @@ class SpawnerRunner:
         self.spec = spec
         check_name_safe(spec.user_name, what="user name")
         check_name_safe(spec.server_name, what="server name", allow_empty=True)
+        # What this spawner logs, for the server's admin page (outposts/runner/logtail.py).
+        self.log_tail = SpawnerLogTail(secrets=secret_values({**spec.env, **spec.portal_env}))
         self.spawner = self._build()
 
     @classmethod
@@ -274,6 +277,7 @@ class SpawnerRunner:
             oauth_client_id=env.get("JUPYTERHUB_CLIENT_ID") or client_id,
             api_token=env.get("JUPYTERHUB_API_TOKEN", ""),
             user_options=dict(spec.user_options),
+            log=spawner_logger(self.log_tail),
         )
         user.spawners[spec.server_name] = spawner
         if slurm.is_slurm(spawner_class):

@@ -206,7 +206,8 @@ def test_only_allow_listed_misc_keys_are_stored(hub_client, outpost):
 
 
 def test_an_override_value_the_outpost_does_not_allow_refuses_the_start(hub_client, outpost):
-    # given an Outpost that lets Hubs choose images of one registry only
+    # given a Kubernetes Outpost that lets Hubs choose images of one registry only
+    outpost.spawner_class = "kubespawner.KubeSpawner"
     outpost.allowed_overrides = ["image", "default_url"]
     outpost.allowed_override_values = {"image": ["quay.io/jupyter/*"]}
     outpost.full_clean()

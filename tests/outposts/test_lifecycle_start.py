@@ -223,7 +223,8 @@ def test_a_portal_error_without_text_is_shown_by_its_name():
     assert start.user_safe_error(SpawnerFailed()) == "SpawnerFailed"
     assert start.user_safe_error(SpawnerFailed("No node is free.")) == "No node is free."
     assert start.user_safe_error(OSError("/secret/path")) == (
-        "The server could not be started (OSError); see the Outpost log."
+        "The server could not be started (OSError); the Outpost's administrators find why "
+        "on its page."
     )
 
 
@@ -326,9 +327,15 @@ def test_a_start_that_cannot_build_its_spawner_fails_with_a_text_safe_for_users(
     server.refresh_from_db()
     assert server.status == Server.Status.FAILED
     assert server.error == (
-        "The server could not be started (ModuleNotFoundError); see the Outpost log."
+        "The server could not be started (ModuleNotFoundError); the Outpost's administrators "
+        "find why on its page."
     )
     assert server.events.get(failed=True).message == server.error
+    # and the server's page tells its administrators why, which the user is not told
+    assert (
+        "ERROR Building the spawner failed: ModuleNotFoundError: No module named "
+        "'no_such_module'" in server.spawner_log
+    )
 
 
 def test_a_spawner_error_fails_the_start_with_its_exact_user_text(db, home):
@@ -340,7 +347,15 @@ def test_a_spawner_error_fails_the_start_with_its_exact_user_text(db, home):
     server.refresh_from_db()
     assert (server.status, server.exit_code) == (Server.Status.FAILED, 1)
     assert server.error == (
-        "The server could not be started (FileNotFoundError); see the Outpost log."
+        "The server could not be started (FileNotFoundError); the Outpost's administrators "
+        "find why on its page."
+    )
+    # and the server's page shows what the spawner logged, and the error it raised
+    lines = server.spawner_log.splitlines()
+    assert "INFO Spawning /no/such/secret/path/cmd" in lines[0]
+    assert lines[-1].endswith(
+        "ERROR The start failed: FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/no/such/secret/path/cmd'"
     )
 
 

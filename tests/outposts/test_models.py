@@ -100,6 +100,8 @@ def test_override_values_are_patterns_for_allow_listed_overrides(values, message
 
 def test_override_values_for_allow_listed_overrides_are_accepted():
     outpost = OutpostFactory.build(
-        allowed_overrides=["image"], allowed_override_values={"image": ["quay.io/jupyter/*"]}
+        spawner_class="kubespawner.KubeSpawner",  # image is a KubeSpawner trait
+        allowed_overrides=["image"],
+        allowed_override_values={"image": ["quay.io/jupyter/*"]},
     )
     outpost.full_clean()

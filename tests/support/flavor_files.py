@@ -90,7 +90,10 @@ HUB_NAMES = ("course1", "course2", "research", "lab-a", "public")
 
 
 def file_hubs(outpost: Outpost) -> dict[str, Hub]:
-    """The portal's Hubs for FLAVOR_FILE, each granted ``outpost``."""
+    """The portal's Hubs for FLAVOR_FILE, each granted ``outpost``, which becomes the file's
+    Kubernetes Outpost: the file's resources are KubeSpawner traits (extra_resource_limits)."""
+    outpost.spawner_class = "kubespawner.KubeSpawner"
+    outpost.save(update_fields=["spawner_class"])
     return {name: HubFactory(name=name, outposts=[outpost]) for name in HUB_NAMES}
 
 

@@ -142,7 +142,10 @@ def configure_instant_outpost(env: dict[str, str]) -> None:
     }
     path = Path(env["PORTAL_DATA_DIR"]) / "instant.yaml"
     path.write_text(json.dumps(config))  # YAML reads JSON
-    manage({**env, "CELERY_BROKER_URL": "memory://"}, "apply_config", str(path))
+    # The portal's settings, not the tests': the stand-in spawner is allow-listed as a site's
+    # operators would allow-list theirs.
+    allowed = {"PORTAL_SPAWNER_CLASSES": "tests.support.spawners.InstantSpawner"}
+    manage({**env, **allowed, "CELERY_BROKER_URL": "memory://"}, "apply_config", str(path))
 
 
 def instant_start(session: requests.Session, base: str, number: int) -> tuple[int, str]:
