@@ -30,7 +30,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from outposts.errors import TaskQueueUnavailable
 
 if TYPE_CHECKING:
-    from outposts.models import Outpost, Server
+    from outposts.models import Outpost, OutpostTrial, Server
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,19 @@ def queue_server_stop(*, server: Server, if_unqueued: Callable[[], None] | None 
         queue=server.outpost.celery_queue,
         unavailable=f"{QUEUE_UNAVAILABLE}: the stop is recorded and will be carried out "
         "once it is back.",
+        if_unqueued=if_unqueued,
+    )
+
+
+def queue_outpost_trial_run(*, trial: OutpostTrial, if_unqueued: Callable[[], None]) -> None:
+    """A trial start runs on the Outpost's own queue: where its servers run (outposts/trial.py)."""
+    from outposts.tasks import outpost_trial_run_task
+
+    _queue_on_commit(
+        outpost_trial_run_task,
+        args=[trial.pk],
+        queue=trial.outpost.celery_queue,
+        unavailable=f"{QUEUE_UNAVAILABLE}: the trial was not queued; try again later.",
         if_unqueued=if_unqueued,
     )
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
@@ -649,3 +650,24 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue}: {self.hostname} at {self.last_seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class OutpostTrial(models.Model):
+    """One "Try a start" of an Outpost's spawner settings (outposts/trial.py): asked for in
+    the admin, run by a worker of the Outpost's queue, where its servers run."""
+
+    outpost = models.ForeignKey(Outpost, on_delete=models.CASCADE, related_name="trials")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # What the trial did (trial.TrialResult as JSON); empty until it finished.
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"Trial {self.pk} on {self.outpost_id}"

@@ -12,7 +12,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from outposts import callbacks, hubcalls
+from outposts import callbacks, hubcalls, trial
 from outposts.errors import SpawnerFailed
 from outposts.lifecycle import end, reconcile, start
 
@@ -53,6 +53,11 @@ def outposts_reconcile_task() -> None:
 @shared_task(autoretry_for=DB_TRANSIENT, retry_backoff=True, max_retries=3)
 def outpost_reconcile_task(outpost_id: int) -> None:
     reconcile.outpost_reconcile(outpost_id=outpost_id)
+
+
+@shared_task
+def outpost_trial_run_task(trial_id: int) -> None:
+    trial.outpost_trial_run(trial_id=trial_id)
 
 
 HUB_CALL_RETRY = {

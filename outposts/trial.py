@@ -1,30 +1,36 @@
 """The Outpost admin's "Try a start": a short test start of an Outpost's spawner settings.
 
-The admin action calls ``outpost_try_start``: the runner builds the Outpost's spawner as for
-any server (its ``spawner_config``, then the resources of the flavor a Hub lists first), for
-the dedicated user ``settings.TRY_START_USER``, starts it, stops it right after, and
-answers what happened with the spawner's log tail (outposts/runner/logtail.py) and its
-progress messages.
+The admin action asks for one (``outpost_trial_request``): an ``OutpostTrial`` row, and a task
+on the Outpost's own queue, so the trial runs where the Outpost's servers run (a Slurm login
+node, a worker with the cluster's service account), never in the web process. The task
+(``outpost_trial_run``) builds the Outpost's spawner as for any server (its
+``spawner_config``, then the resources of the flavor a Hub lists first), for the dedicated
+user ``settings.TRY_START_USER``, starts it, stops it right after, and stores what happened
+with the spawner's log tail (outposts/runner/logtail.py) and its progress messages; the admin's
+trial page shows it, refreshing until it is there.
 
-The runner is driven directly, in the admin's own process, bounded by
-``settings.TRY_START_TIMEOUT``: no Server row is written, so a trial holds no flavor's or
-user's slot, reaches no Hub and is in no usage report. It runs where the admin runs: a
-spawner whose commands or cluster exist only on the Outpost's worker host (sbatch on a login
-node, a Kubernetes service account) says so in the trial's error. On an Outpost whose
-servers report their address (``server_reports_address``) no report of a test server is
-received: its trial fails, with the progress the start made.
+The runner is driven directly, bounded by ``settings.TRY_START_TIMEOUT``: no Server row is
+written, so a trial holds no flavor's or user's slot, reaches no Hub and is in no usage
+report. On an Outpost whose servers report their address (``server_reports_address``) no
+report of a test server is received: its trial fails, with the progress the start made.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
 
 from flavors.models import Flavor
-from outposts.models import Outpost
+from outposts import dispatch
+from outposts.models import Outpost, OutpostTrial
 from outposts.runner.accounts import UnixAccountRule
 from outposts.runner.spawner import ServerSpec, SpawnerRunner, run_sync
 from outposts.runner.watch import StartOutcome, start_watched
@@ -49,6 +55,10 @@ class TrialResult:
     stopped: bool = False
     progress: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """What OutpostTrial.result stores (the Outpost is the row's own)."""
+        return {key: value for key, value in asdict(self).items() if key != "outpost"}
 
 
 def trial_spec(*, outpost: Outpost, flavor: Flavor | None) -> ServerSpec:
@@ -131,3 +141,49 @@ def outpost_try_start(*, outpost: Outpost) -> TrialResult:
     result.error = runner.log_tail.redacted(result.error)
     result.log_lines = runner.log_tail.text().splitlines()
     return result
+
+
+# A trial that started this long ago without a result will not get one (its worker died).
+TRIAL_LOST_AFTER = timedelta(seconds=60)
+
+
+def outpost_trial_request(*, outpost: Outpost, user: AbstractBaseUser) -> OutpostTrial:
+    """Ask for a trial start on ``outpost``, run by a worker of its queue once this commits.
+
+    Raises TaskQueueUnavailable when the broker cannot take it; the trial is then recorded as
+    finished with that error.
+    """
+    with transaction.atomic():
+        trial = OutpostTrial.objects.create(outpost=outpost, requested_by=user)
+        dispatch.queue_outpost_trial_run(
+            trial=trial,
+            if_unqueued=lambda: _trial_finish(
+                trial_id=trial.pk,
+                result={"error": "The portal's task queue was unavailable; nothing ran."},
+            ),
+        )
+    return trial
+
+
+def outpost_trial_run(*, trial_id: int) -> None:
+    """Run a trial asked for in the admin (the task's body). Runs once: a redelivered copy of
+    a trial that started does nothing, as a second test server is not what was asked for."""
+    claimed = OutpostTrial.objects.filter(pk=trial_id, started_at__isnull=True).update(
+        started_at=timezone.now()
+    )
+    if not claimed:
+        return
+    trial = OutpostTrial.objects.select_related("outpost").get(pk=trial_id)
+    _trial_finish(trial_id=trial_id, result=outpost_try_start(outpost=trial.outpost).as_json())
+
+
+def _trial_finish(*, trial_id: int, result: dict[str, Any]) -> None:
+    OutpostTrial.objects.filter(pk=trial_id).update(result=result, finished_at=timezone.now())
+
+
+def trial_is_lost(trial: OutpostTrial) -> bool:
+    """Whether a trial that started will never finish: its worker died while it ran."""
+    if trial.started_at is None or trial.finished_at is not None:
+        return False
+    limit = timedelta(seconds=settings.TRY_START_TIMEOUT) + TRIAL_LOST_AFTER
+    return timezone.now() - trial.started_at > limit

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest, QueryDict
+from django.http import Http404, HttpRequest, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -23,13 +24,15 @@ from flavors.services import flavors_changed
 from outposts.admin.policies import HubPolicyInline, PolicyPreviewForm, UserRuleInline
 from outposts.admin.scoping import OutpostPartInline, OutpostScopedAdmin, administers_any
 from outposts.capacity import capacity_overview
+from outposts.errors import TaskQueueUnavailable
 from outposts.models import Outpost, Server
 from outposts.selectors import outpost_site_admins, outposts_administered_by
 from outposts.services import outpost_site_admins_set
 from outposts.spawner_settings import spawner_classes_allowed
-from outposts.trial import outpost_try_start
+from outposts.trial import outpost_trial_request, trial_is_lost
 from outposts.usage import UsageForm, usage_chart, usage_report
 from outposts.workers import (
+    outpost_worker_absence,
     outpost_worker_seen_annotated,
     outposts_with_worker_seen,
     worker_seen_text,
@@ -228,19 +231,42 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
     )
     def try_start(
         self, request: HttpRequest, queryset: QuerySet[Outpost]
-    ) -> TemplateResponse | None:
-        """Start a test server on one selected Outpost and show what its spawner did
+    ) -> HttpResponseRedirect | None:
+        """Ask a worker of one selected Outpost for a test start, and open its page
         (outposts/trial.py). The queryset is already limited to the user's Outposts."""
         outposts = list(queryset[:2])
         if len(outposts) != 1:
             self.message_user(request, "Select one Outpost to try a start on.", messages.WARNING)
             return None
+        try:
+            trial = outpost_trial_request(outpost=outposts[0], user=request.user)
+        except TaskQueueUnavailable as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return None
+        return HttpResponseRedirect(
+            reverse("admin:outposts_outpost_trial", args=[outposts[0].pk, trial.pk])
+        )
+
+    def trial_view(self, request: HttpRequest, object_id: str, trial_id: int) -> TemplateResponse:
+        """A trial's page: waiting for a worker, running, or what it did."""
+        outpost = self.get_object(request, unquote(object_id))  # scoped: theirs are not found
+        if outpost is None or not self.has_try_start_permission(request):
+            raise Http404("No such Outpost.")
+        trial = outpost.trials.filter(pk=trial_id).first()
+        if trial is None:
+            raise Http404("No such trial.")
+        lost = trial_is_lost(trial)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Try a start on {outposts[0]}",
+            "title": f"Try a start on {outpost}",
             "opts": self.opts,
-            "original": outposts[0],
-            "result": outpost_try_start(outpost=outposts[0]),
+            "original": outpost,
+            "trial": trial,
+            "result": trial.result,
+            "lost": lost,
+            "refresh": trial.finished_at is None and not lost,
+            "absence": outpost_worker_absence(outpost=outpost) if trial.started_at is None else "",
+            "try_user": settings.TRY_START_USER,
         }
         return TemplateResponse(request, "admin/outposts/outpost/try_start.html", context)
 
@@ -297,7 +323,12 @@ class OutpostAdmin(ReinforcedGuardedModelAdminMixin, OutpostScopedAdmin):
             self.admin_site.admin_view(self.usage_view),
             name="outposts_outpost_usage",
         )
-        return [capacity, usage, preview, *super().get_urls()]
+        trial = path(
+            "<path:object_id>/trials/<int:trial_id>/",
+            self.admin_site.admin_view(self.trial_view),
+            name="outposts_outpost_trial",
+        )
+        return [capacity, usage, trial, preview, *super().get_urls()]
 
     def usage_view(self, request: HttpRequest) -> TemplateResponse:
         """Flavor-hours of the Outposts the user administers (superusers: all), as a table
