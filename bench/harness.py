@@ -173,6 +173,8 @@ def uvicorn(env: dict[str, str], *, workers: int, ping_path: str) -> Iterator[Uv
     cmd = [
         str(VENV_BIN / "uvicorn"),
         "portal.asgi:application",
+        "--http",
+        "portal.webserver:HttpProtocol",
         "--host",
         "127.0.0.1",
         "--port",
