@@ -255,19 +255,19 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 class ServerSerializer(serializers.Serializer):
-    """One entry of ``GET services/``. Reads the annotations of server_list_for_hub."""
+    """One entry of ``GET services/``. Reads the dicts of server_list_for_hub."""
 
     name = serializers.CharField()
     start_id = serializers.CharField()
     start_date = serializers.DateTimeField(source="created_at")
     end_date = serializers.DateTimeField(source="end_at", allow_null=True)
     last_update = serializers.DateTimeField(source="updated_at")
-    jupyterhub = serializers.CharField(source="hub.name")
+    jupyterhub = serializers.CharField(source="hub_name")
     jupyterhub_userid = serializers.CharField(source="user_id")
     state_stored = serializers.BooleanField()
     start_pending = serializers.BooleanField()
     stop_pending = serializers.BooleanField()
-    flavor = serializers.CharField(source="flavor.name", allow_null=True, default=None)
+    flavor = serializers.CharField(source="flavor_name", allow_null=True, default=None)
     status = serializers.CharField()
 
 
