@@ -1,11 +1,13 @@
 """Load on the Hub-facing API through a real uvicorn: poll, list and flavors.
 
-    .venv/bin/python bench/api_load.py [--servers 2000] [--requests 5000] [--workers 2]
+    .venv/bin/python bench/api_load.py [--servers 1000] [--requests 5000] [--workers 2]
 
 Makes its own PostgreSQL database (dropped at the end), one Outpost, one Hub (HTTP Basic) and
 ``--servers`` running servers, serves portal.asgi with uvicorn on a free 127.0.0.1 port and
 sends a fixed number of requests per endpoint from a pool of client threads, each stopped by a
-time cap. Prints one line of figures per endpoint; see bench/README.md for what they mean.
+time cap; then the same endpoints (and the list of an Outpost without servers) from one
+client, for the latency of a single keep-alive connection. Prints one line of figures per
+endpoint and client count; see bench/README.md for what they mean.
 """
 
 from __future__ import annotations
@@ -32,18 +34,25 @@ from harness import (
 
 DATABASE = "portal_bench"
 SLUG = "bench"
+EMPTY_SLUG = "bench-empty"  # an Outpost of the same Hub without servers: the empty list
 HUB_NAME = "bench-hub"
-FLAVORS = {"small": 1000, "medium": 600, "large": 400}  # name -> share of servers (of 2000)
+FLAVORS = {"small": 1000, "medium": 600, "large": 400}  # name -> share of servers
 HUB_POLL_SECONDS = 30  # a Hub polls each of its servers this often
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", type=int, default=2000, help="running servers (2000)")
+    parser.add_argument("--servers", type=int, default=1000, help="running servers (1000)")
     parser.add_argument("--requests", type=int, default=5000, help="polls and flavors (5000)")
     parser.add_argument("--list-requests", type=int, default=200, help="lists of all servers (200)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (2)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads (8)")
+    parser.add_argument(
+        "--single-requests",
+        type=int,
+        default=500,
+        help="polls, empty lists and flavors from one client (500; lists: a tenth)",
+    )
     parser.add_argument(
         "--time-cap", type=float, default=60, help="seconds at most per endpoint (60)"
     )
@@ -65,7 +74,8 @@ def populate(servers: int, secret: str, *, seed: int) -> list[tuple[str, str]]:
     from outposts.models import Outpost, Server
 
     outpost = Outpost.objects.create(slug=SLUG, name="Bench Outpost")
-    hub = hub_create(name=HUB_NAME, secret=secret, outposts=[outpost])
+    empty = Outpost.objects.create(slug=EMPTY_SLUG, name="Bench Outpost without servers")
+    hub = hub_create(name=HUB_NAME, secret=secret, outposts=[outpost, empty])
     flavors = [
         Flavor.objects.create(outpost=outpost, name=name, display_name=name.title(), weight=i)
         for i, name in enumerate(FLAVORS)
@@ -105,14 +115,17 @@ def expect(status: int, response: requests.Response) -> tuple[bool, str]:
     return ok, "" if ok else f"{response.status_code} {response.text[:200]}"
 
 
-Scenario = tuple[str, Call, int]  # name, one request, how many requests
+# name, one request, how many requests, how many servers each answer lists (0: not a list)
+Scenario = tuple[str, Call, int, int]
 
 
 def scenarios(
-    args: argparse.Namespace, api: str, auth: tuple[str, str], names: list[tuple[str, str]]
-) -> list[Scenario]:
-    """What a Hub calls: polls of random servers, the list of all, the flavors."""
-    poll_order = random.Random(args.seed).choices(names, k=args.requests)
+    args: argparse.Namespace, base: str, auth: tuple[str, str], names: list[tuple[str, str]]
+) -> tuple[list[Scenario], list[Scenario]]:
+    """What a Hub calls: polls of random servers, the list of all, the flavors; from many
+    clients, then from one (with the list of an Outpost without servers too)."""
+    api = f"{base}/outposts/{SLUG}"
+    poll_order = random.Random(args.seed).choices(names, k=max(args.requests, args.single_requests))
 
     def poll(session: requests.Session, i: int) -> tuple[bool, str]:
         name, start_id = poll_order[i]
@@ -129,6 +142,13 @@ def scenarios(
             return False, f"listed {len(response.json())} servers, not {args.servers}"
         return ok, detail
 
+    def empty_listing(session: requests.Session, i: int) -> tuple[bool, str]:
+        response = session.get(f"{base}/outposts/{EMPTY_SLUG}/services/", auth=auth, timeout=30)
+        ok, detail = expect(200, response)
+        if ok and response.json() != []:
+            return False, f"the empty Outpost listed {response.text[:200]}"
+        return ok, detail
+
     def flavors(session: requests.Session, i: int) -> tuple[bool, str]:
         response = session.get(f"{api}/flavors/", auth=auth, timeout=30)
         ok, detail = expect(200, response)
@@ -136,10 +156,16 @@ def scenarios(
             return False, f"flavor counts do not add up: {response.text[:200]}"
         return ok, detail
 
+    single = args.single_requests
     return [
-        ("poll", poll, args.requests),
-        ("list", listing, args.list_requests),
-        ("flavors", flavors, args.requests),
+        ("poll", poll, args.requests, 0),
+        ("list", listing, args.list_requests, args.servers),
+        ("flavors", flavors, args.requests, 0),
+    ], [
+        ("poll", poll, single, 0),
+        ("list-empty", empty_listing, single, 0),
+        ("list", listing, max(1, single // 10), args.servers),
+        ("flavors", flavors, single, 0),
     ]
 
 
@@ -154,48 +180,73 @@ def main() -> None:
         print(f"{args.servers} running servers made in {time.perf_counter() - began:.1f}s")
         ping = f"/outposts/{SLUG}/ping"
         with uvicorn(env, workers=args.workers, ping_path=ping) as server:
-            load = scenarios(args, f"{server.base}/outposts/{SLUG}", (HUB_NAME, secret), names)
-            warm_up(server, load, args.concurrency * 2)
-            results = []
+            many, one = scenarios(args, server.base, (HUB_NAME, secret), names)
+            warm_up(server, many + one, args.concurrency * 2)
             with ConnectionSampler(pg_server, DATABASE) as connections:
-                for name, call, total in load:
-                    result = run_load(
-                        name,
-                        call,
-                        total=total,
-                        concurrency=args.concurrency,
-                        time_cap=args.time_cap,
-                        server=server,
-                    )
-                    results.append(result)
-        report(args, results, connections)
+                results = measure(server, many, concurrency=args.concurrency, args=args)
+            single = measure(server, one, concurrency=1, args=args)
+        report(args, results, single, connections)
+
+
+def measure(
+    server: Uvicorn, load: list[Scenario], *, concurrency: int, args: argparse.Namespace
+) -> list[tuple[Result, int]]:
+    """Each scenario in turn; its result and how many servers each of its answers lists."""
+    return [
+        (
+            run_load(
+                name,
+                call,
+                total=total,
+                concurrency=concurrency,
+                time_cap=args.time_cap,
+                server=server,
+            ),
+            listed,
+        )
+        for name, call, total, listed in load
+    ]
 
 
 def warm_up(server: Uvicorn, load: list[Scenario], calls: int) -> None:
     """A few unmeasured calls of each kind, so every worker has imported and connected."""
-    for name, call, _ in load:
+    for name, call, _, _ in load:
         run_load(f"warm-{name}", call, total=calls, concurrency=4, time_cap=30, server=server)
 
 
-def report(args: argparse.Namespace, results: list[Result], db: ConnectionSampler) -> None:
+def report(
+    args: argparse.Namespace,
+    results: list[tuple[Result, int]],
+    single: list[tuple[Result, int]],
+    db: ConnectionSampler,
+) -> None:
     print()
     print(
         f"API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.servers} running servers, "
-        f"{args.workers} uvicorn workers, {args.concurrency} client threads"
+        f"{args.workers} uvicorn workers"
     )
-    print(TABLE_HEADER)
-    for result in results:
-        print(result.row())
-    for result in results:
-        for sample in result.error_samples:
-            print(f"  {result.name} error: {sample}")
-    poll = results[0]
+    for title, rows in (
+        (f"{args.concurrency} client threads", results),
+        ("1 client (one keep-alive connection)", single),
+    ):
+        print(title)
+        print(TABLE_HEADER)
+        for result, _ in rows:
+            print(result.row())
+        for result, listed in rows:
+            if listed:
+                per_server = result.cpu_per_request() / listed * 1e6
+                print(f"  {result.name}: {per_server:.1f} µs of server CPU per listed server")
+        for result, _ in rows:
+            for sample in result.error_samples:
+                print(f"  {result.name} error: {sample}")
+    poll = results[0][0]
     print()
     print(
         f"Polls: {poll.rate:.0f}/s, enough for ~{poll.rate * HUB_POLL_SECONDS:,.0f} servers "
         f"polled every {HUB_POLL_SECONDS} s (client and server share this machine's CPUs)."
     )
-    measured = sum(result.requests for result in results)
+    measured = sum(result.requests for result, _ in results)
     print(
         f"PostgreSQL: at most {db.peak} connections at once; {db.sessions} sessions opened "
         f"for {measured} measured requests."

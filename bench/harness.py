@@ -29,7 +29,8 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-BROKER_URL = "redis://127.0.0.1:6379/9"
+# Another Redis DB can be given, so that two people's benchmarks never empty each other's.
+BROKER_URL = os.environ.get("PORTAL_BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -94,7 +95,8 @@ def _admin_sql(pg_server: str, sql: str) -> None:
 
 
 def purge_broker() -> None:
-    """Empty Redis DB 9: the start tasks the API queued have no worker and just sit there."""
+    """Empty the bench's Redis DB (9 unless PORTAL_BENCH_BROKER_URL): the start tasks the
+    API queued have no worker and just sit there."""
     redis.Redis.from_url(BROKER_URL).flushdb()
 
 
@@ -171,6 +173,8 @@ def uvicorn(env: dict[str, str], *, workers: int, ping_path: str) -> Iterator[Uv
     cmd = [
         str(VENV_BIN / "uvicorn"),
         "portal.asgi:application",
+        "--http",
+        "portal.webserver:HttpProtocol",
         "--host",
         "127.0.0.1",
         "--port",
@@ -317,8 +321,12 @@ class Result:
     def ms(self, fraction: float) -> float:
         return percentile(sorted(self.latencies), fraction) * 1000
 
+    def cpu_per_request(self) -> float:
+        """Server CPU seconds per request."""
+        return self.server_cpu / self.requests if self.requests else 0.0
+
     def row(self) -> str:
-        cpu_per_request = self.server_cpu / self.requests * 1000 if self.requests else 0.0
+        cpu_per_request = self.cpu_per_request() * 1000
         return (
             f"{self.name:<10} {self.requests:>8} {self.errors:>6} {self.rate:>8.1f} "
             f"{self.ms(0.50):>7.1f} {self.ms(0.95):>7.1f} {self.ms(0.99):>7.1f} "

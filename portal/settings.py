@@ -141,6 +141,15 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The Hub API's paths (outposts.api.urls.lean_path) under ASGI (portal/asgi.py): a Hub sends
+# Basic auth or a token, never a session cookie, so sessions, CSRF, the logged-in user, the
+# audit actor and messages have nothing to do there; the request id and the security,
+# common and clickjacking middleware's headers stay (portal/middleware.py).
+API_MIDDLEWARE = [
+    "monitoring.middleware.RequestIdMiddleware",
+    "portal.middleware.ApiHeadersMiddleware",
+]
+
 # The contract has paths with an empty server name ("services//<start_id>") and paths both
 # with and without a trailing slash: no redirects, the URL patterns accept both.
 APPEND_SLASH = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 from django.utils.html import escape
@@ -255,19 +256,21 @@ class EventsQuerySerializer(serializers.Serializer):
 
 
 class ServerSerializer(serializers.Serializer):
-    """One entry of ``GET services/``. Reads the annotations of server_list_for_hub."""
+    """One entry of ``GET services/``. Reads the dicts of server_list_for_hub."""
 
     name = serializers.CharField()
     start_id = serializers.CharField()
-    start_date = serializers.DateTimeField(source="created_at")
-    end_date = serializers.DateTimeField(source="end_at", allow_null=True)
-    last_update = serializers.DateTimeField(source="updated_at")
-    jupyterhub = serializers.CharField(source="hub.name")
+    # Dates in UTC ("...Z", the contract's), named once here: DRF would otherwise look up the
+    # active time zone for every date of every listed server (a quarter of a long list's CPU).
+    start_date = serializers.DateTimeField(source="created_at", default_timezone=UTC)
+    end_date = serializers.DateTimeField(source="end_at", allow_null=True, default_timezone=UTC)
+    last_update = serializers.DateTimeField(source="updated_at", default_timezone=UTC)
+    jupyterhub = serializers.CharField(source="hub_name")
     jupyterhub_userid = serializers.CharField(source="user_id")
     state_stored = serializers.BooleanField()
     start_pending = serializers.BooleanField()
     stop_pending = serializers.BooleanField()
-    flavor = serializers.CharField(source="flavor.name", allow_null=True, default=None)
+    flavor = serializers.CharField(source="flavor_name", allow_null=True, default=None)
     status = serializers.CharField()
 
 

@@ -10,6 +10,7 @@ slash (settings.APPEND_SLASH is off: Hubs do not follow redirects of a POST or D
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,10 @@ class Route:
     # The canonical path the schema lists (no slash variant, every part present).
     schema_path: str
     view: Callable[..., Any]
+    # Served through the lean middleware stack (settings.API_MIDDLEWARE, portal/asgi.py).
+    # Off for an endpoint whose writes are audited: the audit middleware records the
+    # caller's address on their entries.
+    lean: bool = True
 
 
 ROUTES = (
@@ -53,7 +58,13 @@ ROUTES = (
     ),
     Route("flavors", r"flavors", "flavors", views.FlavorsView.as_view()),
     Route("userflavors", r"userflavors", "userflavors", views.UserFlavorsView.as_view()),
-    Route("tunnels-restart", r"tunnels/restart", "tunnels/restart", TunnelRestartView.as_view()),
+    Route(
+        "tunnels-restart",
+        r"tunnels/restart",
+        "tunnels/restart",
+        TunnelRestartView.as_view(),
+        lean=False,  # bumps tunnels' generation, an audited field
+    ),
 )
 
 # Relative to an Outpost's base URL; each path also with a trailing slash.
@@ -74,6 +85,19 @@ urlpatterns = [
     # path is one of its paths, and gets its JSON 404 rather than Django's HTML page.
     re_path(r"^", not_found_view, name="api-not-found"),
 ]
+
+# The paths portal/asgi.py serves with the lean middleware: a lean route's first segment,
+# under an Outpost or at the site root (the default Outpost's API).
+_LEAN_SEGMENTS = "|".join(
+    sorted({re.escape(route.regex.split("/")[0]) for route in ROUTES if route.lean})
+)
+_LEAN_PATH = re.compile(rf"^/(?:outposts/[-a-zA-Z0-9_]+/)?(?:{_LEAN_SEGMENTS})(?:/|\Z)")
+
+
+def lean_path(path: str) -> bool:
+    """Whether a request path is one of the Hub API's lean endpoints."""
+    return _LEAN_PATH.match(path) is not None
+
 
 # The same views under their canonical paths only, for the OpenAPI schema (/api/schema/):
 # the slash variants and the root copies above would list every operation several times.

@@ -2,9 +2,13 @@
 spawner: they answer from the portal's record (api-contract.md §3.2)."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
+from rest_framework.test import APIClient
 
 from flavors.models import HubPolicy, UserRule
+from outposts.hubs import hub_api_key_create
 from outposts.models import Server
 from tests.factories import FlavorFactory, ServerFactory, SpawnEventFactory
 from tests.support.api import ASYNC, send, start_body
@@ -51,6 +55,41 @@ def test_poll_costs_the_same_queries_for_1_and_500_servers(
     with django_assert_num_queries(QUERIES):
         response = hub_client.get(SERVICES + "/s0/0")
     assert response.json() == {"status": None, "logs": []}
+
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def writes(queries: CaptureQueriesContext) -> list[str]:
+    return [
+        q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(WRITES)
+    ]
+
+
+def test_a_poll_writes_nothing(hub_client, hub, outpost):
+    # given a running server its Hub polls with HTTP Basic
+    add_servers(hub, outpost, 1)
+    # when the Hub polls it, twice
+    with CaptureQueriesContext(connection) as queries:
+        answers = [hub_client.get(SERVICES + "/s0/0") for _ in range(2)]
+    # then both answer from the record and neither wrote a row
+    assert [answer.json() for answer in answers] == [{"status": None, "logs": []}] * 2
+    assert writes(queries) == []
+
+
+def test_a_poll_with_an_api_key_writes_its_last_use_once_a_minute_at_most(hub, outpost):
+    # given a running server and a Hub API key that was never used
+    add_servers(hub, outpost, 1)
+    _, key = hub_api_key_create(hub=hub, name="k1")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"token {key}")
+    # when the Hub polls with it three times in a row
+    with CaptureQueriesContext(connection) as queries:
+        answers = [client.get(SERVICES + "/s0/0") for _ in range(3)]
+    # then the only write is the key's first use
+    assert [answer.status_code for answer in answers] == [200] * 3
+    [update] = writes(queries)
+    assert "last_used_at" in update
 
 
 def test_no_endpoint_calls_a_spawner(hub_client, hub, outpost, monkeypatch):

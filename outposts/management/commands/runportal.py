@@ -75,7 +75,9 @@ def web_command(host: str, port: int, *, serve_static: bool) -> list[str]:
         if serve_static
         else ["portal.asgi:application"]
     )
-    return [sys.executable, "-m", "uvicorn", *app, "--host", host, "--port", str(port)]
+    # The same protocol as README.md's production command (TCP_NODELAY: portal/webserver.py).
+    http = ["--http", "portal.webserver:HttpProtocol"]
+    return [sys.executable, "-m", "uvicorn", *app, *http, "--host", host, "--port", str(port)]
 
 
 def asgi_with_static_files() -> Any:
@@ -85,9 +87,10 @@ def asgi_with_static_files() -> Any:
     reverse proxy.
     """
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
 
-    return ASGIStaticFilesHandler(get_asgi_application())
+    from portal.asgi import application  # the router: the Hub API's lean stack too
+
+    return ASGIStaticFilesHandler(application)
 
 
 class Command(BaseCommand):
