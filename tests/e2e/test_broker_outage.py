@@ -154,6 +154,7 @@ def test_an_outage_answers_503_holds_nothing_and_heals_once_redis_is_back(
     first = start("lab", "a")
     assert first.status_code == 200 and first.json()["service"], portal.log("worker")
     pid = Server.objects.get(name="lab").spawner_state["pid"]
+    connected = portal.log("worker").count("Connected to redis")
     # when Redis stops
     private_redis.stop()
     refused = start("other", "b")
@@ -171,9 +172,20 @@ def test_an_outage_answers_503_holds_nothing_and_heals_once_redis_is_back(
     assert call("DELETE", "services/lab/a").status_code == 503
     assert alive(pid)
 
-    # when Redis is back (and a supervisor has restarted what exited meanwhile)
+    # when Redis is back, and the worker with it: reconnected (kombu retries with back-off),
+    # or restarted by a supervisor if it exited, which it can do late (docs/operations.md)
     private_redis.start()
-    portal.restart_exited()
+
+    def worker_back() -> bool:
+        portal.restart_exited()
+        return portal.log("worker").count("Connected to redis") > connected
+
+    wait_until(
+        worker_back,
+        timeout=120,
+        what="the worker connected to Redis again",
+        details=lambda: portal.log("worker")[-4000:],
+    )
     # then the same start succeeds at once (the refused one held no slot of the two)
     again = start("other", "b")
     assert again.status_code == 200 and again.json()["service"], again.text
