@@ -171,7 +171,8 @@ def start_overrides_allowed(*, misc: Mapping[str, Any], outpost: Outpost) -> dic
     allows for its key (allowed_override_values): the user asked for it, and a start with
     something else would surprise them, or a value its trait's type refuses
     (outposts/spawner_settings.py): the spawner would fail with a bare TypeError."""
-    kept = {key: value for key, value in misc.items() if key in set(outpost.allowed_overrides)}
+    allowed = set(outpost.allowed_overrides)
+    kept = {key: value for key, value in misc.items() if key in allowed}
     problems = trait_values_problems_of(
         spawner_class=outpost.spawner_class, values=kept, types_only=True
     )
@@ -193,10 +194,10 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
 
     A repeated start with the same (Hub, Outpost, name, start_id) returns the existing server;
     one by another user of that Hub is refused.
-    Only the misc and user_options keys the Outpost allow-lists are kept (misc values too,
-    where it lists them: start_overrides_allowed): batch spawners fill
-    their job script from user_options, so any other key could set memory, partition or
-    prologue lines past the flavors. Of the env only what start_env_allowed lets through is
+    Only the misc and user_options keys the Outpost allow-lists are kept, and misc values
+    only where they are allowed (start_overrides_allowed): batch spawners fill their job
+    script from user_options, so any other key could set memory, partition or prologue lines
+    past the flavors. Of the env only what start_env_allowed lets through is
     stored, so the row holds exactly what the spawner gets. The flavor as admission resolved
     it is frozen onto the server. Raises ValidationError when the request names no Hub user or
     no numeric user id, or breaks a character rule (StartRequest.validate), StartRefused when
