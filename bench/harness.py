@@ -130,6 +130,30 @@ def bench_database(name: str, pg_server: str) -> Iterator[dict[str, str]]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@contextmanager
+def sqlite_database() -> Iterator[dict[str, str]]:
+    """The embedded default's database: a new, migrated SQLite file in a scratch data folder
+    (removed at the end), with Django set up on it and Redis as the broker."""
+    env = production_env("unused", "unused")
+    env["DATABASE_URL"] = f"sqlite:///{env['PORTAL_DATA_DIR']}/portal.sqlite3"
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    purge_broker()
+    try:
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0, interactive=False)
+        yield env
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        purge_broker()
+        shutil.rmtree(env["PORTAL_DATA_DIR"], ignore_errors=True)
+
+
 # --- uvicorn ---------------------------------------------------------------------------------
 
 
@@ -183,6 +207,8 @@ def uvicorn(env: dict[str, str], *, workers: int, ping_path: str) -> Iterator[Uv
         str(workers),
         "--lifespan",
         "off",
+        "--loop",
+        "uvloop",
         "--no-access-log",
         "--log-level",
         "warning",

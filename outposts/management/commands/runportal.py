@@ -75,8 +75,8 @@ def web_command(host: str, port: int, *, serve_static: bool) -> list[str]:
         if serve_static
         else ["portal.asgi:application"]
     )
-    # The same protocol as README.md's production command (TCP_NODELAY: portal/webserver.py).
-    http = ["--http", "portal.webserver:HttpProtocol"]
+    # The same protocol and loop as README.md's production command (portal/webserver.py).
+    http = ["--http", "portal.webserver:HttpProtocol", "--loop", "uvloop"]
     return [sys.executable, "-m", "uvicorn", *app, *http, "--host", host, "--port", str(port)]
 
 
