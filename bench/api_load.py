@@ -29,6 +29,7 @@ from harness import (
     bench_database,
     private_postgres,
     run_load,
+    sqlite_database,
     uvicorn,
 )
 
@@ -62,6 +63,13 @@ def parse_args() -> argparse.Namespace:
         "(default: a private throwaway cluster)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the poll order (1)")
+    parser.add_argument(
+        "--database",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="postgres (default), or sqlite: the embedded default's database (use --workers 1, "
+        "as runportal runs one web process)",
+    )
     return parser.parse_args()
 
 
@@ -173,8 +181,12 @@ def main() -> None:
     args = parse_args()
     secret = base64.urlsafe_b64encode(random.randbytes(32)).decode()
     with ExitStack() as stack:
-        pg_server = args.pg_server or stack.enter_context(private_postgres())
-        env = stack.enter_context(bench_database(DATABASE, pg_server))
+        if args.database == "sqlite":
+            pg_server = None
+            env = stack.enter_context(sqlite_database())
+        else:
+            pg_server = args.pg_server or stack.enter_context(private_postgres())
+            env = stack.enter_context(bench_database(DATABASE, pg_server))
         began = time.perf_counter()
         names = populate(args.servers, secret, seed=args.seed)
         print(f"{args.servers} running servers made in {time.perf_counter() - began:.1f}s")
@@ -182,7 +194,10 @@ def main() -> None:
         with uvicorn(env, workers=args.workers, ping_path=ping) as server:
             many, one = scenarios(args, server.base, (HUB_NAME, secret), names)
             warm_up(server, many + one, args.concurrency * 2)
-            with ConnectionSampler(pg_server, DATABASE) as connections:
+            with ExitStack() as sampling:
+                connections = pg_server and sampling.enter_context(
+                    ConnectionSampler(pg_server, DATABASE)
+                )
                 results = measure(server, many, concurrency=args.concurrency, args=args)
             single = measure(server, one, concurrency=1, args=args)
         report(args, results, single, connections)
@@ -218,12 +233,12 @@ def report(
     args: argparse.Namespace,
     results: list[tuple[Result, int]],
     single: list[tuple[Result, int]],
-    db: ConnectionSampler,
+    db: ConnectionSampler | None,
 ) -> None:
     print()
     print(
         f"API load, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {args.servers} running servers, "
-        f"{args.workers} uvicorn workers"
+        f"{args.workers} uvicorn workers, {args.database}"
     )
     for title, rows in (
         (f"{args.concurrency} client threads", results),
@@ -246,6 +261,8 @@ def report(
         f"Polls: {poll.rate:.0f}/s, enough for ~{poll.rate * HUB_POLL_SECONDS:,.0f} servers "
         f"polled every {HUB_POLL_SECONDS} s (client and server share this machine's CPUs)."
     )
+    if db is None:
+        return
     measured = sum(result.requests for result, _ in results)
     print(
         f"PostgreSQL: at most {db.peak} connections at once; {db.sessions} sessions opened "

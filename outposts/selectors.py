@@ -67,8 +67,11 @@ def outpost_for_hub(*, hub: Hub, slug: str | None) -> Outpost | None:
     return outposts.filter(slug=slug).first()
 
 
-def server_list_for_hub(*, hub: Hub, outpost: Outpost) -> QuerySet[Server, dict[str, Any]]:
-    """The Hub's active servers on the Outpost, for the list endpoint: one query.
+def server_list_for_hub(
+    *, hub: Hub | int, outpost: Outpost | int
+) -> QuerySet[Server, dict[str, Any]]:
+    """The Hub's active servers on the Outpost (each given as a row or its id), for the list
+    endpoint: one query.
 
     One dict per server with just what the list answers (the fields ServerSerializer reads),
     not model rows: building a Server, its Hub and flavor per row cost more than the query

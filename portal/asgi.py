@@ -50,4 +50,16 @@ def api_router(*, api: ASGIApp, site: ASGIApp) -> ASGIApp:
 
 
 site_application = get_asgi_application()  # sets Django up: the router imports the URLs
-application = api_router(api=ApiASGIHandler(), site=site_application)
+api_application = ApiASGIHandler()
+
+
+def _application() -> ASGIApp:
+    from outposts.api.direct import direct_api
+
+    return api_router(
+        api=direct_api(api=api_application, middleware=settings.API_MIDDLEWARE),
+        site=site_application,
+    )
+
+
+application = _application()

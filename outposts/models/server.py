@@ -158,13 +158,17 @@ class Server(models.Model):
 
     @property
     def poll_status(self) -> int | None:
+        return self.poll_status_of(status=self.status, exit_code=self.exit_code)
+
+    @classmethod
+    def poll_status_of(cls, *, status: str, exit_code: int | None) -> int | None:
         """What a Hub's poll reads (api-contract.md §3.2): None while the server may still
         run, else its exit code; without a recorded one, 0 for stopped and 1 for failed."""
-        if self.is_active:
+        if status not in cls.ENDED:
             return None
-        if self.exit_code is not None:
-            return self.exit_code
-        return 1 if self.status == self.Status.FAILED else 0
+        if exit_code is not None:
+            return exit_code
+        return 1 if status == cls.Status.FAILED else 0
 
 
 class SpawnEvent(models.Model):

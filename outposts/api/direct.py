@@ -1,0 +1,338 @@
+"""The Hub's polls and lists answered without Django's request handling.
+
+A Hub polls each of its servers every 30 s and lists them all now and then, so these reads
+are most of the portal's traffic, and the physical cost of a poll is one authenticated read
+of one row. Through Django's handler and DRF a poll cost about 6 ms of CPU and a listed
+server about 40 µs; here a poll costs under 1 ms (bench/README.md).
+
+Only the common case is answered here: ``GET services/<name>/<start_id>`` (a poll) or
+``GET services/`` (the list) with HTTP Basic credentials, when the query finds the active
+Hub, its grant of the Outpost and, for a poll, the server. Everything else goes on to the
+Django API handler, which answers it exactly as before: a token (its use is recorded there),
+no or wrong credentials, an Outpost or server not found, a database error. So the rules of
+who may read what keep their one home (``selectors``, the authentication class, the views):
+this path reads with the same querysets, compiled once per database.
+
+The answers are Django's: the request is a real ``ASGIRequest`` and passes the Hub API's own
+middleware (request id, host check, security headers), and the bodies have the serializers'
+shapes. tests/outposts/test_api_direct.py compares both paths' answers byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextvars
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import orjson
+from django.core.exceptions import SuspiciousOperation
+from django.core.handlers.asgi import ASGIRequest
+from django.db import DatabaseError, connection
+from django.db.models import F, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+
+from outposts import selectors
+from outposts.api import views
+from outposts.models import Outpost, Server
+from portal.crypto import credential_digests
+from portal.text import control_character
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+# The paths outposts.api.urls routes to the poll and the list, under an Outpost or at the site
+# root (the default Outpost), with or without a trailing slash.
+_OUTPOST = r"^/(?:outposts/(?P<slug>[-a-zA-Z0-9_]+)/)?"
+POLL_PATH = re.compile(_OUTPOST + r"services/(?P<name>[^/]*)/(?P<start_id>[^/]+)/?\Z")
+LIST_PATH = re.compile(_OUTPOST + r"services/?\Z")
+
+# Stand-ins compiled into a query in place of each request's values. No real value can equal
+# one: values with control characters never reach a query.
+_NAME, _START_ID, _HUB, _SLUG = (f"\x00{part}" for part in ("name", "start_id", "hub", "slug"))
+
+
+def _digest(i: int) -> str:
+    return f"\x00digest{i}"
+
+
+class NotDirect(Exception):
+    """This request is not the common case: the Django API handler answers it."""
+
+
+# Queries.
+
+
+def _granted(prefix: str, *, default_outpost: bool, digests: int) -> dict[str, Any]:
+    """Filters for "the active Hub of that name, with a secret of one of the digests, was
+    granted this Outpost" (selectors.hub_by_secret and selectors.outpost_for_hub), from the
+    model ``prefix`` leads to."""
+    outpost = f"{prefix}is_default" if default_outpost else f"{prefix}slug"
+    return {
+        f"{prefix}hubs__name": _HUB,
+        f"{prefix}hubs__is_active": True,
+        f"{prefix}hubs__secret_digest__in": [_digest(i) for i in range(digests)],
+        outpost: True if default_outpost else _SLUG,
+    }
+
+
+def poll_query(*, default_outpost: bool, digests: int) -> QuerySet[Server, tuple[Any, ...]]:
+    """The polled server's status and exit code, if it is the granted Hub's and visible
+    (selectors.server_get_for_hub), in one statement."""
+    return (
+        Server.objects.visible()
+        .filter(
+            name=_NAME,
+            start_id=_START_ID,
+            hub=F("outpost__hubs"),
+            **_granted("outpost__", default_outpost=default_outpost, digests=digests),
+        )
+        .values_list("status", "exit_code")[:1]
+    )
+
+
+def grant_query(*, default_outpost: bool, digests: int) -> QuerySet[Outpost, tuple[Any, ...]]:
+    """The granted Outpost's id and its Hub's."""
+    granted = _granted("", default_outpost=default_outpost, digests=digests)
+    return Outpost.objects.filter(**granted).values_list("pk", "hubs__pk")[:1]
+
+
+class Compiled:
+    """A query compiled once for the database in use; each run fills in a request's values
+    for the stand-ins."""
+
+    def __init__(self, queryset: QuerySet[Any, Any]) -> None:
+        self.sql, self.params = queryset.query.sql_with_params()
+
+    def rows(self, values: dict[str, str]) -> list[tuple[Any, ...]]:
+        params = [values.get(p, p) if isinstance(p, str) else p for p in self.params]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            return cursor.fetchall()
+
+
+_compiled: dict[tuple[Any, ...], Compiled] = {}
+
+
+def compiled(build: Callable[..., QuerySet[Any, Any]], **shape: Any) -> Compiled:
+    key = (connection.alias, build, *sorted(shape.items()))
+    query = _compiled.get(key)
+    if query is None:
+        query = _compiled[key] = Compiled(build(**shape))
+    return query
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a direct request names: the Hub's Basic credentials and the Outpost's slug (None
+    for the default Outpost)."""
+
+    hub: str
+    secret: str
+    slug: str | None
+
+    def values(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The queries' shape and the values for their stand-ins."""
+        digests = credential_digests(self.secret)
+        shape = {"default_outpost": self.slug is None, "digests": len(digests)}
+        values = {_HUB: self.hub, _SLUG: self.slug or ""}
+        values.update({_digest(i): digest for i, digest in enumerate(digests)})
+        return shape, values
+
+
+def poll_read(caller: Caller, name: str, start_id: str) -> tuple[Any, ...] | None:
+    shape, values = caller.values()
+    rows = compiled(poll_query, **shape).rows({**values, _NAME: name, _START_ID: start_id})
+    return rows[0] if rows else None
+
+
+def list_read(caller: Caller) -> list[dict[str, Any]] | None:
+    shape, values = caller.values()
+    grant = compiled(grant_query, **shape).rows(values)
+    if not grant:
+        return None
+    outpost_id, hub_id = grant[0]
+    return list(selectors.server_list_for_hub(hub=hub_id, outpost=outpost_id))
+
+
+def release_connection() -> None:
+    """After a direct read: a pooled connection (PostgreSQL) goes back to its pool; any other
+    (SQLite) stays open for the thread's next read, unless an error may have broken it.
+
+    These reads run in the event loop's executor, a few long-lived threads, so one open
+    connection per thread is bounded; opening SQLite anew (with its PRAGMAs) for every poll
+    cost more than the read.
+    """
+    if getattr(connection, "pool", None) is not None or connection.errors_occurred:
+        connection.close()
+
+
+async def in_thread(read: Callable[..., Any], *args: Any) -> Any:
+    """``read(*args)`` in the loop's executor, with the request's context (its log ids): what
+    sync_to_async(thread_sensitive=False) does, without that wrapper's own cost. Not the
+    request's thread: a read needs nothing of it, and the executor's few long-lived threads
+    keep their connections."""
+
+    def run() -> Any:
+        try:
+            return read(*args)
+        finally:
+            release_connection()
+
+    call = functools.partial(contextvars.copy_context().run, run)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+    except DatabaseError as error:
+        raise NotDirect from error  # the Django handler answers it as it answers any
+
+
+# Answers.
+
+
+def _allowed_methods(view_class: type[views.APIView]) -> str:
+    """The Allow header DRF puts on the view's answers (setup() adds HEAD, as for a request)."""
+    view = view_class()
+    view.setup(None)
+    return ", ".join(view.allowed_methods)
+
+
+def json_answer(answer: Any, *, view_class: type[views.APIView]) -> HttpResponse:
+    """``answer`` as DRF's JSONRenderer renders it (compact, UTF-8, U+2028/9 escaped), with
+    the headers DRF gives the view's answers. orjson writes dates (in UTC, as "...Z") and the
+    rest several times faster than the json module (bench/README.md)."""
+    body = orjson.dumps(answer, option=orjson.OPT_UTC_Z)
+    body = body.replace(LINE_SEPARATOR, b"\\u2028").replace(PARAGRAPH_SEPARATOR, b"\\u2029")
+    return HttpResponse(
+        body,
+        content_type="application/json",
+        headers={"Allow": ALLOWED_METHODS[view_class]},
+    )
+
+
+LINE_SEPARATOR, PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
+ALLOWED_METHODS = {view: _allowed_methods(view) for view in (views.ServiceView, views.ServicesView)}
+
+
+def list_entries(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ServerSerializer's entries, built directly from server_list_for_hub's rows: its
+    twelve fields per server cost most of a long list (bench/README.md). The dates stay
+    dates, in UTC as the database connection gives them: json_answer writes them."""
+    return [
+        {
+            "name": row["name"],
+            "start_id": row["start_id"],
+            "start_date": row["created_at"],
+            "end_date": row["end_at"],
+            "last_update": row["updated_at"],
+            "jupyterhub": row["hub_name"],
+            "jupyterhub_userid": row["user_id"],
+            "state_stored": row["state_stored"],
+            "start_pending": row["start_pending"],
+            "stop_pending": row["stop_pending"],
+            "flavor": row["flavor_name"],
+            "status": row["status"],
+        }
+        for row in rows
+    ]
+
+
+def basic_credentials(request: HttpRequest, slug: str | None) -> Caller:
+    """The caller of a request with ``Authorization: Basic``, or NotDirect."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise NotDirect
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise NotDirect from error
+    hub, colon, secret = decoded.partition(":")
+    if not colon or control_character(decoded) is not None:
+        raise NotDirect  # the Django handler refuses these (401)
+    return Caller(hub=hub, secret=secret, slug=slug)
+
+
+async def answer_poll(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    caller = basic_credentials(request, match["slug"])
+    name, start_id = match["name"], match["start_id"]
+    if control_character(name + start_id) is not None:
+        raise NotDirect  # the Django handler refuses these (400)
+    row = await in_thread(poll_read, caller, name, start_id)
+    if row is None:
+        raise NotDirect
+    status, exit_code = row
+    # PollAnswerSerializer's shape, built directly: the serializer's field copies cost more
+    # than the query.
+    answer = {"status": Server.poll_status_of(status=status, exit_code=exit_code), "logs": []}
+    return json_answer(answer, view_class=views.ServiceView)
+
+
+async def answer_list(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    rows = await in_thread(list_read, basic_credentials(request, match["slug"]))
+    if rows is None:
+        raise NotDirect
+    return json_answer(list_entries(rows), view_class=views.ServicesView)
+
+
+ROUTES = ((POLL_PATH, answer_poll), (LIST_PATH, answer_list))
+
+
+def direct_api(*, api: ASGIApp, middleware: list[str]) -> ASGIApp:
+    """An ASGI app answering the common polls and lists itself and passing all else to
+    ``api``. ``middleware`` (settings.API_MIDDLEWARE) wraps the direct answers as it wraps
+    ``api``'s."""
+
+    async def direct_view(request: HttpRequest) -> HttpResponse:
+        return await request.direct_answer(request, request.direct_match)  # type: ignore[attr-defined]
+
+    view: Callable[[HttpRequest], Awaitable[HttpResponse]] = direct_view
+    for path in reversed(middleware):
+        view = import_string(path)(view)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        route = _route(scope)
+        if route is None:
+            return await api(scope, receive, send)
+        request = ASGIRequest(scope, BytesIO())
+        request.direct_answer, request.direct_match = route  # type: ignore[attr-defined]
+        try:
+            response = await view(request)
+        except NotDirect:
+            return await api(scope, receive, send)
+        except SuspiciousOperation:
+            return await api(scope, receive, send)  # e.g. a Host not allowed: Django's 400
+        except Exception:
+            log.exception("A direct answer failed; the API handler answers instead")
+            return await api(scope, receive, send)
+        await send_response(response, send)
+
+    return app
+
+
+def _route(scope: Scope) -> tuple[Callable[..., Awaitable[HttpResponse]], re.Match[str]] | None:
+    if scope["method"] != "GET":
+        return None
+    path = scope.get("path", "")
+    for pattern, answer in ROUTES:
+        match = pattern.match(path)
+        if match is not None:
+            return answer, match
+    return None
+
+
+async def send_response(response: HttpResponse, send: Any) -> None:
+    """Sends a whole (not streaming) response, as Django's ASGI handler would."""
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})

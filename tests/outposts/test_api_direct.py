@@ -1,0 +1,241 @@
+"""outposts/api/direct.py: the common poll and list are answered without Django's request
+handling, with exactly the answers the Django API handler gives; every other request goes on
+to that handler.
+
+Each request goes twice through the real ASGI applications (asgiref's communicator stands in
+for the web server): once through a direct app whose fallback is a spy around the Django API
+handler, once through the Django API handler alone. The spy tells which path answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from outposts.api.direct import direct_api
+from outposts.hubs import hub_api_key_create
+from outposts.models import Server
+from portal.asgi import api_application
+from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory
+from tests.test_asgi import get, without
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Spy:
+    """An ASGI app passing each request to the Django API handler, counting them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.calls += 1
+        await api_application(scope, receive, send)
+
+
+@pytest.fixture
+def fallback() -> Spy:
+    return Spy()
+
+
+@pytest.fixture
+def direct(fallback):
+    return direct_api(api=fallback, middleware=settings.API_MIDDLEWARE)
+
+
+@pytest.fixture
+def servers(transactional_db) -> dict[str, Server]:
+    default = OutpostFactory(slug="local", is_default=True)
+    other = OutpostFactory(slug="other")
+    ungranted = OutpostFactory(slug="ungranted")
+    hub = HubFactory(name="hub1", outposts=[default, other])
+    HubFactory(name="hub2", outposts=[default, other, ungranted])
+
+    def server(outpost, name, start_id, **fields) -> Server:
+        return Server.objects.create(
+            hub=hub, outpost=outpost, name=name, start_id=start_id, user_id="1",
+            user_name="u1", **fields,
+        )  # fmt: skip
+
+    return {
+        "running": server(default, "lab", "s1", status=Server.Status.RUNNING),
+        "default-name": server(default, "", "s2", status=Server.Status.PENDING),
+        "stopped": server(other, "lab", "s3", status=Server.Status.STOPPED, exit_code=3),
+        "failed": server(other, "lab", "s4", status=Server.Status.FAILED),
+        "ungranted": Server.objects.create(
+            hub=hub, outpost=ungranted, name="lab", start_id="s5", user_id="1", user_name="u1"
+        ),
+    }
+
+
+def basic(hub: str = "hub1", secret: str = HUB_SECRET) -> dict[str, str]:
+    credentials = base64.b64encode(f"{hub}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}", "X-Request-ID": "req-1"}
+
+
+def both(direct: Any, path: str, headers: dict[str, str]) -> tuple[Any, Any]:
+    headers = {"X-Request-ID": "req-1", **headers}  # else each path makes its own
+    answer = get(direct, path, headers)
+    django_answer = get(api_application, path, headers)
+    return answer, django_answer
+
+
+def same(answer: Any, django_answer: Any) -> bool:
+    """Status, body and headers alike, Date aside."""
+    return (
+        answer[0] == django_answer[0]
+        and answer[2] == django_answer[2]
+        and without(answer[1], "date") == without(django_answer[1], "date")
+    )
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/outposts/local/services/lab/s1", b'{"status":null,"logs":[]}'),
+        ("/outposts/local/services/lab/s1/", b'{"status":null,"logs":[]}'),
+        ("/services/lab/s1", b'{"status":null,"logs":[]}'),
+        ("/services//s2", b'{"status":null,"logs":[]}'),
+        ("/outposts/other/services/lab/s3", b'{"status":3,"logs":[]}'),
+        ("/outposts/other/services/lab/s4", b'{"status":1,"logs":[]}'),
+    ],
+    ids=["running", "slash", "default-outpost", "default-server", "exit-code", "failed"],
+)
+def test_a_polled_server_is_answered_directly_as_django_answers(
+    servers, direct, fallback, path, body
+):
+    # when a Hub polls one of its servers with its Basic credentials
+    answer, django_answer = both(direct, path, basic())
+    # then the direct path answers, and with exactly the Django handler's answer
+    assert fallback.calls == 0
+    assert (answer[0], answer[2]) == (200, body)
+    assert same(answer, django_answer), (answer, django_answer)
+    assert answer[1]["x-request-id"] == "req-1"
+    assert answer[1]["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    "path", ["/outposts/local/services", "/outposts/other/services/", "/services/"]
+)
+def test_a_list_is_answered_directly_as_django_answers(servers, direct, fallback, path):
+    # given servers of every kind: a flavor or none, an end date, a stop asked for, dates with
+    # and without microseconds, text beyond ASCII, one of another Hub
+    local, other = servers["running"].outpost, servers["stopped"].outpost
+    flavor = FlavorFactory(outpost=local, name="small")
+    hub = servers["running"].hub
+    for i, start_id in enumerate(["t1", "t2", "t3"]):
+        Server.objects.create(
+            hub=hub, outpost=local if i < 2 else other, name=f"lab-{i}", start_id=start_id,
+            user_id="ü\u2028", user_name="u", status=Server.Status.RUNNING,
+            flavor=flavor if i == 0 else None, end_at=timezone.now() if i == 1 else None,
+            stop_requested_at=timezone.now() if i == 2 else None,
+            spawner_state={"pid": 1} if i == 0 else None,
+        )  # fmt: skip
+    Server.objects.filter(start_id="t1").update(
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
+    HubFactory(name="hub2")
+    # when the Hub lists its servers
+    answer, django_answer = both(direct, path, basic())
+    # then the direct path answers, exactly as the Django handler does
+    assert fallback.calls == 0
+    assert answer[0] == 200 and json.loads(answer[2])
+    assert same(answer, django_answer), (answer, django_answer)
+
+
+def test_an_empty_list_is_answered_directly(servers, direct, fallback):
+    Server.objects.all().delete()
+    answer, django_answer = both(direct, "/outposts/local/services", basic())
+    assert fallback.calls == 0
+    assert (answer[0], answer[2]) == (200, b"[]")
+    assert same(answer, django_answer)
+
+
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/outposts/local/services", basic(secret="wrong"), 401),
+        ("/outposts/local/services", {}, 401),
+        ("/outposts/ungranted/services", basic(), 404),
+        ("/outposts/nowhere/services", basic(), 404),
+    ],
+    ids=["wrong-secret", "no-credentials", "ungranted-outpost", "unknown-outpost"],
+)
+def test_every_other_list_is_answered_by_the_django_handler(
+    servers, direct, fallback, path, headers, status
+):
+    answer, django_answer = both(direct, path, headers)
+    assert fallback.calls == 1
+    assert answer[0] == status and same(answer, django_answer)
+
+
+def test_a_removed_server_is_not_found_through_the_django_handler(servers, direct, fallback):
+    # given a server the Hub deleted
+    Server.objects.filter(pk=servers["running"].pk).update(removed_at="2026-01-01T00:00Z")
+    # when it is polled, the Django handler answers its 404
+    answer, django_answer = both(direct, "/outposts/local/services/lab/s1", basic())
+    assert fallback.calls == 1
+    assert answer[0] == 404 and same(answer, django_answer)
+
+
+def test_an_api_key_poll_goes_through_the_django_handler(servers, direct, fallback):
+    # given a Hub API key: its last use is recorded there
+    api_key, key = hub_api_key_create(hub=servers["running"].hub, name="k")
+    headers = {"Authorization": f"token {key}", "X-Request-ID": "req-1"}
+    answer = get(direct, "/outposts/local/services/lab/s1", headers)
+    assert fallback.calls == 1
+    assert answer[0] == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+
+
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/outposts/local/services/lab/s1", basic(secret="wrong"), 401),
+        ("/outposts/local/services/lab/s1", basic(hub="nobody"), 401),
+        ("/outposts/local/services/lab/s1", {}, 401),
+        ("/outposts/local/services/lab/s1", {"Authorization": "Basic !!!"}, 401),
+        ("/outposts/local/services/lab/s1", {"Authorization": "Basic bm9jb2xvbg=="}, 401),
+        ("/outposts/local/services/lab/s1", basic(hub="hub\x01"), 401),
+        # another Hub's server, an Outpost not granted, an unknown one, an unknown server
+        ("/outposts/local/services/lab/s1", basic(hub="hub2"), 404),
+        ("/outposts/ungranted/services/lab/s5", basic(), 404),
+        ("/outposts/nowhere/services/lab/s1", basic(), 404),
+        ("/outposts/local/services/lab/s9", basic(), 404),
+        ("/outposts/local/services/la\x00b/s1", basic(), 400),
+    ],
+    ids=[
+        "wrong-secret", "unknown-hub", "no-credentials", "bad-base64", "no-colon",
+        "control-character-in-hub", "other-hubs-server", "ungranted-outpost", "unknown-outpost",
+        "unknown-server", "control-character-in-name",
+    ],
+)  # fmt: skip
+def test_every_other_poll_is_answered_by_the_django_handler(
+    servers, direct, fallback, path, headers, status
+):
+    answer, django_answer = both(direct, path, headers)
+    assert fallback.calls == 1
+    assert answer[0] == status
+    assert same(answer, django_answer), (answer, django_answer)
+
+
+def test_a_host_not_allowed_is_refused_as_django_refuses_it(servers, direct, fallback):
+    # when the Host header is not one of ALLOWED_HOSTS
+    headers = {**basic(), "Host": "evil.example"}
+    answer, django_answer = both(direct, "/outposts/local/services/lab/s1", headers)
+    # then Django's 400 answers, not the server's status
+    assert fallback.calls == 1
+    assert answer[0] == 400 and same(answer, django_answer)
+
+
+def test_other_paths_go_to_the_django_handler(servers, direct, fallback):
+    get(direct, "/outposts/local/flavors", basic())
+    get(direct, "/outposts/local/ping", {})
+    assert fallback.calls == 2
