@@ -97,6 +97,7 @@ def poll_query(*, default_outpost: bool, digests: int) -> QuerySet[Server, tuple
             hub=F("outpost__hubs"),
             **_granted("outpost__", default_outpost=default_outpost, digests=digests),
         )
+        .order_by()
         .values_list("status", "exit_code")[:1]
     )
 
@@ -104,7 +105,7 @@ def poll_query(*, default_outpost: bool, digests: int) -> QuerySet[Server, tuple
 def grant_query(*, default_outpost: bool, digests: int) -> QuerySet[Outpost, tuple[Any, ...]]:
     """The granted Outpost's id and its Hub's."""
     granted = _granted("", default_outpost=default_outpost, digests=digests)
-    return Outpost.objects.filter(**granted).values_list("pk", "hubs__pk")[:1]
+    return Outpost.objects.filter(**granted).order_by().values_list("pk", "hubs__pk")[:1]
 
 
 class Compiled:

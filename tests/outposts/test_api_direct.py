@@ -149,6 +149,15 @@ def test_a_list_is_answered_directly_as_django_answers(servers, direct, fallback
     assert same(answer, django_answer), (answer, django_answer)
 
 
+def test_a_hub_lists_only_its_own_servers_on_a_shared_outpost(servers, direct, fallback):
+    # given a second Hub granted the same Outposts, without servers of its own
+    answer, django_answer = both(direct, "/outposts/local/services", basic(hub="hub2"))
+    # then its list is empty, answered directly as Django answers it
+    assert fallback.calls == 0
+    assert (answer[0], answer[2]) == (200, b"[]")
+    assert same(answer, django_answer)
+
+
 def test_an_empty_list_is_answered_directly(servers, direct, fallback):
     Server.objects.all().delete()
     answer, django_answer = both(direct, "/outposts/local/services", basic())
