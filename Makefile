@@ -11,7 +11,7 @@ DEMO_HUB_PORT ?= 8001
 DEMO_HUB_API_PORT ?= 8081
 DEMO_PROXY_API_PORT ?= 8082
 
-.PHONY: venv demo test test-services lint requirements mutants
+.PHONY: venv demo test test-all test-services lint requirements mutants
 
 venv: $(VENV)/.installed
 # The hubclient (Hub side) goes in too: the demo's Hub and the end-to-end tests load it; and
@@ -36,6 +36,11 @@ demo: venv
 # PostgreSQL and Redis on 127.0.0.1 (installed and started if they do not answer).
 test: venv test-services
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The same with the full sizes: 1,000 starts before the burst of the embedded load test and
+# 90 s of API fuzzing (CI runs the smaller defaults of `make test`; README.md, Tests).
+test-all: venv test-services
+	PORTAL_LOAD_FILL=1000 PORTAL_FUZZ_SECONDS=90 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-services:
 	scripts/test-services

@@ -7,9 +7,9 @@ any answer the schema does not describe (status code, content type, headers, bod
 Outpost's servers are InstantSpawner's (no process each): starts go the whole way through
 admission, the task and the runner without the cost of a process per generated start.
 
-Budget: PORTAL_FUZZ_SECONDS (default 90) of requests, plus about 15 s to start and stop the
-portal. A failure prints schemathesis's report with the request that reproduces it (and
-`--seed`); PORTAL_FUZZ_SEED picks another seed to explore further.
+Budget: PORTAL_FUZZ_SECONDS (default 45; `make test-all`: 90) of requests, plus about 15 s to
+start and stop the portal. A failure prints schemathesis's report with the request that
+reproduces it (and `--seed`); PORTAL_FUZZ_SEED picks another seed to explore further.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.support.spawners import VENV_BIN
 # (tests/hubclient/test_e2e_hubclient.py); the portal's processes commit on their own.
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
-FUZZ_SECONDS = int(os.environ.get("PORTAL_FUZZ_SECONDS", "90"))
+FUZZ_SECONDS = int(os.environ.get("PORTAL_FUZZ_SECONDS", "45"))
 FUZZ_SEED = os.environ.get("PORTAL_FUZZ_SEED", "11")
 # A 5xx, or an answer the schema does not describe. Not the checks that judge the API's
 # choice of 4xx (negative_data_rejection and the like): the contract decides those.
