@@ -108,7 +108,12 @@ def _reconcile(outpost: Outpost) -> None:
             results[server.pk] = error
     if runners:
         results.update(run_sync(_poll_all, runners, settings.SPAWNER_POLL_TIMEOUT))
+    # Most polls find the server running: one UPDATE for all of them, not one per server.
+    running = [server_id for server_id, result in results.items() if result is None]
+    _servers_polled_running(server_ids=running)
     for server_id, result in results.items():
+        if result is None:
+            continue
         # What a poll finds (an exit, an unknown server, its end) is logged with its start_id.
         with log_context(start_id=start_ids[server_id]):
             _server_polled(server_id=server_id, result=result)
@@ -193,14 +198,23 @@ def _server_polled(*, server_id: int, result: Any) -> None:
             )
         return
     if result is None:
-        Server.objects.filter(
-            pk=server_id, status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN]
-        ).update(status=Server.Status.RUNNING, last_poll_at=now, unknown_since=None, updated_at=now)
+        _servers_polled_running(server_ids=[server_id])
         return
     log.info("Server %s exited with status %s", server_id, result)
     before = Server.objects.filter(pk=server_id).values_list("status", flat=True).first()
     ended = server_mark_stopped(server_id=server_id, exit_code=int(result))
     _audit_end(ended, before=before, reason=f"Exited with status {int(result)}")
+
+
+def _servers_polled_running(*, server_ids: list[int]) -> None:
+    """Record polls that found these servers running (an unknown one is running again),
+    unless they ended meanwhile."""
+    if not server_ids:
+        return
+    now = timezone.now()
+    Server.objects.filter(
+        pk__in=server_ids, status__in=[Server.Status.RUNNING, Server.Status.UNKNOWN]
+    ).update(status=Server.Status.RUNNING, last_poll_at=now, unknown_since=None, updated_at=now)
 
 
 def _audit_end(server: Server | None, *, before: str | None, reason: str) -> None:

@@ -223,3 +223,34 @@ def test_a_stop_whose_task_was_lost_is_queued_again_once(running, queued_stops):
     server.refresh_from_db()
     assert server.status == Server.Status.STOPPED
     assert not alive(pid)
+
+
+def test_a_round_records_every_server_it_found_running_and_leaves_ended_ones(outpost, hub):
+    # given an Outpost whose systems answer "running" at once, three servers due for a poll,
+    # one of them unknown, and one that ended before the round
+    outpost.spawner_class = "tests.support.spawners.InstantSpawner"
+    outpost.save()
+    due = timezone.now() - outpost.poll_interval - timedelta(seconds=1)
+    running = [
+        ServerFactory(hub=hub, outpost=outpost, flavor=None, last_poll_at=due) for _ in range(2)
+    ]
+    unknown = ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        flavor=None,
+        status=Server.Status.UNKNOWN,
+        unknown_since=due,
+        last_poll_at=due,
+    )
+    ended = ServerFactory(
+        hub=hub, outpost=outpost, flavor=None, status=Server.Status.STOPPED, last_poll_at=due
+    )
+    # when
+    tasks.outpost_reconcile_task(outpost.pk)
+    # then every one polled is running with a new poll time, the unknown one again
+    for server in [*running, unknown]:
+        server.refresh_from_db()
+        assert (server.status, server.unknown_since) == (Server.Status.RUNNING, None)
+        assert server.last_poll_at > due
+    ended.refresh_from_db()
+    assert (ended.status, ended.last_poll_at) == (Server.Status.STOPPED, due)
