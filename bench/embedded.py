@@ -6,10 +6,13 @@ Prints figures; asserts nothing (bench/README.md).
 Measures, with an Outpost of InstantSpawner servers (a start that takes no time of its own,
 so a synchronous start's latency is all the portal's):
 
-- idle memory of runportal and its children (PSS and RSS, per part) after a settle;
+- idle memory of runportal and its children (PSS and RSS, per part) after a settle, the PSS
+  sum against issue 12's target of 250 MiB;
 - synchronous starts one at a time: latency p50 / p95 / max;
 - synchronous starts four at a time: starts/s and latency;
-- a burst of simultaneous synchronous starts: time to the last answer, answers not 200.
+- a burst of simultaneous synchronous starts: time to the last answer, answers not 200;
+- idle memory again, with every started server left running, after another settle (a
+  reconciler round), and its growth scaled to 1,000 running servers.
 
 Everything lives in a temporary folder and runportal's session, both removed at the end.
 """
@@ -125,6 +128,18 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def print_memory(sid: int) -> int:
+    """Print PSS and RSS per process of runportal's session; return the PSS sum in KiB."""
+    print(f"{'part':<10} {'PSS MiB':>8} {'RSS MiB':>8}")
+    total_pss = total_rss = 0
+    for pid, cmdline in sorted(session_pids(sid).items()):
+        pss, rss = memory_kib(pid)
+        total_pss, total_rss = total_pss + pss, total_rss + rss
+        print(f"{part_name(cmdline):<10} {pss / 1024:>8.1f} {rss / 1024:>8.1f}")
+    print(f"{'together':<10} {total_pss / 1024:>8.1f} {total_rss / 1024:>8.1f}")
+    return total_pss
+
+
 def start_once(client: requests.Session, base: str, number: int) -> tuple[int, float]:
     body = {
         "name": "",
@@ -188,13 +203,8 @@ def main() -> None:
         time.sleep(args.settle)
 
         print(f"Embedded default, broker: {args.broker}; idle after {args.settle:g} s")
-        print(f"{'part':<10} {'PSS MiB':>8} {'RSS MiB':>8}")
-        total_pss = total_rss = 0
-        for pid, cmdline in sorted(session_pids(portal.pid).items()):
-            pss, rss = memory_kib(pid)
-            total_pss, total_rss = total_pss + pss, total_rss + rss
-            print(f"{part_name(cmdline):<10} {pss / 1024:>8.1f} {rss / 1024:>8.1f}")
-        print(f"{'together':<10} {total_pss / 1024:>8.1f} {total_rss / 1024:>8.1f}\n")
+        idle_pss = print_memory(portal.pid)
+        print(f"idle PSS together: {idle_pss / 1024:.1f} MiB (issue 12's target: at most 250)\n")
 
         print(
             f"{'sync starts':<22} {'count':>5} {'bad':>4} {'starts/s':>8} "
@@ -236,6 +246,14 @@ def main() -> None:
         for thread in threads:
             thread.join()
         print(latency_line(f"burst of {args.burst}", burst, time.perf_counter() - began))
+        started = 1 + args.sequential + args.four_at_a_time + args.burst
+        time.sleep(args.settle)  # a reconciler round (every 30 s) over the running servers
+        print(f"\nAfter {started} starts (servers left running), idle {args.settle:g} s:")
+        grown = print_memory(portal.pid) - idle_pss
+        print(
+            f"growth: {grown / 1024:.1f} MiB for {started} running servers, "
+            f"{grown / 1024 / started * 1000:.1f} MiB per 1,000"
+        )
         text = (data / "runportal.log").read_text(errors="replace")
         print(
             f"\nrunportal log: {text.count('exited with code')} part exits, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import beat
+from celery import beat, bootsteps
 
 
 class PersistentScheduler(beat.PersistentScheduler):
@@ -19,3 +19,28 @@ class PersistentScheduler(beat.PersistentScheduler):
     def _open_schedule(self) -> Any:
         os.makedirs(os.path.dirname(os.path.abspath(self.schedule_filename)), exist_ok=True)
         return super()._open_schedule()
+
+
+class BeatThread(bootsteps.StartStopStep):
+    """A worker step that runs beat in a thread of the worker (``--beat-thread``).
+
+    For ``runportal``: beat as a process of its own imported Django a second time (about
+    80 MiB idle, bench/README.md) to send one task every RECONCILE_INTERVAL. Celery's own
+    ``-B`` forks a process instead, which a killed worker leaves behind (two beats after the
+    supervisor restarts it); a thread ends with its worker and restarts with it.
+    """
+
+    label = "BeatThread"
+    conditional = True
+
+    def __init__(self, parent: Any, beat_thread: bool = False, **kwargs: Any) -> None:
+        self.enabled = beat_thread
+        super().__init__(parent, **kwargs)
+
+    def create(self, parent: Any) -> Any:
+        return beat.EmbeddedService(
+            parent.app,
+            thread=True,
+            schedule_filename=parent.app.conf.beat_schedule_filename,
+            scheduler_cls=parent.app.conf.beat_scheduler,
+        )

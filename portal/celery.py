@@ -3,9 +3,11 @@
 import os
 
 from celery import Celery
+from click import Option
 from kombu.transport import TRANSPORT_ALIASES
 
 from outposts.workers import WorkerHeartbeatStep
+from portal.beat import BeatThread
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 # filesystem:// is kombu's transport with atomic writes and a reader that skips broken files
@@ -17,6 +19,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Every worker stamps the queues it serves in the database (outposts/workers.py says why).
 app.steps["consumer"].add(WorkerHeartbeatStep)
+# runportal's worker runs beat in a thread of its own (portal/beat.py says why).
+app.user_options["worker"].add(
+    Option(["--beat-thread"], is_flag=True, default=False, help="Run beat in a worker thread.")
+)
+app.steps["worker"].add(BeatThread)
 
 
 @app.on_after_finalize.connect

@@ -86,7 +86,7 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
         running = processes_in_session(portal.pid)
         assert any("uvicorn" in cmd for cmd in running)
         assert any("worker" in cmd for cmd in running)
-        assert any("beat" in cmd for cmd in running)
+        assert any("worker" in cmd and "--beat-thread" in cmd for cmd in running)
         assert any("run_tunnel_agent" in cmd for cmd in running)
         # and runportal is sent Ctrl-C (SIGINT) or SIGTERM
         portal.send_signal(stop_signal)
@@ -170,8 +170,9 @@ def test_beat_runs_on_a_fresh_checkout_with_database_and_broker_set(tmp_path):
     # when runportal starts
     portal = RunningPortal(env)
     try:
-        # then beat sends the reconciler, again and again, and nothing had to be restarted
-        portal.wait_for_line("  beat |", "Sending due task servers-reconcile", count=2)
+        # then beat (a thread of the worker) sends the reconciler, again and again, and
+        # nothing had to be restarted
+        portal.wait_for_line("worker |", "Sending due task servers-reconcile", count=2)
         assert (data / "celerybeat-schedule.dat").exists() or (
             data / "celerybeat-schedule"
         ).exists()

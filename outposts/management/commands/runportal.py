@@ -1,6 +1,7 @@
-"""``manage.py runportal``: the web server, a Celery worker, Celery beat and a tunnel agent in
-one foreground command, for the demo and development; with CELERY_BROKER_URL unset, also the
-embedded default's private Redis (portal/embedded_broker.py), started first and stopped last.
+"""``manage.py runportal``: the web server, a Celery worker (with Celery beat in a thread of
+it, portal/beat.py) and a tunnel agent in one foreground command, for the demo and
+development; with CELERY_BROKER_URL unset, also the embedded default's private Redis
+(portal/embedded_broker.py), started first and stopped last.
 
 A child that exits by itself is restarted with back-off and a log line (portal/supervisor.py);
 Ctrl-C (SIGINT) or SIGTERM stops them all. In production run the parts separately (README.md,
@@ -41,8 +42,10 @@ def worker_queues() -> list[str]:
     return queues
 
 
-def worker_command(queues: list[str]) -> list[str]:
-    """The Celery worker command line, the same one README.md gives for production."""
+def worker_command(queues: list[str], *, with_beat: bool = False) -> list[str]:
+    """The Celery worker command line, the same one README.md gives for production;
+    ``with_beat`` also runs beat in a thread of the worker (portal/beat.py), as runportal does
+    to save beat's own process."""
     return [
         sys.executable,
         "-m",
@@ -56,6 +59,7 @@ def worker_command(queues: list[str]) -> list[str]:
         "INFO",
         "--without-gossip",
         "--without-mingle",
+        *(["--beat-thread"] if with_beat else []),
     ]
 
 
@@ -95,7 +99,7 @@ def asgi_with_static_files() -> Any:
 
 class Command(BaseCommand):
     help = (
-        "Run the web server, a Celery worker (all queues), Celery beat and the tunnel agent "
+        "Run the web server, a Celery worker (all queues, beat in a thread), the tunnel agent "
         "named default until stopped (and the private Redis when CELERY_BROKER_URL is "
         "unset); a part that exits is restarted."
     )
@@ -112,8 +116,8 @@ class Command(BaseCommand):
         queues = worker_queues()
         commands = {
             "web": web_command(host, port, serve_static=not no_static),
-            "worker": worker_command(queues),
-            "beat": beat_command(),
+            # Beat in a worker thread: its own process cost ~80 MiB idle (bench/README.md).
+            "worker": worker_command(queues, with_beat=True),
             "agent": tunnel_agent_command(),
         }
         self.stdout.write(f"runportal: web on http://{host}:{port}/, worker queues {queues}")
