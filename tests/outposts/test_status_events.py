@@ -44,9 +44,17 @@ def in_thread(action) -> threading.Thread:
 def wait_ended(server: Server):
     """The wait's answer, which must come within DEADLINE though the wait may go on longer:
     an answer from the last re-read at the wait's own bound would prove nothing."""
-    wait = async_to_sync(wait_for_status)
+
+    def wait() -> tuple[str, str, str] | None:
+        try:
+            return async_to_sync(wait_for_status)(
+                server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK
+            )
+        finally:
+            connections.close_all()  # the ORM read in this thread
+
     with ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(wait, server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
+        answer = pool.submit(wait)
         return answer.result(timeout=DEADLINE)
 
 
