@@ -366,6 +366,9 @@ TRY_START_TIMEOUT = float(os.environ.get("PORTAL_TRY_START_TIMEOUT", "60"))
 
 # How long a synchronous API start or stop waits for its task before answering.
 SYNC_WAIT_TIMEOUT = float(os.environ.get("PORTAL_SYNC_WAIT_TIMEOUT", "60"))
+# The worker wakes such a wait at once over Redis pub/sub (outposts/status_events.py); the wait
+# still re-reads the status this often in case a wake-up was lost (Redis restarted).
+SYNC_WAIT_RECHECK_SECONDS = float(os.environ.get("PORTAL_SYNC_WAIT_RECHECK_SECONDS", "1.5"))
 
 LOG_LEVEL = os.environ.get("PORTAL_LOG_LEVEL", "").strip().upper() or "INFO"
 if LOG_LEVEL not in logging.getLevelNamesMapping():

@@ -3,16 +3,16 @@
 Synchronous starts and stops wait for their task's outcome, up to SYNC_WAIT_TIMEOUT. The
 wait is a small async view around the DRF view (``waits_for_outcome``): the DRF view
 validates and calls the service in Django's sync thread, then hands back what to wait for,
-and the async view reads the server's status every quarter second with the async ORM,
-sleeping on the event loop in between. So a waiting request never keeps a thread busy, other
-requests are answered meanwhile (tests/outposts/test_api_wait.py checks this through
-uvicorn), and Django cancels the wait when the Hub hangs up. The wait runs outside DRF, so
-its errors are answered here in the contract's JSON shape (DRF's handler never sees them).
+and the async view reads the server's status with the async ORM each time the worker
+announces a change (outposts/status_events.py), sleeping on the event loop in between. So
+a waiting request never keeps a thread busy, other requests are answered meanwhile
+(tests/outposts/test_api_wait.py checks this through uvicorn), and Django cancels the wait
+when the Hub hangs up. The wait runs outside DRF, so its errors are answered here in the
+contract's JSON shape (DRF's handler never sees them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -35,7 +35,7 @@ from rest_framework.views import APIView
 from flavors.api.serializers import FlavorSerializer, flavors_answer
 from flavors.selectors import flavor_list_for_hub
 from monitoring.logcontext import log_context_bind
-from outposts import selectors, services
+from outposts import selectors, services, status_events
 from outposts.api import serializers
 from outposts.api.exceptions import (
     HTTP_419_REFUSED,
@@ -47,9 +47,6 @@ from outposts.api.exceptions import (
 from outposts.errors import SpawnerFailed
 from outposts.models import Hub, Outpost, Server
 from portal.text import log_safe
-
-# How often a waiting synchronous start or stop reads the server's status.
-WAIT_POLL_SECONDS = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -296,20 +293,22 @@ async def wait_for_status(
     server_id: int, *, until: Collection[str], timeout: float
 ) -> tuple[str, str, str] | None:
     """The server's (status, address, error) once its status is one of ``until``, or None
-    when ``timeout`` seconds pass first."""
+    when ``timeout`` seconds pass first. Woken by the worker's announcement (subscribed
+    before the first read, so none is missed), with a slower safety re-read."""
     deadline = time.monotonic() + timeout
-    while True:
-        row = (
-            await Server.objects.filter(pk=server_id)
-            .values_list("status", "address", "error")
-            .afirst()
-        )
-        if row is not None and row[0] in until:
-            return row
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        await asyncio.sleep(min(WAIT_POLL_SECONDS, remaining))
+    async with status_events.server_status_watch(server_id) as watch:
+        while True:
+            row = (
+                await Server.objects.filter(pk=server_id)
+                .values_list("status", "address", "error")
+                .afirst()
+            )
+            if row is not None and row[0] in until:
+                return row
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await watch.changed(remaining)
 
 
 # Named *Wait, not *Outcome: outposts.runner.StartOutcome is the spawner's result, a

@@ -19,6 +19,7 @@ from outposts.models import Server
 from outposts.runner.logtail import SpawnerLogTail, tail_joined
 from outposts.runner.spawner import ServerSpec, SpawnerRunner, run_sync
 from outposts.selectors import server_for_update
+from outposts.status_events import server_status_announce
 from tunnels.services import tunnel_close_for_server
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def _server_end(
         server.start_lease_until = None
         server.stop_unqueued_since = None
         server.save()
+        server_status_announce(server_id=server.pk)
         tunnel_close_for_server(server=server)
         if status == Server.Status.FAILED:
             callbacks.server_record_event(

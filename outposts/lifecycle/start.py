@@ -36,6 +36,7 @@ from outposts.runner.spawner import SpawnerRunner, run_sync
 from outposts.runner.tls import TLSMaterial
 from outposts.runner.watch import StartOutcome, start_watched
 from outposts.selectors import server_for_update, server_unwanted
+from outposts.status_events import server_status_announce
 from tunnels.reports import server_report_env, server_reported_address
 from tunnels.services import TunnelError, tunnel_open_for_server
 
@@ -198,6 +199,7 @@ def _start_succeeded(
             server.address_sent_at = now
             dispatch.queue_hub_address_send(server_id=server.pk)
         server.save()
+        server_status_announce(server_id=server.pk)
         start_ready_observe(server=server)
         callbacks.server_record_event(
             server=server, progress=100, message="Server ready.", ready=True
