@@ -29,7 +29,8 @@ HUB_CALLBACK_FAILURES = "portal_hub_callback_failures_total"
 
 # Upper bounds in seconds. A local process is ready in seconds, a batch job can wait an hour.
 START_READY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
-# A round polls up to RECONCILE_BATCH_SIZE servers within SPAWNER_POLL_TIMEOUT (30 s).
+# A round polls its due servers for up to RECONCILE_INTERVAL (30 s), plus a last batch's
+# SPAWNER_POLL_TIMEOUT (30 s).
 RECONCILE_ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, math.inf)
 
 HISTOGRAM_BUCKETS = {

@@ -324,7 +324,9 @@ WORKER_HEARTBEAT_INTERVAL = float(os.environ.get("PORTAL_WORKER_HEARTBEAT_INTERV
 WORKER_SEEN_WITHIN = float(
     os.environ.get("PORTAL_WORKER_SEEN_WITHIN", str(4 * WORKER_HEARTBEAT_INTERVAL))
 )
-# How many due servers one reconciler run polls per Outpost.
+# Per Outpost and round, at most this many timed-out starts, lost stops and servers past
+# their runtime are acted on; due servers are polled this many at a time (all of them, within
+# a round's RECONCILE_INTERVAL).
 RECONCILE_BATCH_SIZE = int(os.environ.get("PORTAL_RECONCILE_BATCH_SIZE", "100"))
 # How long one poll of a server may take before the system counts as unreachable.
 SPAWNER_POLL_TIMEOUT = float(os.environ.get("PORTAL_SPAWNER_POLL_TIMEOUT", "30"))

@@ -2,8 +2,9 @@
 
 It fails starts that outlived the start timeout and their task, and starts whose attempt died
 (their lease ran out), queues again stops whose task never reached the broker or was lost,
-stops servers past their runtime and polls running servers in a batch. A server whose system
-cannot be asked becomes *unknown*, and is ended only after the Outpost's grace.
+stops servers past their runtime (a batch of each a round), and polls every running server
+due for a poll, a batch at a time. A server whose system cannot be asked becomes *unknown*,
+and is ended only after the Outpost's grace.
 """
 
 from __future__ import annotations
@@ -96,10 +97,33 @@ def _reconcile(outpost: Outpost) -> None:
         # Every stop still to queue keeps its mark or its age: the next round queues it.
         log.warning("Outpost %s: %s", outpost.pk, error)
 
+    _poll_due_servers(outpost, chunk=batch)
+
+
+def _poll_due_servers(outpost: Outpost, *, chunk: int) -> None:
+    """Poll every server due for a poll (the Outpost's poll interval sets how often), oldest
+    first, ``chunk`` at a time: one chunk's spawners are in memory at once, and their polls
+    run together. A round starts no new chunk once it has run for RECONCILE_INTERVAL: the
+    next round goes on with the servers polled longest ago."""
+    stop_at = time.monotonic() + settings.RECONCILE_INTERVAL
+    polled: set[int] = set()
+    while time.monotonic() < stop_at:
+        servers = [
+            server
+            for server in selectors.servers_due_for_poll(outpost=outpost, limit=chunk)
+            if server.pk not in polled  # one poll per server a round, whatever it found
+        ]
+        if not servers:
+            return
+        _poll_servers(servers)
+        polled.update(server.pk for server in servers)
+
+
+def _poll_servers(servers: list[Server]) -> None:
     runners: dict[int, SpawnerRunner] = {}
     results: dict[int, Any] = {}
     start_ids: dict[int, str] = {}
-    for server in selectors.servers_due_for_poll(outpost=outpost, limit=batch):
+    for server in servers:
         start_ids[server.pk] = server.start_id
         try:
             runners[server.pk] = SpawnerRunner.for_server(server)

@@ -188,7 +188,8 @@ def test_a_round_frees_only_its_own_outposts_lease(outpost, monkeypatch):
 def test_a_round_acts_on_a_batch_of_each_kind_and_the_next_round_on_the_rest(
     outpost, hub, home, settings, sent
 ):
-    # given a batch of one, and two servers of every kind a round acts on
+    # given a batch of one, and two servers of every kind a round acts on (polls aside: a
+    # round polls every due server, a batch at a time)
     settings.RECONCILE_BATCH_SIZE = 1
     outpost.spawner_class = UNREACHABLE
     outpost.spawner_config = serve_config(home)
@@ -224,7 +225,7 @@ def test_a_round_acts_on_a_batch_of_each_kind_and_the_next_round_on_the_rest(
     # then one of each kind was acted on
     assert statuses(timed_out) == sorted([Server.Status.FAILED, Server.Status.REQUESTED])
     assert statuses(past_runtime) == sorted([Server.Status.STOPPING, Server.Status.RUNNING])
-    assert statuses(unreachable) == sorted([Server.Status.UNKNOWN, Server.Status.RUNNING])
+    assert statuses(unreachable) == [Server.Status.UNKNOWN] * 2
     lost_requeued = [pk for pk in stops(first) if pk in {s.pk for s in lost}]
     assert len(lost_requeued) == 1
     # and when the next round runs, the rest
@@ -235,6 +236,39 @@ def test_a_round_acts_on_a_batch_of_each_kind_and_the_next_round_on_the_rest(
     assert sorted(lost_requeued + [pk for pk in stops(second) if pk in {s.pk for s in lost}]) == [
         s.pk for s in sorted(lost, key=lambda s: s.pk)
     ]
+
+
+def test_a_round_polls_every_due_server_a_batch_at_a_time_and_each_once(
+    outpost, hub, home, settings, sent
+):
+    # given a batch of two, five servers due for a poll, and two polled just now
+    settings.RECONCILE_BATCH_SIZE = 2
+    outpost.spawner_class = UNREACHABLE
+    outpost.spawner_config = serve_config(home)
+    outpost.save()
+    due = [polled_server(outpost, hub, name=f"lab{i}") for i in range(5)]
+    fresh = [
+        polled_server(outpost, hub, name=f"new{i}", last_poll_at=timezone.now()) for i in range(2)
+    ]
+    # when one round runs
+    sent(lambda: tasks.outpost_reconcile_task(outpost.pk))
+    # then every due server was polled once (found unknown), across three batches, and the
+    # fresh ones not at all
+    polls = {s.pk: Server.objects.get(pk=s.pk) for s in due + fresh}
+    assert [polls[s.pk].status for s in due] == [Server.Status.UNKNOWN] * 5
+    assert [polls[s.pk].status for s in fresh] == [Server.Status.RUNNING] * 2
+
+
+def test_a_round_starts_no_batch_after_its_interval(outpost, hub, home, settings, sent):
+    # given a round with no time (an interval of zero) and servers due for a poll
+    settings.RECONCILE_INTERVAL = 0
+    outpost.spawner_class = UNREACHABLE
+    outpost.spawner_config = serve_config(home)
+    outpost.save()
+    due = polled_server(outpost, hub)
+    # when it runs, it leaves the polls to the next round
+    sent(lambda: tasks.outpost_reconcile_task(outpost.pk))
+    assert Server.objects.get(pk=due.pk).status == Server.Status.RUNNING
 
 
 # --- Lost stops ----------------------------------------------------------------------------
