@@ -36,7 +36,20 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import free_port, percentile  # noqa: E402
+from bench.harness import BROKER_URL, free_port, percentile  # noqa: E402
+
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+PG_DATABASE = "portal_bench_embedded"
+
+
+def postgres_database(*, create: bool) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB, SECRET = "bench-hub", "bench-hub-secret"
@@ -51,7 +64,12 @@ def portal_env(data: Path, broker: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CELERY_"))}
     env.pop("PORTAL_DEBUG", None)
     env.update(SECRETS, DJANGO_SETTINGS_MODULE="portal.settings", PORTAL_DATA_DIR=str(data))
-    if broker == "filesystem":
+    if broker == "postgres-redis":
+        # Production's parts under runportal: PostgreSQL (a database of its own on the local
+        # server, made and dropped here) and the shared Redis's bench db.
+        env["DATABASE_URL"] = f"{PG_SERVER}/{PG_DATABASE}"
+        env["CELERY_BROKER_URL"] = BROKER_URL
+    elif broker == "filesystem":
         env["CELERY_BROKER_URL"] = "filesystem://"
     elif broker == "sql":
         # kombu's SQL transport, on an SQLite file of its own (not the portal's database,
@@ -172,7 +190,13 @@ def latency_line(label: str, results: list[tuple[int, float]], wall: float) -> s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--broker", choices=["embedded", "filesystem", "sql"], default="embedded")
+    parser.add_argument(
+        "--broker",
+        choices=["embedded", "filesystem", "sql", "postgres-redis"],
+        default="embedded",
+        help="embedded (default); filesystem or sql: other brokers on SQLite; postgres-redis: "
+        "PostgreSQL on 127.0.0.1:5432 and Redis db 9 instead of the embedded parts",
+    )
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--four-at-a-time", type=int, default=400)
     parser.add_argument("--burst", type=int, default=100)
@@ -183,6 +207,8 @@ def main() -> None:
     env = portal_env(data, args.broker)
     port = free_port()
     portal = None
+    if args.broker == "postgres-redis":
+        postgres_database(create=True)
     try:
         configure(env, data)
         log = (data / "runportal.log").open("wb")
@@ -269,6 +295,8 @@ def main() -> None:
                 os.killpg(portal.pid, signal.SIGKILL)
                 portal.wait()
         shutil.rmtree(data, ignore_errors=True)
+        if args.broker == "postgres-redis":
+            postgres_database(create=False)
 
 
 if __name__ == "__main__":
