@@ -116,7 +116,7 @@ class Compiled:
         self.sql, self.params = queryset.query.sql_with_params()
 
     def rows(self, values: dict[str, str]) -> list[tuple[Any, ...]]:
-        params = [values.get(p, p) if isinstance(p, str) else p for p in self.params]
+        params = [values.get(param, param) for param in self.params]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, params)
             return cursor.fetchall()

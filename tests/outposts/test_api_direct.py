@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from outposts.api import direct as direct_module
 from outposts.api.direct import direct_api
 from outposts.hubs import hub_api_key_create
 from outposts.models import Server
@@ -42,6 +43,21 @@ class Spy:
 @pytest.fixture
 def fallback() -> Spy:
     return Spy()
+
+
+@pytest.fixture(autouse=True)
+def compiled_afresh(monkeypatch):
+    """Each test compiles the direct queries itself: a query compiled by an earlier test
+    would hide a mistake in how it is built."""
+    monkeypatch.setattr(direct_module, "_compiled", {})
+
+
+@pytest.fixture(autouse=True)
+def no_direct_failure(caplog):
+    """A request the direct path hands on is one it chose to hand on, never one it failed."""
+    yield
+    failures = [r for r in caplog.records if r.name == direct_module.log.name]
+    assert failures == []
 
 
 @pytest.fixture
@@ -132,7 +148,7 @@ def test_a_list_is_answered_directly_as_django_answers(servers, direct, fallback
     for i, start_id in enumerate(["t1", "t2", "t3"]):
         Server.objects.create(
             hub=hub, outpost=local if i < 2 else other, name=f"lab-{i}", start_id=start_id,
-            user_id="ü\u2028", user_name="u", status=Server.Status.RUNNING,
+            user_id="ü\u2028\u2029", user_name="u", status=Server.Status.RUNNING,
             flavor=flavor if i == 0 else None, end_at=timezone.now() if i == 1 else None,
             stop_requested_at=timezone.now() if i == 2 else None,
             spawner_state={"pid": 1} if i == 0 else None,
@@ -218,12 +234,15 @@ def test_an_api_key_poll_goes_through_the_django_handler(servers, direct, fallba
         ("/outposts/ungranted/services/lab/s5", basic(), 404),
         ("/outposts/nowhere/services/lab/s1", basic(), 404),
         ("/outposts/local/services/lab/s9", basic(), 404),
+        ("/outposts/local/services/other/s1", basic(), 404),
+        ("/outposts/other/services/lab/s1", basic(), 404),
         ("/outposts/local/services/la\x00b/s1", basic(), 400),
     ],
     ids=[
         "wrong-secret", "unknown-hub", "no-credentials", "bad-base64", "no-colon",
         "control-character-in-hub", "other-hubs-server", "ungranted-outpost", "unknown-outpost",
-        "unknown-server", "control-character-in-name",
+        "unknown-server", "same-start-id-other-name", "same-server-other-outpost",
+        "control-character-in-name",
     ],
 )  # fmt: skip
 def test_every_other_poll_is_answered_by_the_django_handler(
@@ -233,6 +252,24 @@ def test_every_other_poll_is_answered_by_the_django_handler(
     assert fallback.calls == 1
     assert answer[0] == status
     assert same(answer, django_answer), (answer, django_answer)
+
+
+def test_a_failure_of_the_direct_path_is_logged_and_answered_by_the_django_handler(
+    servers, direct, fallback, monkeypatch, caplog
+):
+    # given a direct list that fails unexpectedly
+    def broken(rows):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(direct_module, "list_entries", broken)
+    # when the Hub lists its servers, the Django handler answers, and the failure is logged
+    answer, django_answer = both(direct, "/outposts/local/services", basic())
+    assert fallback.calls == 1
+    assert answer[0] == 200 and same(answer, django_answer)
+    assert [r.getMessage() for r in caplog.records if r.name == direct_module.log.name] == [
+        "A direct answer failed; the API handler answers instead"
+    ]
+    caplog.clear()  # seen: no_direct_failure would count it
 
 
 def test_a_host_not_allowed_is_refused_as_django_refuses_it(servers, direct, fallback):
