@@ -125,6 +125,7 @@ def part_name(cmdline: str) -> str:
     for needle, name in (
         ("uvicorn", "web"),
         ("runportal", "runportal"),
+        ("portal/supervisor.py", "runportal"),
         ("redis-server", "broker"),
         ("portal worker", "worker"),
         ("portal beat", "beat"),

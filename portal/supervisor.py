@@ -1,5 +1,11 @@
 """Children that are restarted when they exit, for ``manage.py runportal``.
 
+runportal builds the command lines with Django, then hands its process over to this file
+(``os.execv`` of ``python portal/supervisor.py``, the plan in an environment variable), so
+that the process that only supervises keeps neither Django nor Celery loaded: about 70 MiB
+of the embedded default's memory (bench/README.md). Run as a script it imports nothing but
+the standard library (not even its package, whose __init__ loads Celery).
+
 A child that exits by itself (a crash, an out-of-memory kill) is started again after a
 back-off that doubles with each exit in a row (1 s, 2 s, 4 s, ... up to BACKOFF_MAX_SECONDS)
 and starts again at 1 s once a child has run for STABLE_AFTER_SECONDS; each exit and restart
@@ -12,15 +18,23 @@ ends whatever a child started and left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
+# Where runportal puts the plan for ``python -m portal.supervisor`` (removed before any child
+# starts, so no child sees it).
+PLAN_VARIABLE = "PORTAL_SUPERVISOR_PLAN"
+# How long the private Redis may take to answer on its socket.
+BROKER_START_SECONDS = 30.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 # A child that ran this long before exiting gets the first back-off again.
@@ -156,3 +170,98 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+class SupervisorError(Exception):
+    """The parts cannot be run (the broker did not come up)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runportal runs: the private Redis first (if any) and once it answers on its
+    socket, then the parts, in order."""
+
+    parts: dict[str, list[str]]
+    broker: list[str] | None = None
+    broker_socket: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"parts": self.parts, "broker": self.broker, "broker_socket": self.broker_socket}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        return cls(**json.loads(text))
+
+
+def run(plan: Plan, write: Callable[[str], None]) -> None:
+    """Run the plan's parts until SIGINT or SIGTERM, then stop them all, the broker last (the
+    worker acknowledges its tasks on its way out)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    supervisor = Supervisor(write)
+    try:
+        if plan.broker is not None:
+            broker = supervisor.start("broker", plan.broker)
+            _wait_for_broker(broker, str(plan.broker_socket), stop)
+        for name, command in plan.parts.items():
+            if not stop.is_set():
+                supervisor.start(name, command)
+        supervisor.supervise(stop)
+    finally:
+        supervisor.stop(
+            [
+                [child for child in supervisor.children if child.name != "broker"],
+                [child for child in supervisor.children if child.name == "broker"],
+            ]
+        )
+    supervisor.say("stopped")
+
+
+def _wait_for_broker(broker: Child, path: str, stop: threading.Event) -> None:
+    """Return once the private Redis takes connections on its socket, or a stop was asked
+    for meanwhile."""
+    deadline = time.monotonic() + BROKER_START_SECONDS
+    while not _accepts_connections(path):
+        if not broker.running():
+            raise SupervisorError("The embedded broker (redis-server) exited; see its lines above.")
+        if time.monotonic() > deadline:
+            raise SupervisorError(
+                f"The embedded broker did not answer on {path} within {BROKER_START_SECONDS:g} s."
+            )
+        if stop.wait(0.1):
+            return
+
+
+def _accepts_connections(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(1)
+        try:
+            client.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def _line_to(stream: IO[str]) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return write
+
+
+def main() -> int:
+    plan = Plan.from_json(os.environ.pop(PLAN_VARIABLE))
+    try:
+        run(plan, _line_to(sys.stdout))
+    except SupervisorError as error:
+        _line_to(sys.stderr)(f"runportal: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

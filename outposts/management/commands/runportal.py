@@ -10,24 +10,22 @@ Ctrl-C (SIGINT) or SIGTERM stops them all. In production run the parts separatel
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
-import threading
-import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
+from portal import supervisor
 from portal.embedded_broker import (
     EmbeddedBrokerUnavailable,
     broker_answers,
     redis_server_command,
 )
-from portal.supervisor import Child, Supervisor
-
-# How long the private Redis may take to answer on its socket.
-BROKER_START_SECONDS = 30.0
+from portal.supervisor import PLAN_VARIABLE, Plan
 
 
 def worker_queues() -> list[str]:
@@ -114,38 +112,25 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, no_static: bool, **options: Any) -> None:
         broker_command = embedded_broker_command() if settings.EMBEDDED_BROKER else None
         queues = worker_queues()
-        commands = {
-            "web": web_command(host, port, serve_static=not no_static),
-            # Beat in a worker thread: its own process cost ~80 MiB idle (bench/README.md).
-            "worker": worker_command(queues, with_beat=True),
-            "agent": tunnel_agent_command(),
-        }
+        plan = Plan(
+            parts={
+                "web": web_command(host, port, serve_static=not no_static),
+                # Beat in a worker thread: its own process cost ~80 MiB idle (bench/README.md).
+                "worker": worker_command(queues, with_beat=True),
+                "agent": tunnel_agent_command(),
+            },
+            broker=broker_command,
+            broker_socket=str(settings.EMBEDDED_BROKER_SOCKET) if broker_command else None,
+        )
         self.stdout.write(f"runportal: web on http://{host}:{port}/, worker queues {queues}")
-        stop = threading.Event()
-
-        def ask_to_stop(signum: int, frame: Any) -> None:
-            stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, ask_to_stop)
-
-        supervisor = Supervisor(self.stdout.write)
-        try:
-            if broker_command is not None:
-                wait_for_broker(supervisor.start("broker", broker_command), stop)
-            for name, command in commands.items():
-                if not stop.is_set():
-                    supervisor.start(name, command)
-            supervisor.supervise(stop)
-        finally:
-            # The broker last: the worker acknowledges its tasks on its way out.
-            supervisor.stop(
-                [
-                    [child for child in supervisor.children if child.name != "broker"],
-                    [child for child in supervisor.children if child.name == "broker"],
-                ]
-            )
-        self.stdout.write("runportal: stopped")
+        self.stdout.flush()
+        # The supervising process needs no Django: it becomes portal/supervisor.py (run as a
+        # script: standard library only), with the same pid (signals, a terminal's Ctrl-C)
+        # and the same output.
+        connections.close_all()
+        os.environ[PLAN_VARIABLE] = plan.to_json()
+        script = str(Path(supervisor.__file__))
+        os.execv(sys.executable, [sys.executable, script])  # noqa: S606
 
 
 def embedded_broker_command() -> list[str]:
@@ -162,18 +147,3 @@ def embedded_broker_command() -> list[str]:
         return redis_server_command(folder=settings.EMBEDDED_BROKER_DIR, socket=socket)
     except EmbeddedBrokerUnavailable as exc:
         raise CommandError(str(exc)) from None
-
-
-def wait_for_broker(broker: Child, stop: threading.Event) -> None:
-    """Return once the private Redis answers, or a stop was asked for meanwhile."""
-    deadline = time.monotonic() + BROKER_START_SECONDS
-    while not broker_answers(settings.EMBEDDED_BROKER_SOCKET):
-        if not broker.running():
-            raise CommandError("The embedded broker (redis-server) exited; see its lines above.")
-        if time.monotonic() > deadline:
-            raise CommandError(
-                f"The embedded broker did not answer on {settings.EMBEDDED_BROKER_SOCKET} "
-                f"within {BROKER_START_SECONDS:g} s."
-            )
-        if stop.wait(0.1):
-            return
