@@ -113,20 +113,11 @@ def bench_database(name: str, pg_server: str) -> Iterator[dict[str, str]]:
     sys.path.insert(0, str(ROOT))
     _admin_sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _admin_sql(pg_server, f'CREATE DATABASE "{name}"')
-    purge_broker()
     try:
-        import django
-        from django.core.management import call_command
-
-        django.setup()
-        call_command("migrate", verbosity=0, interactive=False)
-        yield env
+        with _migrated(env):
+            yield env
     finally:
-        from django.db import connections
-
-        connections.close_all()
         _admin_sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        purge_broker()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -137,6 +128,17 @@ def sqlite_database() -> Iterator[dict[str, str]]:
     env = production_env("unused", "unused")
     env["DATABASE_URL"] = f"sqlite:///{env['PORTAL_DATA_DIR']}/portal.sqlite3"
     os.environ.update(env)
+    try:
+        with _migrated(env):
+            yield env
+    finally:
+        shutil.rmtree(env["PORTAL_DATA_DIR"], ignore_errors=True)
+
+
+@contextmanager
+def _migrated(env: dict[str, str]) -> Iterator[None]:
+    """Django set up on ``env``'s database, migrated, with the bench's Redis db emptied
+    before and after."""
     sys.path.insert(0, str(ROOT))
     purge_broker()
     try:
@@ -145,13 +147,12 @@ def sqlite_database() -> Iterator[dict[str, str]]:
 
         django.setup()
         call_command("migrate", verbosity=0, interactive=False)
-        yield env
+        yield
     finally:
         from django.db import connections
 
         connections.close_all()
         purge_broker()
-        shutil.rmtree(env["PORTAL_DATA_DIR"], ignore_errors=True)
 
 
 # --- uvicorn ---------------------------------------------------------------------------------

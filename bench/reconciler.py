@@ -31,7 +31,8 @@ from bench.harness import (  # noqa: E402
     private_postgres,
 )
 
-FAKE = "bench.spawners.FastPollSpawner"
+# Its poll answers None at once: a round's cost is all the portal's.
+FAKE = "tests.support.spawners.InstantSpawner"
 
 
 def cpu_seconds() -> float:
@@ -63,6 +64,30 @@ def start_worker(env: dict[str, str], queue: str) -> tuple[subprocess.Popen[byte
     return worker, log
 
 
+def running_servers(outpost, hub, size: int) -> None:
+    """Exactly ``size`` RUNNING servers of the Outpost, never polled."""
+    from outposts.models import Server
+
+    Server.objects.all().delete()
+    Server.objects.bulk_create(
+        [
+            Server(
+                outpost=outpost,
+                hub=hub,
+                name=f"s{i}",
+                start_id=f"start{i}",
+                user_id=str(i + 1),
+                user_name=f"user{i}",
+                status=Server.Status.RUNNING,
+                address="127.0.0.1:9",
+                env={},
+            )
+            for i in range(size)
+        ],
+        batch_size=2000,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -89,25 +114,7 @@ def main() -> None:
             f"{'queries/server':>15} {'all in interval':>16}"
         )
         for size in args.sizes:
-            Server.objects.all().delete()
-            Server.objects.bulk_create(
-                [
-                    Server(
-                        outpost=outpost,
-                        hub=hub,
-                        flavor=None,
-                        name=f"s{i}",
-                        start_id=f"start{i}",
-                        user_id=str(i + 1),
-                        user_name=f"user{i}",
-                        status=Server.Status.RUNNING,
-                        address="127.0.0.1:9",
-                        env={},
-                    )
-                    for i in range(size)
-                ],
-                batch_size=2000,
-            )
+            running_servers(outpost, hub, size)
             queries = 0
 
             def count(execute, sql, params, many, context):
@@ -130,25 +137,7 @@ def main() -> None:
         try:
             print("through a Celery worker (wall from queueing to the lease released):")
             for size in args.sizes:
-                Server.objects.all().delete()
-                Server.objects.bulk_create(
-                    [
-                        Server(
-                            outpost=outpost,
-                            hub=hub,
-                            flavor=None,
-                            name=f"s{i}",
-                            start_id=f"start{i}",
-                            user_id=str(i + 1),
-                            user_name=f"user{i}",
-                            status=Server.Status.RUNNING,
-                            address="127.0.0.1:9",
-                            env={},
-                        )
-                        for i in range(size)
-                    ],
-                    batch_size=2000,
-                )
+                running_servers(outpost, hub, size)
                 cpu0, wall0 = process_cpu_seconds(worker.pid), time.monotonic()
                 dispatch.queue_outpost_reconcile(outpost=outpost, expires=600)
                 deadline = wall0 + 300
