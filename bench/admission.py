@@ -125,7 +125,9 @@ def main() -> int:
         env = stack.enter_context(bench_database(DATABASE, pg_server))
         populate(secret, args.max)
         with uvicorn(env, workers=args.workers, ping_path=f"/outposts/{SLUG}/ping") as server:
+            cpu_before = server.cpu_seconds()
             statuses, latencies, wall = storm(server.base, (HUB_NAME, secret), args.starts)
+            cpu_per_start = (server.cpu_seconds() - cpu_before) / args.starts
         in_database = active_of_flavor()
 
     counts = Counter(statuses)
@@ -141,6 +143,10 @@ def main() -> int:
         f"wall time {wall:.2f}s ({args.starts / wall:.0f} starts/s); start latency "
         f"p50 {percentile(ordered, 0.5) * 1000:.0f} ms, p95 {percentile(ordered, 0.95) * 1000:.0f}"
         f" ms, max {ordered[-1] * 1000:.0f} ms"
+    )
+    print(
+        f"web CPU per start (admitted or refused): {cpu_per_start * 1000:.2f} ms "
+        "(issue 12's target for an async start: at most 5 ms; all answered within 1 s)"
     )
     expected = min(args.max, args.starts)
     if admitted == expected and refused == args.starts - expected and in_database == expected:
