@@ -285,3 +285,13 @@ def test_other_paths_go_to_the_django_handler(servers, direct, fallback):
     get(direct, "/outposts/local/flavors", basic())
     get(direct, "/outposts/local/ping", {})
     assert fallback.calls == 2
+
+
+def test_a_direct_poll_is_one_query_and_a_list_two(servers, django_assert_num_queries):
+    # the reads themselves, in the test's thread, where their queries can be counted
+    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    with django_assert_num_queries(1):
+        assert direct_module.poll_read(caller, "lab", "s1") == (Server.Status.RUNNING, None)
+    with django_assert_num_queries(2):
+        listed = direct_module.list_read(caller)
+    assert {row["start_id"] for row in listed} == {"s1", "s2"}
