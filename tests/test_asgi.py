@@ -53,9 +53,11 @@ def get(app: Any, path: str, headers: dict[str, str] | None = None) -> tuple[int
         communicator = ApplicationCommunicator(app, scope)
         await communicator.send_input({"type": "http.request", "body": b""})
         start = await communicator.receive_output(timeout=20)
+        assert start["type"] == "http.response.start", start
         body = b""
         while True:
             message = await communicator.receive_output(timeout=20)
+            assert message["type"] == "http.response.body", message
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
