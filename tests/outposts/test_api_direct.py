@@ -295,3 +295,18 @@ def test_a_direct_poll_is_one_query_and_a_list_two(servers, django_assert_num_qu
     with django_assert_num_queries(2):
         listed = direct_module.list_read(caller)
     assert {row["start_id"] for row in listed} == {"s1", "s2"}
+
+
+def test_a_secret_with_colons_is_split_at_the_first_colon_as_basic_says(servers, direct, fallback):
+    # given a Hub whose secret holds colons (RFC 7617: the user name cannot, the secret can)
+    outpost = servers["running"].outpost
+    hub = HubFactory(name="hub3", secret="se:cr:et", outposts=[outpost])
+    Server.objects.create(
+        hub=hub, outpost=outpost, name="lab", start_id="c1", user_id="1", user_name="u1"
+    )
+    # when it polls, the direct path answers, as Django does
+    answer, django_answer = both(
+        direct, "/outposts/local/services/lab/c1", basic(hub="hub3", secret="se:cr:et")
+    )
+    assert fallback.calls == 0
+    assert answer[0] == 200 and same(answer, django_answer)
