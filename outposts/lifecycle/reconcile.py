@@ -111,7 +111,9 @@ def _poll_due_servers(outpost: Outpost, *, chunk: int) -> None:
         servers = [
             server
             for server in selectors.servers_due_for_poll(outpost=outpost, limit=chunk)
-            if server.pk not in polled  # one poll per server a round, whatever it found
+            # One poll per server a round: with a short poll interval a polled server is due
+            # again before the round ends.
+            if server.pk not in polled
         ]
         if not servers:
             return

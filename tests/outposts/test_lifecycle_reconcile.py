@@ -95,6 +95,13 @@ def polled_server(outpost: Outpost, hub, name: str = "lab", **kwargs) -> Server:
     )
 
 
+def make_unreachable(outpost: Outpost, home) -> None:
+    """The Outpost's system cannot be asked: every poll fails (its servers become unknown)."""
+    outpost.spawner_class = UNREACHABLE
+    outpost.spawner_config = serve_config(home)
+    outpost.save()
+
+
 def poll_due(server: Server) -> None:
     """Make the server due for its next poll, as if the poll interval had passed."""
     Server.objects.filter(pk=server.pk).update(
@@ -191,9 +198,7 @@ def test_a_round_acts_on_a_batch_of_each_kind_and_the_next_round_on_the_rest(
     # given a batch of one, and two servers of every kind a round acts on (polls aside: a
     # round polls every due server, a batch at a time)
     settings.RECONCILE_BATCH_SIZE = 1
-    outpost.spawner_class = UNREACHABLE
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
+    make_unreachable(outpost, home)
     timed_out = [
         ServerFactory(hub=hub, outpost=outpost, status=Server.Status.REQUESTED) for _ in range(2)
     ]
@@ -238,33 +243,49 @@ def test_a_round_acts_on_a_batch_of_each_kind_and_the_next_round_on_the_rest(
     ]
 
 
-def test_a_round_polls_every_due_server_a_batch_at_a_time_and_each_once(
-    outpost, hub, home, settings, sent
-):
+def test_a_round_polls_every_due_server_a_batch_at_a_time(outpost, hub, home, settings, sent):
     # given a batch of two, five servers due for a poll, and two polled just now
     settings.RECONCILE_BATCH_SIZE = 2
-    outpost.spawner_class = UNREACHABLE
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
+    make_unreachable(outpost, home)
     due = [polled_server(outpost, hub, name=f"lab{i}") for i in range(5)]
     fresh = [
         polled_server(outpost, hub, name=f"new{i}", last_poll_at=timezone.now()) for i in range(2)
     ]
     # when one round runs
     sent(lambda: tasks.outpost_reconcile_task(outpost.pk))
-    # then every due server was polled once (found unknown), across three batches, and the
-    # fresh ones not at all
+    # then every due server was polled (found unknown), across three batches, and the fresh
+    # ones not at all
     polls = {s.pk: Server.objects.get(pk=s.pk) for s in due + fresh}
     assert [polls[s.pk].status for s in due] == [Server.Status.UNKNOWN] * 5
     assert [polls[s.pk].status for s in fresh] == [Server.Status.RUNNING] * 2
 
 
+def test_a_round_polls_each_server_once_even_when_it_is_due_again_meanwhile(
+    outpost, hub, home, settings, sent, monkeypatch
+):
+    # given a poll interval of zero (a polled server is due again at once) and a batch of two
+    settings.RECONCILE_BATCH_SIZE = 2
+    make_unreachable(outpost, home)
+    outpost.poll_interval = timedelta(0)
+    outpost.save()
+    due = [polled_server(outpost, hub, name=f"lab{i}") for i in range(3)]
+    polled: list[int] = []
+    poll_servers = reconcile._poll_servers
+
+    def recording(servers):
+        polled.extend(server.pk for server in servers)
+        poll_servers(servers)
+
+    monkeypatch.setattr(reconcile, "_poll_servers", recording)
+    # when one round runs, each server is polled exactly once
+    sent(lambda: tasks.outpost_reconcile_task(outpost.pk))
+    assert sorted(polled) == sorted(s.pk for s in due)
+
+
 def test_a_round_starts_no_batch_after_its_interval(outpost, hub, home, settings, sent):
     # given a round with no time (an interval of zero) and servers due for a poll
     settings.RECONCILE_INTERVAL = 0
-    outpost.spawner_class = UNREACHABLE
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
+    make_unreachable(outpost, home)
     due = polled_server(outpost, hub)
     # when it runs, it leaves the polls to the next round
     sent(lambda: tasks.outpost_reconcile_task(outpost.pk))
@@ -393,9 +414,7 @@ def test_a_server_that_cannot_be_asked_is_polled_again_only_after_the_poll_inter
     outpost, hub, home
 ):
     # given
-    outpost.spawner_class = UNREACHABLE
-    outpost.spawner_config = serve_config(home)
-    outpost.save()
+    make_unreachable(outpost, home)
     server = polled_server(outpost, hub)
     before = timezone.now()
     # when

@@ -58,6 +58,18 @@ def wait_ended(server: Server):
         return answer.result(timeout=DEADLINE)
 
 
+def ended_unannounced_behind_a_wait() -> str | None:
+    """The status a wait answers for a running server that ends by a plain update while it
+    waits (nobody announces it)."""
+    server = ServerFactory(status=Server.Status.RUNNING)
+    worker = in_thread(
+        lambda: Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
+    )
+    row = wait_ended(server)
+    worker.join()
+    return None if row is None else row[0]
+
+
 def test_a_wait_is_woken_by_the_status_change_not_the_safety_re_read(settings):
     settings.SYNC_WAIT_RECHECK_SECONDS = LONG_RECHECK
     server = ServerFactory(status=Server.Status.RUNNING)
@@ -71,14 +83,8 @@ def test_a_wait_is_woken_by_the_status_change_not_the_safety_re_read(settings):
 def test_with_a_broker_that_is_not_redis_a_wait_polls(settings):
     settings.CELERY_BROKER_URL = "memory://"
     settings.SYNC_WAIT_RECHECK_SECONDS = LONG_RECHECK
-    server = ServerFactory(status=Server.Status.RUNNING)
     # a change nobody announces (a plain update)
-    worker = in_thread(
-        lambda: Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
-    )
-    row = wait_ended(server)
-    worker.join()
-    assert row is not None and row[0] == Server.Status.STOPPED
+    assert ended_unannounced_behind_a_wait() == Server.Status.STOPPED
 
 
 def test_a_failed_announcement_does_not_fail_the_status_change(settings, monkeypatch, caplog):
@@ -97,10 +103,4 @@ def test_a_failed_announcement_does_not_fail_the_status_change(settings, monkeyp
 def test_a_wait_without_redis_still_answers(settings):
     # a Redis broker that is down: the wait falls back to polling
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
-    server = ServerFactory(status=Server.Status.RUNNING)
-    worker = in_thread(
-        lambda: Server.objects.filter(pk=server.pk).update(status=Server.Status.STOPPED)
-    )
-    row = wait_ended(server)
-    worker.join()
-    assert row is not None and row[0] == Server.Status.STOPPED
+    assert ended_unannounced_behind_a_wait() == Server.Status.STOPPED
