@@ -38,6 +38,7 @@ SLUG = "bench"
 EMPTY_SLUG = "bench-empty"  # an Outpost of the same Hub without servers: the empty list
 HUB_NAME = "bench-hub"
 FLAVORS = {"small": 1000, "medium": 600, "large": 400}  # name -> share of servers
+STAFF = {"name": "olga", "groups": ["staff"]}  # a userflavors body
 HUB_POLL_SECONDS = 30  # a Hub polls each of its servers this often
 
 
@@ -77,7 +78,7 @@ def populate(servers: int, secret: str, *, seed: int) -> list[tuple[str, str]]:
     """The Outpost, Hub, flavors and running servers; returns each server's (name, start_id)."""
     from django.utils import timezone
 
-    from flavors.models import Flavor
+    from flavors.models import Flavor, HubPolicy, UserRule
     from outposts.hubs import hub_create
     from outposts.models import Outpost, Server
 
@@ -88,6 +89,20 @@ def populate(servers: int, secret: str, *, seed: int) -> list[tuple[str, str]]:
         Flavor.objects.create(outpost=outpost, name=name, display_name=name.title(), weight=i)
         for i, name in enumerate(FLAVORS)
     ]
+    # The Hub's policies and two user rules, as a centre sets them: resolution reads them all
+    # for every flavors answer (STAFF's gets two flavors).
+    for flavor in flavors:
+        HubPolicy.objects.create(
+            outpost=outpost, hub=hub, flavor=flavor, cap=servers,
+            overrides={"runtime": {"hours": 8}} if flavor.name == "large" else {},
+        )  # fmt: skip
+    staff = UserRule.objects.create(
+        outpost=outpost, name="staff", attributes={"groups": ["staff"]}, weight=1
+    )
+    staff.flavors.set(flavors[:2])
+    UserRule.objects.create(
+        outpost=outpost, name="guests", attributes={"groups": ["guest*"]}, forbidden=True
+    )
     shares = list(FLAVORS.values())
     rng = random.Random(seed)
     now = timezone.now()
@@ -164,16 +179,27 @@ def scenarios(
             return False, f"flavor counts do not add up: {response.text[:200]}"
         return ok, detail
 
+    def userflavors(session: requests.Session, i: int) -> tuple[bool, str]:
+        response = session.post(
+            f"{api}/userflavors/?user_id={i % args.servers + 1}", json=STAFF, auth=auth, timeout=30
+        )
+        ok, detail = expect(200, response)
+        if ok and len(response.json()) != 2:
+            return False, f"staff should get two flavors: {response.text[:200]}"
+        return ok, detail
+
     single = args.single_requests
     return [
         ("poll", poll, args.requests, 0),
         ("list", listing, args.list_requests, args.servers),
         ("flavors", flavors, args.requests, 0),
+        ("userflavors", userflavors, args.requests, 0),
     ], [
         ("poll", poll, single, 0),
         ("list-empty", empty_listing, single, 0),
         ("list", listing, max(1, single // 10), args.servers),
         ("flavors", flavors, single, 0),
+        ("userflavors", userflavors, single, 0),
     ]
 
 

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
 
-from flavors.models import Flavor, HubPolicy, UserRule
-from flavors.resolution import (
-    EffectiveFlavor,
-    Layers,
-    PolicyTerms,
-    Resolution,
-    RuleTerms,
-    flavors_resolve,
-)
+from flavors.resolution import EffectiveFlavor, Layers, Resolution, flavors_resolve
+from flavors.terms import FlavorTerms, flavor_terms
 from outposts.models import Server
 from projects.selectors import project_terms
 
@@ -60,33 +53,29 @@ class FlavorInUse:
 
 
 def flavor_layers(
-    *, hub: Hub, outpost: Outpost, project: str | None = None, user_name: str = ""
+    *,
+    hub: Hub,
+    outpost: Outpost,
+    project: str | None = None,
+    user_name: str = "",
+    terms: FlavorTerms | None = None,
 ) -> Layers:
     """The Hub's policies on ``outpost``, the Outpost's user rules and, when a request names
     one, the ``project`` as Hub user ``user_name`` may use it, for flavors_resolve."""
-    policies = HubPolicy.objects.filter(hub=hub, outpost=outpost).values_list(
-        "flavor_id", "allowed", "cap", "overrides"
-    )
-    rules = UserRule.objects.filter(outpost=outpost).prefetch_related("hubs", "flavors")
+    terms = terms or outpost_flavor_terms(outpost)
     return Layers(
-        policies=tuple(PolicyTerms(*row) for row in policies),
-        rules=tuple(
-            RuleTerms(
-                name=rule.name,
-                attributes=rule.attributes,
-                negate=rule.negate,
-                weight=rule.weight,
-                forbidden=rule.forbidden,
-                hub_ids=frozenset(hub.pk for hub in rule.hubs.all()),
-                flavor_ids=frozenset(flavor.pk for flavor in rule.flavors.all()),
-                overrides=rule.overrides,
-            )
-            for rule in rules
-        ),
+        policies=terms.policies_of(hub.pk),
+        rules=terms.rules,
         project=None
         if not project
         else project_terms(hub=hub, outpost=outpost, name=project, user_name=user_name),
     )
+
+
+def outpost_flavor_terms(outpost: Outpost) -> FlavorTerms:
+    """The Outpost's flavor terms as of its row's token (flavors/terms.py): read the row in
+    the same request, or under its lock, to see every committed change."""
+    return flavor_terms(outpost_id=outpost.pk, token=outpost.flavor_terms_token)
 
 
 def flavor_resolution(
@@ -96,16 +85,39 @@ def flavor_resolution(
     authentication: Mapping[str, Any] | None = None,
     project: str | None = None,
     user_name: str = "",
-    flavors: QuerySet[Flavor] | None = None,
 ) -> Resolution:
-    """flavors_resolve over the rows of the database."""
+    """flavors_resolve over the Outpost's terms."""
+    terms = outpost_flavor_terms(outpost)
     return flavors_resolve(
         outpost=outpost,
-        flavors=Flavor.objects.filter(outpost=outpost) if flavors is None else flavors,
+        flavors=terms.flavors,
         hub=hub,
-        layers=flavor_layers(hub=hub, outpost=outpost, project=project, user_name=user_name),
+        layers=flavor_layers(
+            hub=hub, outpost=outpost, project=project, user_name=user_name, terms=terms
+        ),
         authentication=authentication,
         user_name=user_name,
+    )
+
+
+def active_servers_by_flavor_query(
+    *, hub: Hub | int, outpost: Outpost | int, user_id: str
+) -> QuerySet[Server, tuple[Any, ...]]:
+    """Per flavor of ``outpost``: (flavor id, its active servers over all Hubs, those of
+    ``hub``, those of its user ``user_id``) rows; one query however many flavors and servers
+    there are."""
+    of_hub = Q(hub=hub)
+    return (
+        Server.objects.active()
+        .filter(outpost=outpost)
+        .order_by()
+        .values("flavor_id")
+        .annotate(
+            active=Count("pk"),
+            active_of_hub=Count("pk", filter=of_hub),
+            active_of_user=Count("pk", filter=of_hub & Q(user_id=user_id)),
+        )
+        .values_list("flavor_id", "active", "active_of_hub", "active_of_user")
     )
 
 
@@ -116,36 +128,36 @@ def flavor_list_for_hub(
     authentication: Mapping[str, Any] | None = None,
     user_id: str | None = None,
     project: str | None = None,
+    counted: Iterable[Sequence[Any]] | None = None,
 ) -> list[FlavorInUse]:
     """The flavors ``hub`` (and the user ``authentication`` describes) may use on
     ``outpost``, highest weight first, as flavors/resolution.py decides; with ``user_id``
     also how many servers of each that Hub user has; with ``project`` what that project's
     grants give the user ``authentication["name"]``.
 
-    The counts are one query however many flavors and servers there are.
+    The counts are one query however many flavors and servers there are:
+    active_servers_by_flavor_query's, or its rows ``counted`` by a caller that ran it
+    itself (outposts/api/direct.py, compiled once).
     """
-    active = ~Q(servers__status__in=Server.ENDED)
-    of_hub = active & Q(servers__hub=hub)
-    rows = Flavor.objects.filter(outpost=outpost).annotate(
-        active=Count("servers", filter=active),
-        active_of_hub=Count("servers", filter=of_hub),
-        active_of_user=Count("servers", filter=of_hub & Q(servers__user_id=user_id or "")),
-    )
-    counts = {row.pk: row for row in rows}
     resolution = flavor_resolution(
         hub=hub,
         outpost=outpost,
         authentication=authentication,
         project=project,
         user_name=str((authentication or {}).get("name") or ""),
-        flavors=rows,
     )
-    return [
-        FlavorInUse(
-            flavor,
-            active=counts[flavor.flavor_id].active,
-            active_of_hub=counts[flavor.flavor_id].active_of_hub,
-            active_of_user=None if user_id is None else counts[flavor.flavor_id].active_of_user,
+    if counted is None:
+        counted = active_servers_by_flavor_query(hub=hub, outpost=outpost, user_id=user_id or "")
+    counts = {flavor_id: numbers for flavor_id, *numbers in counted}
+    listing = []
+    for flavor in resolution.flavors:
+        active, active_of_hub, active_of_user = counts.get(flavor.flavor_id, (0, 0, 0))
+        listing.append(
+            FlavorInUse(
+                flavor,
+                active=active,
+                active_of_hub=active_of_hub,
+                active_of_user=None if user_id is None else active_of_user,
+            )
         )
-        for flavor in resolution.flavors
-    ]
+    return listing

@@ -40,9 +40,11 @@ from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
 
+from flavors.api.serializers import flavors_answer
+from flavors.selectors import FlavorInUse, active_servers_by_flavor_query, flavor_list_for_hub
 from outposts import selectors
 from outposts.api import views
-from outposts.models import Outpost, Server
+from outposts.models import Hub, Outpost, Server
 from portal.crypto import credential_digests
 from portal.text import control_character
 
@@ -56,10 +58,14 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 _OUTPOST = r"^/(?:outposts/(?P<slug>[-a-zA-Z0-9_]+)/)?"
 POLL_PATH = re.compile(_OUTPOST + r"services/(?P<name>[^/]*)/(?P<start_id>[^/]+)/?\Z")
 LIST_PATH = re.compile(_OUTPOST + r"services/?\Z")
+FLAVORS_PATH = re.compile(_OUTPOST + r"flavors/?\Z")
 
 # Stand-ins compiled into a query in place of each request's values. No real value can equal
 # one: values with control characters never reach a query.
 _NAME, _START_ID, _HUB, _SLUG = (f"\x00{part}" for part in ("name", "start_id", "hub", "slug"))
+# and for ids, which are positive
+_HUB_ID, _OUTPOST_ID = -(2**62) + 1, -(2**62) + 2
+_USER_ID = "\x00user_id"
 
 
 def _digest(i: int) -> str:
@@ -102,10 +108,21 @@ def poll_query(*, default_outpost: bool, digests: int) -> QuerySet[Server, tuple
     )
 
 
+GRANT_FIELDS = ("pk", "hubs__pk", "hubs__name", "slug", "state", "state_message")
+
+
 def grant_query(*, default_outpost: bool, digests: int) -> QuerySet[Outpost, tuple[Any, ...]]:
-    """The granted Outpost's id and its Hub's."""
+    """The granted Outpost and its Hub: GRANT_FIELDS, and the Outpost's flavor terms token."""
     granted = _granted("", default_outpost=default_outpost, digests=digests)
-    return Outpost.objects.filter(**granted).order_by().values_list("pk", "hubs__pk")[:1]
+    return (
+        Outpost.objects.filter(**granted)
+        .order_by()
+        .values_list(*GRANT_FIELDS, "flavor_terms_token")[:1]
+    )
+
+
+def flavor_counts_query() -> QuerySet[Server, tuple[Any, ...]]:
+    return active_servers_by_flavor_query(hub=_HUB_ID, outpost=_OUTPOST_ID, user_id=_USER_ID)
 
 
 class Compiled:
@@ -162,8 +179,42 @@ def list_read(caller: Caller) -> list[dict[str, Any]] | None:
     grant = compiled(grant_query, **shape).rows(values)
     if not grant:
         return None
-    outpost_id, hub_id = grant[0]
+    outpost_id, hub_id, *_ = grant[0]
     return list(selectors.server_list_for_hub(hub=hub_id, outpost=outpost_id))
+
+
+TERMS_TOKEN = Outpost._meta.get_field("flavor_terms_token")
+
+
+def flavors_read(
+    caller: Caller,
+    *,
+    authentication: dict[str, Any] | None = None,
+    user_id: str | None = None,
+    project: str | None = None,
+) -> tuple[Outpost, list[FlavorInUse]] | None:
+    """The granted Outpost and what flavor_list_for_hub lists, with the grant and the counts
+    as compiled queries and the terms as flavors/terms.py keeps them."""
+    shape, values = caller.values()
+    grant = compiled(grant_query, **shape).rows(values)
+    if not grant:
+        return None
+    *fields, token = grant[0]
+    row = dict(zip(GRANT_FIELDS, fields, strict=True))
+    hub = Hub(pk=row.pop("hubs__pk"), name=row.pop("hubs__name"))
+    outpost = Outpost(**row, flavor_terms_token=TERMS_TOKEN.to_python(token))
+    counted = compiled(flavor_counts_query).rows(
+        {_HUB_ID: hub.pk, _OUTPOST_ID: outpost.pk, _USER_ID: user_id or ""}
+    )
+    listing = flavor_list_for_hub(
+        hub=hub,
+        outpost=outpost,
+        authentication=authentication,
+        user_id=user_id,
+        project=project,
+        counted=counted,
+    )
+    return outpost, listing
 
 
 def release_connection() -> None:
@@ -207,7 +258,9 @@ def _allowed_methods(view_class: type[views.APIView]) -> str:
     return ", ".join(view.allowed_methods)
 
 
-def json_answer(answer: Any, *, view_class: type[views.APIView]) -> HttpResponse:
+def json_answer(
+    answer: Any, *, view_class: type[views.APIView], headers: dict[str, str] | None = None
+) -> HttpResponse:
     """``answer`` as DRF's JSONRenderer renders it (compact, UTF-8, U+2028/9 escaped), with
     the headers DRF gives the view's answers. orjson writes dates (in UTC, as "...Z") and the
     rest several times faster than the json module (bench/README.md)."""
@@ -216,12 +269,15 @@ def json_answer(answer: Any, *, view_class: type[views.APIView]) -> HttpResponse
     return HttpResponse(
         body,
         content_type="application/json",
-        headers={"Allow": ALLOWED_METHODS[view_class]},
+        headers={"Allow": ALLOWED_METHODS[view_class], **(headers or {})},
     )
 
 
 LINE_SEPARATOR, PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
-ALLOWED_METHODS = {view: _allowed_methods(view) for view in (views.ServiceView, views.ServicesView)}
+ALLOWED_METHODS = {
+    view: _allowed_methods(view)
+    for view in (views.ServiceView, views.ServicesView, views.FlavorsView)
+}
 
 
 def list_entries(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -284,7 +340,16 @@ async def answer_list(request: HttpRequest, match: re.Match[str]) -> HttpRespons
     return json_answer(list_entries(rows), view_class=views.ServicesView)
 
 
-ROUTES = ((POLL_PATH, answer_poll), (LIST_PATH, answer_list))
+async def answer_flavors(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    read = await in_thread(flavors_read, basic_credentials(request, match["slug"]))
+    if read is None:
+        raise NotDirect
+    outpost, listing = read
+    headers = views.outpost_state_headers(state=outpost.state, state_message=outpost.state_message)
+    return json_answer(flavors_answer(listing), view_class=views.FlavorsView, headers=headers)
+
+
+ROUTES = ((POLL_PATH, answer_poll), (LIST_PATH, answer_list), (FLAVORS_PATH, answer_flavors))
 
 
 def direct_api(*, api: ASGIApp, middleware: list[str]) -> ASGIApp:

@@ -240,18 +240,23 @@ STATE_HEADERS = {
 }
 
 
-class FlavorsAnswerMixin:
+def outpost_state_headers(*, state: str, state_message: str) -> dict[str, str]:
     """Flavor answers carry the Outpost's state in headers (the body's keys are flavor
     names), so a spawn form can show a draining or disabled Outpost before Start is pressed."""
+    headers = {"Outpost-State": state}
+    if state_message:
+        # Header values are Latin-1 on the wire: anything else is sent as an escape.
+        headers["Outpost-State-Message"] = state_message.encode("unicode_escape").decode("ascii")
+    return headers
 
+
+class FlavorsAnswerMixin:
     outpost: Outpost
 
     def flavors_response(self, listing: list[Any]) -> Response:
-        headers = {"Outpost-State": self.outpost.state}
-        if self.outpost.state_message:
-            # Header values are Latin-1 on the wire: anything else is sent as an escape.
-            message = self.outpost.state_message
-            headers["Outpost-State-Message"] = message.encode("unicode_escape").decode("ascii")
+        headers = outpost_state_headers(
+            state=self.outpost.state, state_message=self.outpost.state_message
+        )
         return Response(flavors_answer(listing), headers=headers)
 
 

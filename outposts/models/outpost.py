@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -180,6 +181,8 @@ class Outpost(models.Model):
         help_text="Highest port a server may report.",
     )
     reconcile_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # New with every change of its flavors, Hub policies or user rules (flavors/terms.py).
+    flavor_terms_token = models.UUIDField(default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -193,14 +196,17 @@ class Outpost(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    OWN_UPDATES = frozenset({"reconcile_lease_until", "flavor_terms_token"})
+
     def save(self, *args: object, **kwargs: object) -> None:
-        # The reconciler's lease is written only by its own conditional UPDATE: a save of the
-        # settings (admin, apply_config) must not put back the value it read earlier.
+        # The reconciler's lease and the flavor terms' token are written only by their own
+        # UPDATEs: a save of the settings (admin, apply_config) must not put back the values
+        # it read earlier.
         if not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 field.name
                 for field in self._meta.concrete_fields
-                if not field.primary_key and field.name != "reconcile_lease_until"
+                if not field.primary_key and field.name not in self.OWN_UPDATES
             ]
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 

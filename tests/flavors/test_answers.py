@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from flavors.api.serializers import FlavorSerializer
 from tests.factories import FlavorFactory, HubFactory, ServerFactory
 
 pytestmark = pytest.mark.django_db
@@ -63,3 +64,14 @@ def test_current_counts_the_active_servers_of_each_flavor_over_all_hubs(hub_clie
     flavors = hub_client.get("/outposts/local/flavors").json()
     # then
     assert (flavors["small"]["current"], flavors["large"]["current"]) == (5, 1)
+
+
+def test_an_answers_fields_are_the_schemas_in_its_order(hub_client, hub, outpost):
+    # given a flavor with every optional field: a runtime, and the user's own count asked for
+    FlavorFactory(outpost=outpost, name="gpu", runtime=timedelta(hours=1))
+    # when a Hub asks for one user's flavors
+    answer = hub_client.post(
+        "/outposts/local/userflavors?user_id=1", {}, content_type="application/json"
+    )
+    # then the entry has the fields the API schema declares, in the declared order
+    assert list(answer.json()["gpu"]) == list(FlavorSerializer().fields)

@@ -1,4 +1,4 @@
-"""outposts/api/direct.py: the common poll and list are answered without Django's request
+"""outposts/api/direct.py: the common poll, list and flavors are answered without Django's request
 handling, with exactly the answers the Django API handler gives; every other request goes on
 to that handler.
 
@@ -21,9 +21,17 @@ from django.utils import timezone
 from outposts.api import direct as direct_module
 from outposts.api.direct import direct_api
 from outposts.hubs import hub_api_key_create
-from outposts.models import Server
+from outposts.models import Hub, Server
 from portal.asgi import api_application
-from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory
+from tests.factories import (
+    HUB_SECRET,
+    FlavorFactory,
+    HubFactory,
+    HubPolicyFactory,
+    OutpostFactory,
+    UserRuleFactory,
+)
+from tests.outposts.test_api_queries import TERMS_QUERIES
 from tests.test_asgi import get, without
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -282,9 +290,109 @@ def test_a_host_not_allowed_is_refused_as_django_refuses_it(servers, direct, fal
 
 
 def test_other_paths_go_to_the_django_handler(servers, direct, fallback):
-    get(direct, "/outposts/local/flavors", basic())
+    get(direct, "/outposts/local/services/lab/s1/events", basic())
     get(direct, "/outposts/local/ping", {})
     assert fallback.calls == 2
+
+
+@pytest.fixture
+def flavors(servers) -> dict[str, Any]:
+    """Flavors of the default Outpost with everything an answer shows: no runtime or one,
+    resources, text beyond ASCII and Latin-1, a max, Hub policies with a cap and overrides,
+    one flavor the policies leave out, servers counted of both Hubs and an ended one; a user
+    rule, which a Hub's own list ignores."""
+    local = servers["running"].outpost
+    hub, hub2 = servers["running"].hub, Hub.objects.get(name="hub2")
+    small = FlavorFactory(outpost=local, name="small", weight=1, runtime=None, max=4)
+    large = FlavorFactory(
+        outpost=local, name="large", weight=2, display_name="Große \u2028 ☃", max_per_user=1,
+        resources={"cpus": 4, "memory": "8G", "ratio": 0.5},
+    )  # fmt: skip
+    FlavorFactory(outpost=local, name="gpu", weight=3)
+    HubPolicyFactory(hub=hub, flavor=small, cap=2)
+    HubPolicyFactory(
+        hub=hub, flavor=large, overrides={"runtime": {"hours": 8}, "display_name": "Course"}
+    )
+    UserRuleFactory(outpost=local, attributes={"name": ".*"}, forbidden=True)
+    for i, (owner, flavor, status) in enumerate(
+        [(hub, small, "running"), (hub, small, "pending"), (hub2, small, "running"),
+         (hub2, large, "running"), (hub, large, "stopped")]
+    ):  # fmt: skip
+        Server.objects.create(
+            hub=owner, outpost=local, name=f"f{i}", start_id=f"f{i}", user_id="1",
+            user_name="u1", flavor=flavor, status=status,
+        )  # fmt: skip
+    return {"small": small, "large": large}
+
+
+@pytest.mark.parametrize("hub", ["hub1", "hub2"])
+@pytest.mark.parametrize("path", ["/outposts/local/flavors", "/flavors/"])
+def test_flavors_are_answered_directly_as_django_answers(flavors, direct, fallback, path, hub):
+    # when a Hub asks for its flavors: hub1 has policies, hub2 none
+    answer, django_answer = both(direct, path, basic(hub=hub))
+    # then the direct path answers, exactly as the Django handler does
+    assert fallback.calls == 0
+    assert answer[0] == 200
+    listed = json.loads(answer[2])
+    assert set(listed) == ({"small", "large"} if hub == "hub1" else {"small", "large", "gpu"})
+    assert listed["small"]["current"] == (2 if hub == "hub1" else 3)
+    assert same(answer, django_answer), (answer, django_answer)
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [("draining", "Wartung bis Montag ☃"), ("disabled", ""), ("active", "")],
+)
+def test_an_outposts_state_is_in_the_direct_answers_headers(
+    flavors, direct, fallback, state, message
+):
+    # given the Outpost draining (with a message beyond Latin-1), disabled or active
+    outpost = flavors["small"].outpost
+    outpost.state, outpost.state_message = state, message
+    outpost.save()
+    # when the Hub asks for its flavors
+    answer, django_answer = both(direct, "/outposts/local/flavors", basic())
+    # then the state is in the headers, as the Django handler gives them
+    assert fallback.calls == 0
+    assert answer[1]["outpost-state"] == state
+    assert same(answer, django_answer), (answer, django_answer)
+    assert (answer[2] == b"{}") == (state == "disabled")
+
+
+def test_an_outpost_without_flavors_answers_an_empty_object_directly(servers, direct, fallback):
+    answer, django_answer = both(direct, "/outposts/other/flavors", basic())
+    assert fallback.calls == 0
+    assert (answer[0], answer[2]) == (200, b"{}")
+    assert same(answer, django_answer)
+
+
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/outposts/local/flavors", basic(secret="wrong"), 401),
+        ("/outposts/local/flavors", {}, 401),
+        ("/outposts/ungranted/flavors", basic(), 404),
+        ("/outposts/nowhere/flavors", basic(), 404),
+    ],
+    ids=["wrong-secret", "no-credentials", "ungranted-outpost", "unknown-outpost"],
+)
+def test_every_other_flavors_request_is_answered_by_the_django_handler(
+    flavors, direct, fallback, path, headers, status
+):
+    answer, django_answer = both(direct, path, headers)
+    assert fallback.calls == 1
+    assert answer[0] == status and same(answer, django_answer)
+
+
+def test_direct_flavors_are_two_queries_once_the_terms_are_kept(flavors, django_assert_num_queries):
+    # the read itself, in the test's thread, where its queries can be counted
+    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    with django_assert_num_queries(2 + TERMS_QUERIES):
+        direct_module.flavors_read(caller)
+    with django_assert_num_queries(2):
+        outpost, listing = direct_module.flavors_read(caller)
+    assert outpost.slug == "local"
+    assert [(item.flavor.name, item.current) for item in listing] == [("large", 1), ("small", 2)]
 
 
 def test_a_direct_poll_is_one_query_and_a_list_two(servers, django_assert_num_queries):
