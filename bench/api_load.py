@@ -101,7 +101,7 @@ def populate(servers: int, secret: str, *, seed: int) -> list[tuple[str, str]]:
     )
     staff.flavors.set(flavors[:2])
     UserRule.objects.create(
-        outpost=outpost, name="guests", attributes={"groups": ["guest*"]}, forbidden=True
+        outpost=outpost, name="guests", attributes={"groups": "guest*"}, forbidden=True
     )
     shares = list(FLAVORS.values())
     rng = random.Random(seed)

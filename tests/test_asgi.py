@@ -31,15 +31,31 @@ POLL = "/outposts/local/services/lab/s1"
 
 def get(app: Any, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
     """One GET through ``app``: status, headers (lower-case names), body."""
+    return call(app, "GET", path, headers)
+
+
+def call(
+    app: Any,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    chunks: int = 1,
+) -> tuple[int, dict, bytes]:
+    """One request through ``app``, its body sent in ``chunks`` messages (with its
+    Content-Length, unless ``headers`` give one): status, headers (lower-case names), body."""
+    path, _, query = path.partition("?")
+    if body:
+        headers = {"Content-Length": str(len(body)), **(headers or {})}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [
             (b"host", b"testserver"),
@@ -49,21 +65,26 @@ def get(app: Any, path: str, headers: dict[str, str] | None = None) -> tuple[int
         "client": ("127.0.0.1", 40000),
     }
 
+    size = -(-len(body) // chunks) or 1
+    parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+
     async def exchange() -> tuple[int, dict, bytes]:
         communicator = ApplicationCommunicator(app, scope)
-        await communicator.send_input({"type": "http.request", "body": b""})
+        for i, part in enumerate(parts):
+            more = i < len(parts) - 1
+            await communicator.send_input({"type": "http.request", "body": part, "more_body": more})
         start = await communicator.receive_output(timeout=20)
         assert start["type"] == "http.response.start", start
-        body = b""
+        received = b""
         while True:
             message = await communicator.receive_output(timeout=20)
             assert message["type"] == "http.response.body", message
-            body += message.get("body", b"")
+            received += message.get("body", b"")
             if not message.get("more_body"):
                 break
         await communicator.wait(timeout=20)
         headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
-        return start["status"], headers, body
+        return start["status"], headers, received
 
     return asyncio.run(exchange())
 

@@ -39,11 +39,13 @@ from django.db import DatabaseError, connection
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
+from rest_framework.exceptions import ParseError
 
 from flavors.api.serializers import flavors_answer
 from flavors.selectors import FlavorInUse, active_servers_by_flavor_query, flavor_list_for_hub
 from outposts import selectors
-from outposts.api import views
+from outposts.api import serializers, views
+from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost, Server
 from portal.crypto import credential_digests
 from portal.text import control_character
@@ -59,6 +61,10 @@ _OUTPOST = r"^/(?:outposts/(?P<slug>[-a-zA-Z0-9_]+)/)?"
 POLL_PATH = re.compile(_OUTPOST + r"services/(?P<name>[^/]*)/(?P<start_id>[^/]+)/?\Z")
 LIST_PATH = re.compile(_OUTPOST + r"services/?\Z")
 FLAVORS_PATH = re.compile(_OUTPOST + r"flavors/?\Z")
+USERFLAVORS_PATH = re.compile(_OUTPOST + r"userflavors/?\Z")
+# A userflavors body is a user's attributes: one larger than this goes on to the Django
+# handler, which applies DATA_UPLOAD_MAX_MEMORY_SIZE.
+BODY_LIMIT = 64 * 1024
 
 # Stand-ins compiled into a query in place of each request's values. No real value can equal
 # one: values with control characters never reach a query.
@@ -276,7 +282,7 @@ def json_answer(
 LINE_SEPARATOR, PARAGRAPH_SEPARATOR = "\u2028".encode(), "\u2029".encode()
 ALLOWED_METHODS = {
     view: _allowed_methods(view)
-    for view in (views.ServiceView, views.ServicesView, views.FlavorsView)
+    for view in (views.ServiceView, views.ServicesView, views.FlavorsView, views.UserFlavorsView)
 }
 
 
@@ -341,15 +347,59 @@ async def answer_list(request: HttpRequest, match: re.Match[str]) -> HttpRespons
 
 
 async def answer_flavors(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
-    read = await in_thread(flavors_read, basic_credentials(request, match["slug"]))
-    if read is None:
+    read = functools.partial(flavors_read, basic_credentials(request, match["slug"]))
+    return await flavors_response(read, view_class=views.FlavorsView)
+
+
+async def answer_userflavors(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    caller = basic_credentials(request, match["slug"])
+    authentication, user_id = userflavors_request(request)
+    read = functools.partial(
+        flavors_read,
+        caller,
+        authentication=authentication,
+        user_id=user_id,
+        project=views.UserFlavorsView.project_named(authentication),
+    )
+    return await flavors_response(read, view_class=views.UserFlavorsView)
+
+
+def userflavors_request(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
+    """The user's attributes and id, validated by the serializers the view validates them
+    with; NotDirect for any request the view would refuse, or parse otherwise than as JSON."""
+    charset = request.content_params.get("charset", "utf-8").lower()
+    if request.content_type != "application/json" or charset != "utf-8" or not request.body:
         raise NotDirect
-    outpost, listing = read
+    if request.META.get("CONTENT_LENGTH") != str(len(request.body)):
+        raise NotDirect  # e.g. chunked: DRF reads a body without a Content-Length as empty
+    try:
+        data = BoundedJSONParser().parse(BytesIO(request.body), parser_context={})
+    except ParseError as error:
+        raise NotDirect from error
+    authentication = serializers.AuthenticationSerializer(data=data)
+    user = serializers.FlavorUserSerializer(data=request.GET)
+    if not (authentication.is_valid() and user.is_valid()):
+        raise NotDirect
+    return authentication.validated_data, user.validated_data.get("user_id")
+
+
+async def flavors_response(
+    read: Callable[[], tuple[Outpost, list[FlavorInUse]] | None], *, view_class: type[views.APIView]
+) -> HttpResponse:
+    answer = await in_thread(read)
+    if answer is None:
+        raise NotDirect
+    outpost, listing = answer
     headers = views.outpost_state_headers(state=outpost.state, state_message=outpost.state_message)
-    return json_answer(flavors_answer(listing), view_class=views.FlavorsView, headers=headers)
+    return json_answer(flavors_answer(listing), view_class=view_class, headers=headers)
 
 
-ROUTES = ((POLL_PATH, answer_poll), (LIST_PATH, answer_list), (FLAVORS_PATH, answer_flavors))
+ROUTES = (
+    ("GET", POLL_PATH, answer_poll),
+    ("GET", LIST_PATH, answer_list),
+    ("GET", FLAVORS_PATH, answer_flavors),
+    ("POST", USERFLAVORS_PATH, answer_userflavors),
+)
 
 
 def direct_api(*, api: ASGIApp, middleware: list[str]) -> ASGIApp:
@@ -368,7 +418,11 @@ def direct_api(*, api: ASGIApp, middleware: list[str]) -> ASGIApp:
         route = _route(scope)
         if route is None:
             return await api(scope, receive, send)
-        request = ASGIRequest(scope, BytesIO())
+        body, received = await read_body(receive, limit=BODY_LIMIT)
+        receive = replaying(received, receive)  # for the Django handler, if it answers
+        if body is None:
+            return await api(scope, receive, send)
+        request = ASGIRequest(scope, BytesIO(body))
         request.direct_answer, request.direct_match = route  # type: ignore[attr-defined]
         try:
             response = await view(request)
@@ -385,14 +439,38 @@ def direct_api(*, api: ASGIApp, middleware: list[str]) -> ASGIApp:
 
 
 def _route(scope: Scope) -> tuple[Callable[..., Awaitable[HttpResponse]], re.Match[str]] | None:
-    if scope["method"] != "GET":
-        return None
     path = scope.get("path", "")
-    for pattern, answer in ROUTES:
-        match = pattern.match(path)
+    for method, pattern, answer in ROUTES:
+        match = pattern.match(path) if scope["method"] == method else None
         if match is not None:
             return answer, match
     return None
+
+
+async def read_body(receive: Any, *, limit: int) -> tuple[bytes | None, list[dict[str, Any]]]:
+    """The request's body, and the messages it came in; None for the body when it is larger
+    than ``limit`` or the client left first."""
+    received, body = [], b""
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return None, received
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None, received
+        if not message.get("more_body", False):
+            return body, received
+
+
+def replaying(received: list[dict[str, Any]], receive: Any) -> Callable[[], Awaitable[Any]]:
+    """A ``receive`` that gives the messages already received again, then the rest."""
+    pending = list(received)
+
+    async def replay() -> Any:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 async def send_response(response: HttpResponse, send: Any) -> None:

@@ -286,9 +286,13 @@ class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
             outpost=self.outpost,
             authentication=authentication.validated_data,
             user_id=user.validated_data.get("user_id"),
-            project=str(authentication.validated_data.get("project") or "") or None,
+            project=self.project_named(authentication.validated_data),
         )
         return self.flavors_response(listing)
+
+    @staticmethod
+    def project_named(authentication: dict[str, Any]) -> str | None:
+        return str(authentication.get("project") or "") or None
 
 
 # Waiting for a synchronous start or stop.

@@ -1,6 +1,6 @@
-"""outposts/api/direct.py: the common poll, list and flavors are answered without Django's request
-handling, with exactly the answers the Django API handler gives; every other request goes on
-to that handler.
+"""outposts/api/direct.py: the common poll, list, flavors and userflavors are answered
+without Django's request handling, with exactly the answers the Django API handler gives;
+every other request goes on to that handler.
 
 Each request goes twice through the real ASGI applications (asgiref's communicator stands in
 for the web server): once through a direct app whose fallback is a spy around the Django API
@@ -25,14 +25,18 @@ from outposts.models import Hub, Server
 from portal.asgi import api_application
 from tests.factories import (
     HUB_SECRET,
+    AllocationFactory,
     FlavorFactory,
+    GrantFactory,
     HubFactory,
     HubPolicyFactory,
+    MemberFactory,
     OutpostFactory,
+    ProjectFactory,
     UserRuleFactory,
 )
 from tests.outposts.test_api_queries import TERMS_QUERIES
-from tests.test_asgi import get, without
+from tests.test_asgi import call, get, without
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -300,7 +304,7 @@ def flavors(servers) -> dict[str, Any]:
     """Flavors of the default Outpost with everything an answer shows: no runtime or one,
     resources, text beyond ASCII and Latin-1, a max, Hub policies with a cap and overrides,
     one flavor the policies leave out, servers counted of both Hubs and an ended one; a user
-    rule, which a Hub's own list ignores."""
+    rule forbidding users named "x", which a Hub's own list ignores."""
     local = servers["running"].outpost
     hub, hub2 = servers["running"].hub, Hub.objects.get(name="hub2")
     small = FlavorFactory(outpost=local, name="small", weight=1, runtime=None, max=4)
@@ -313,7 +317,7 @@ def flavors(servers) -> dict[str, Any]:
     HubPolicyFactory(
         hub=hub, flavor=large, overrides={"runtime": {"hours": 8}, "display_name": "Course"}
     )
-    UserRuleFactory(outpost=local, attributes={"name": ".*"}, forbidden=True)
+    UserRuleFactory(outpost=local, attributes={"name": "x"}, forbidden=True)
     for i, (owner, flavor, status) in enumerate(
         [(hub, small, "running"), (hub, small, "pending"), (hub2, small, "running"),
          (hub2, large, "running"), (hub, large, "stopped")]
@@ -418,3 +422,126 @@ def test_a_secret_with_colons_is_split_at_the_first_colon_as_basic_says(servers,
     )
     assert fallback.calls == 0
     assert answer[0] == 200 and same(answer, django_answer)
+
+
+def post(app: Any, path: str, body: bytes, headers: dict[str, str], chunks: int = 1) -> Any:
+    return call(app, "POST", path, {"X-Request-ID": "req-1", **headers}, body, chunks)
+
+
+def both_posted(direct: Any, path: str, body: bytes, headers: dict[str, str]) -> tuple[Any, Any]:
+    return post(direct, path, body, headers), post(api_application, path, body, headers)
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def project(flavors) -> None:
+    """A project of the default Outpost with an allocation of both flavors hub1 may use, and
+    olga of hub1 granted the small one."""
+    small, large = flavors["small"], flavors["large"]
+    project = ProjectFactory(outpost=small.outpost, name="physics")
+    for flavor in (small, large):
+        AllocationFactory(project=project, flavor=flavor, max_servers=3)
+    member = MemberFactory(project=project, hub=Hub.objects.get(name="hub1"), user_name="olga")
+    GrantFactory(member=member, flavor=small)
+
+
+@pytest.mark.parametrize(
+    "path, body, listed",
+    [
+        ("/outposts/local/userflavors", {"name": "olga"}, {"small", "large"}),
+        ("/outposts/local/userflavors?user_id=1", {"name": "olga"}, {"small", "large"}),
+        ("/userflavors/?user_id=7", {"name": "olga", "groups": ["x"]}, {"small", "large"}),
+        # the rule for staff lists one flavor; the one for guests forbids all
+        ("/outposts/local/userflavors", {"name": "olga", "groups": ["staff"]}, {"large"}),
+        ("/outposts/local/userflavors", {"name": "g", "groups": ["guest"]}, set()),
+        ("/outposts/local/userflavors", {"name": "x"}, set()),
+        # a project: its member's grant, not a member, no such project
+        ("/outposts/local/userflavors", {"name": "olga", "project": "physics"}, {"small"}),
+        ("/outposts/local/userflavors", {"name": "ivan", "project": "physics"}, set()),
+        ("/outposts/local/userflavors", {"name": "olga", "project": "nowhere"}, set()),
+        ("/outposts/local/userflavors", {"name": "Große \u2028", "x": [1, 2.5, None]}, None),
+    ],
+    ids=[
+        "name", "user-id", "default-outpost", "rule", "forbidding-rule", "forbidden-name",
+        "project-member",
+        "project-outsider", "unknown-project", "beyond-ascii",
+    ],
+)  # fmt: skip
+def test_userflavors_are_answered_directly_as_django_answers(
+    flavors, project, direct, fallback, path, body, listed
+):
+    # given user rules: staff get only the large flavor, guests none
+    outpost = flavors["small"].outpost
+    UserRuleFactory(outpost=outpost, attributes={"groups": ["staff"]}, weight=2,
+                    flavors=[flavors["large"]])  # fmt: skip
+    UserRuleFactory(outpost=outpost, attributes={"groups": "guest*"}, weight=3, forbidden=True)
+    # when a Hub asks which flavors one of its users may use
+    answer, django_answer = both_posted(
+        direct, path, json.dumps(body).encode(), {**basic(), **JSON}
+    )
+    # then the direct path answers, exactly as the Django handler does
+    assert fallback.calls == 0
+    assert answer[0] == 200
+    if listed is not None:
+        assert set(json.loads(answer[2])) == listed
+    assert same(answer, django_answer), (answer, django_answer)
+
+
+def test_a_body_in_several_messages_is_read_whole(flavors, direct, fallback):
+    body = json.dumps({"name": "olga", "pad": "x" * 5000}).encode()
+    answer = post(direct, "/outposts/local/userflavors?user_id=1", body, {**basic(), **JSON}, 7)
+    assert fallback.calls == 0
+    assert answer[0] == 200 and "currentPerUser" in json.loads(answer[2])["small"]
+
+
+@pytest.mark.parametrize(
+    "path, body, headers, status",
+    [
+        ("/outposts/local/userflavors", b'{"name": "olga"}', basic(secret="wrong"), 401),
+        ("/outposts/ungranted/userflavors", b'{"name": "olga"}', basic(), 404),
+        ("/outposts/local/userflavors", b'{"name": ', basic(), 400),
+        ("/outposts/local/userflavors", b'["olga"]', basic(), 400),
+        ("/outposts/local/userflavors", b"[" * 200 + b"]" * 200, basic(), 400),
+        ("/outposts/local/userflavors", b'{"n": 1e400}', basic(), 400),
+        ("/outposts/local/userflavors", b'{"name": "ol\\u0001ga"}', basic(), 400),
+        ("/outposts/local/userflavors?user_id=x", b'{"name": "olga"}', basic(), 400),
+        ("/outposts/local/userflavors", b"", basic(), 200),
+        ("/outposts/local/userflavors", b'{"name": "olga"}', {"Content-Type": "text/plain"}, 415),
+        (
+            "/outposts/local/userflavors",
+            '{"name": "Jürgen"}'.encode("latin-1"),
+            {"Content-Type": "application/json; charset=latin-1"},
+            200,
+        ),
+        ("/outposts/local/userflavors", b'{"pad": "%s"}' % (b"x" * 70000), basic(), 200),
+        ("/outposts/local/userflavors", b'{"name": "olga"}', {"Content-Length": "0"}, 200),
+    ],
+    ids=[
+        "wrong-secret", "ungranted-outpost", "malformed", "not-an-object", "too-deep",
+        "infinite-number", "control-character", "bad-user-id", "empty-body", "not-json",
+        "latin-1", "large-body", "no-content-length",
+    ],
+)  # fmt: skip
+def test_every_other_userflavors_request_is_answered_by_the_django_handler(
+    flavors, direct, fallback, path, body, headers, status
+):
+    headers = {**basic(), **JSON, **headers}
+    answer, django_answer = both_posted(direct, path, body, headers)
+    assert fallback.calls == 1
+    assert answer[0] == status
+    assert same(answer, django_answer), (answer, django_answer)
+
+
+def test_direct_userflavors_are_two_queries_without_a_project(flavors, django_assert_num_queries):
+    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    direct_module.flavors_read(caller)  # the terms read once
+    with django_assert_num_queries(2):
+        _, listing = direct_module.flavors_read(
+            caller, authentication={"name": "olga"}, user_id="1"
+        )
+    assert [(item.flavor.name, item.active_of_user) for item in listing] == [
+        ("large", 0),
+        ("small", 2),
+    ]
