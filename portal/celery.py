@@ -8,6 +8,7 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from outposts.workers import WorkerHeartbeatStep
 from portal.beat import BeatThread
+from tunnels.agent_thread import TunnelAgentStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 # filesystem:// is kombu's transport with atomic writes and a reader that skips broken files
@@ -24,6 +25,11 @@ app.user_options["worker"].add(
     Option(["--beat-thread"], is_flag=True, default=False, help="Run beat in a worker thread.")
 )
 app.steps["worker"].add(BeatThread)
+# and the tunnel agent too (tunnels/agent_thread.py says why).
+app.user_options["worker"].add(
+    Option(["--tunnel-agent"], default=None, help="Run the tunnel agent NAME in a worker thread.")
+)
+app.steps["worker"].add(TunnelAgentStep)
 
 
 @app.on_after_finalize.connect

@@ -1,5 +1,6 @@
-"""runportal runs web, worker, beat and the tunnel agent (and, on the embedded default, the
-private Redis) in the foreground, restarts a part that exits, and leaves nothing behind."""
+"""runportal runs web and worker, with beat and the tunnel agent in the worker (and, on the
+embedded default, the private Redis) in the foreground, restarts a part that exits, and
+leaves nothing behind."""
 
 import os
 import signal
@@ -87,7 +88,9 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
         assert any("uvicorn" in cmd for cmd in running)
         assert any("worker" in cmd for cmd in running)
         assert any("worker" in cmd and "--beat-thread" in cmd for cmd in running)
-        assert any("run_tunnel_agent" in cmd for cmd in running)
+        assert any("worker" in cmd and "--tunnel-agent default" in cmd for cmd in running)
+        assert not any("run_tunnel_agent" in cmd for cmd in running)
+        assert any("Tunnel agent default started" in line for line in lines), lines
         # and runportal is sent Ctrl-C (SIGINT) or SIGTERM
         portal.send_signal(stop_signal)
         portal.wait(timeout=60)
@@ -152,7 +155,7 @@ def test_runportal_restarts_a_crashed_part_with_back_off_and_keeps_serving(embed
     # and Ctrl-C still stops everything, the broker included
     assert portal.process.returncode == 0, portal.tail()
     assert "runportal: stopped\n" in portal.lines
-    assert len(running) >= 5
+    assert len(running) >= 4  # runportal, broker, web, worker (and a web worker's children)
     wait_until(
         lambda: session_processes(portal.process.pid) == [],
         timeout=10,

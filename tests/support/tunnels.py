@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from outposts import dispatch
-from tests.support.portal import ROOT, portal_process_env
+from tests.support.portal import ROOT, e2e_worker_command, portal_process_env
 from tests.support.processes import free_port, response_if_up, stop_group, wait_until
 
 
@@ -73,15 +73,26 @@ class AgentProcess:
         stop_group(self.proc, timeout=15)
 
 
-def agent_start(directory: Path, name: str, *, env: dict[str, str] | None = None) -> AgentProcess:
+def agent_start(
+    directory: Path, name: str, *, env: dict[str, str] | None = None, in_worker: bool = False
+) -> AgentProcess:
     """Start ``manage.py run_tunnel_agent --name NAME`` on the test database, logging into
-    ``directory``; the caller stops it."""
+    ``directory``; or, ``in_worker``, a Celery worker running the agent in a thread
+    (``--tunnel-agent NAME``, as runportal's), on a queue nobody else uses. The caller stops
+    it."""
     log_path = directory / f"agent-{name}-{secrets.token_hex(3)}.log"
+    if in_worker:
+        queue = f"agent-test-{secrets.token_hex(4)}"
+        command = [*e2e_worker_command([queue], "agent"), "--tunnel-agent", name]
+    else:
+        command = [sys.executable, "manage.py", "run_tunnel_agent", "--name", name]
+        command += ["--interval", "0.5"]
+    env = {**(env or portal_process_env(directory)), "PORTAL_TUNNEL_CHECK_INTERVAL": "0.5"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "run_tunnel_agent", "--name", name, "--interval", "0.5"],
+            command,
             cwd=ROOT,
-            env=env or portal_process_env(directory),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -90,13 +101,13 @@ def agent_start(directory: Path, name: str, *, env: dict[str, str] | None = None
 
 
 @pytest.fixture
-def agent_runner(tmp_path: Path) -> Iterator[Callable[[str], AgentProcess]]:
+def agent_runner(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Start tunnel agents on the test database (the test must use a transactional
-    database); all stopped at teardown."""
+    database), as agent_start does; all stopped at teardown."""
     started: list[AgentProcess] = []
 
-    def start(name: str) -> AgentProcess:
-        agent = agent_start(tmp_path, name)
+    def start(name: str, *, in_worker: bool = False) -> AgentProcess:
+        agent = agent_start(tmp_path, name, in_worker=in_worker)
         started.append(agent)
         return agent
 

@@ -51,8 +51,9 @@ def reachable(address, text, *, timeout=30, agent=None):
     )
 
 
+@pytest.mark.parametrize("in_worker", [False, True], ids=["own-process", "worker-thread"])
 def test_a_server_is_reached_through_the_tunnel_the_agent_opened(
-    sshd, web_server, agent_runner, settings
+    sshd, web_server, agent_runner, settings, in_worker
 ):
     # given a server on a node, and the address the Hub was given for it
     node_server = web_server("hello from the node")
@@ -60,8 +61,8 @@ def test_a_server_is_reached_through_the_tunnel_the_agent_opened(
     server, address = tunnelled_server(outpost, settings, remote=f"127.0.0.1:{node_server.port}")
     assert address != f"127.0.0.1:{node_server.port}"
     assert page_through(address) is None  # nothing listens there before the agent
-    # when the agent runs
-    agent = agent_runner("agent-a")
+    # when the agent runs, as its own process or in a worker's thread (runportal's)
+    agent = agent_runner("agent-a", in_worker=in_worker)
     # then the Hub reaches the server at its address, through sshd
     reachable(address, "hello from the node", agent=agent)
     tunnel = Tunnel.objects.get(server=server)
@@ -69,6 +70,9 @@ def test_a_server_is_reached_through_the_tunnel_the_agent_opened(
     assert tunnel.opened_generation == tunnel.generation == 1
     assert tunnel.last_check_at is not None and tunnel.last_error == ""
     assert sshd.connections(), "the forward goes through the test's sshd"
+    # and once the agent stops, so does its forward
+    agent.stop()
+    assert page_through(address) is None
 
 
 def test_a_dropped_ssh_connection_is_noticed_and_the_tunnel_is_back_within_seconds(

@@ -40,10 +40,13 @@ def worker_queues() -> list[str]:
     return queues
 
 
-def worker_command(queues: list[str], *, with_beat: bool = False) -> list[str]:
+def worker_command(
+    queues: list[str], *, with_beat: bool = False, tunnel_agent: str | None = None
+) -> list[str]:
     """The Celery worker command line, the same one README.md gives for production;
-    ``with_beat`` also runs beat in a thread of the worker (portal/beat.py), as runportal does
-    to save beat's own process."""
+    ``with_beat`` also runs beat in a thread of the worker (portal/beat.py), and
+    ``tunnel_agent`` the tunnel agent of that name (tunnels/agent_thread.py), as runportal
+    does to save their own processes."""
     return [
         sys.executable,
         "-m",
@@ -58,17 +61,12 @@ def worker_command(queues: list[str], *, with_beat: bool = False) -> list[str]:
         "--without-gossip",
         "--without-mingle",
         *(["--beat-thread"] if with_beat else []),
+        *(["--tunnel-agent", tunnel_agent] if tunnel_agent else []),
     ]
 
 
 def beat_command() -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO"]
-
-
-def tunnel_agent_command(name: str = "default") -> list[str]:
-    """The tunnel agent's command line (docs/tunnels.md)."""
-    manage = str(settings.BASE_DIR / "manage.py")
-    return [sys.executable, manage, "run_tunnel_agent", "--name", name]
 
 
 def web_command(host: str, port: int, *, serve_static: bool) -> list[str]:
@@ -97,9 +95,9 @@ def asgi_with_static_files() -> Any:
 
 class Command(BaseCommand):
     help = (
-        "Run the web server, a Celery worker (all queues, beat in a thread), the tunnel agent "
-        "named default until stopped (and the private Redis when CELERY_BROKER_URL is "
-        "unset); a part that exits is restarted."
+        "Run the web server and a Celery worker (all queues, with beat and the tunnel agent "
+        "named default in threads) until stopped (and the private Redis when "
+        "CELERY_BROKER_URL is unset); a part that exits is restarted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -115,9 +113,9 @@ class Command(BaseCommand):
         plan = Plan(
             parts={
                 "web": web_command(host, port, serve_static=not no_static),
-                # Beat in a worker thread: its own process cost ~80 MiB idle (bench/README.md).
-                "worker": worker_command(queues, with_beat=True),
-                "agent": tunnel_agent_command(),
+                # Beat and the tunnel agent in worker threads: each as its own process cost
+                # 80-90 MiB idle (bench/README.md).
+                "worker": worker_command(queues, with_beat=True, tunnel_agent="default"),
             },
             broker=broker_command,
             broker_socket=str(settings.EMBEDDED_BROKER_SOCKET) if broker_command else None,
