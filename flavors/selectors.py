@@ -56,13 +56,13 @@ def flavor_layers(
     *,
     hub: Hub,
     outpost: Outpost,
+    terms: FlavorTerms,
     project: str | None = None,
     user_name: str = "",
-    terms: FlavorTerms | None = None,
 ) -> Layers:
-    """The Hub's policies on ``outpost``, the Outpost's user rules and, when a request names
-    one, the ``project`` as Hub user ``user_name`` may use it, for flavors_resolve."""
-    terms = terms or outpost_flavor_terms(outpost)
+    """The Hub's policies on ``outpost`` and its user rules, of its ``terms``, and, when a
+    request names one, the ``project`` as Hub user ``user_name`` may use it, for
+    flavors_resolve."""
     return Layers(
         policies=terms.policies_of(hub.pk),
         rules=terms.rules,
@@ -93,7 +93,7 @@ def flavor_resolution(
         flavors=terms.flavors,
         hub=hub,
         layers=flavor_layers(
-            hub=hub, outpost=outpost, project=project, user_name=user_name, terms=terms
+            hub=hub, outpost=outpost, terms=terms, project=project, user_name=user_name
         ),
         authentication=authentication,
         user_name=user_name,

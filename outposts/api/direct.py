@@ -1,17 +1,21 @@
-"""The Hub's polls and lists answered without Django's request handling.
+"""The Hub's polls, lists and flavor reads answered without Django's request handling.
 
-A Hub polls each of its servers every 30 s and lists them all now and then, so these reads
-are most of the portal's traffic, and the physical cost of a poll is one authenticated read
-of one row. Through Django's handler and DRF a poll cost about 6 ms of CPU and a listed
-server about 40 µs; here a poll costs under 1 ms (bench/README.md).
+A Hub polls each of its servers every 30 s, lists them all now and then and reads its
+flavors for every spawn form, so these reads are most of the portal's traffic, and the
+physical cost of a poll is one authenticated read of one row. Through Django's handler and
+DRF a poll cost about 6 ms of CPU, a listed server about 40 µs and a flavor answer 8-11 ms;
+here a poll costs under 1 ms and a flavor answer about 2 (bench/README.md).
 
-Only the common case is answered here: ``GET services/<name>/<start_id>`` (a poll) or
-``GET services/`` (the list) with HTTP Basic credentials, when the query finds the active
-Hub, its grant of the Outpost and, for a poll, the server. Everything else goes on to the
-Django API handler, which answers it exactly as before: a token (its use is recorded there),
-no or wrong credentials, an Outpost or server not found, a database error. So the rules of
-who may read what keep their one home (``selectors``, the authentication class, the views):
-this path reads with the same querysets, compiled once per database.
+Only the common case is answered here, with HTTP Basic credentials: ``GET
+services/<name>/<start_id>`` (a poll), ``GET services/`` (the list), ``GET flavors/`` and
+``POST userflavors`` with a JSON body the view's serializers accept, when the query finds the
+active Hub, its grant of the Outpost and, for a poll, the server. Everything else goes on to
+the Django API handler, which answers it exactly as before: a token (its use is recorded
+there), no or wrong credentials, an Outpost or server not found, a body the view would
+refuse, a database error. So the rules of who may read what keep their one home
+(``selectors``, the authentication class, the views, flavors/selectors.py): this path reads
+with the same querysets, compiled once per database, and resolves flavors with the same
+functions.
 
 The answers are Django's: the request is a real ``ASGIRequest`` and passes the Hub API's own
 middleware (request id, host check, security headers), and the bodies have the serializers'
