@@ -24,6 +24,9 @@ STAFF = {"name": "olga", "groups": ["staff"]}
 def setting(db, outpost, hub):
     """An Outpost with three flavors, the Hub's policies on two of them, a rule for staff of
     every Hub that lists one, and a second Hub."""
+    # Rules elsewhere first, so that the rule's id is not this Outpost's (a mix-up of the two
+    # would go unseen).
+    UserRuleFactory.create_batch(2, outpost=OutpostFactory(slug="spare"))
     small = FlavorFactory(outpost=outpost, name="small", weight=1)
     large = FlavorFactory(outpost=outpost, name="large", weight=2)
     huge = FlavorFactory(outpost=outpost, name="huge", weight=3)
