@@ -90,7 +90,10 @@ def test_runportal_serves_and_stops_every_process_on_ctrl_c_or_sigterm(portal_en
         assert any("worker" in cmd and "--beat-thread" in cmd for cmd in running)
         assert any("worker" in cmd and "--tunnel-agent default" in cmd for cmd in running)
         assert not any("run_tunnel_agent" in cmd for cmd in running)
-        assert any("Tunnel agent default started" in line for line in lines), lines
+        agent_started = "Tunnel agent default started"
+        while time.monotonic() < deadline and not any(agent_started in line for line in lines):
+            time.sleep(0.3)
+        assert any(agent_started in line for line in lines), lines
         # and runportal is sent Ctrl-C (SIGINT) or SIGTERM
         portal.send_signal(stop_signal)
         portal.wait(timeout=60)
