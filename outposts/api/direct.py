@@ -131,22 +131,54 @@ def grant_query(*, default_outpost: bool, digests: int) -> QuerySet[Outpost, tup
     )
 
 
+def list_query() -> QuerySet[Server, dict[str, Any]]:
+    return selectors.server_list_for_hub(hub=_HUB_ID, outpost=_OUTPOST_ID)
+
+
 def flavor_counts_query() -> QuerySet[Server, tuple[Any, ...]]:
     return active_servers_by_flavor_query(hub=_HUB_ID, outpost=_OUTPOST_ID, user_id=_USER_ID)
 
 
 class Compiled:
     """A query compiled once for the database in use; each run fills in a request's values
-    for the stand-ins."""
+    for the stand-ins, and converts the columns as the ORM would (SQLite's dates, booleans and
+    UUIDs are text and integers to its driver)."""
 
     def __init__(self, queryset: QuerySet[Any, Any]) -> None:
-        self.sql, self.params = queryset.query.sql_with_params()
+        query = queryset.query
+        compiler = query.get_compiler(queryset.db)
+        self.sql, self.params = compiler.as_sql()
+        # The backend's converters read only settings of the connection they were taken from
+        # (its time zone), never its session: any thread's runs may use them.
+        self.converters = compiler.get_converters(
+            [expression for expression, _, _ in compiler.select[: compiler.col_count]]
+        )
+        # The names values() gives the columns (ValuesIterable's).
+        self.names = list(query.selected or ()) or [
+            *query.extra_select,
+            *query.values_select,
+            *query.annotation_select,
+        ]
 
-    def rows(self, values: dict[str, str]) -> list[tuple[Any, ...]]:
+    def rows(self, values: dict[Any, Any]) -> list[tuple[Any, ...]]:
         params = [values.get(param, param) for param in self.params]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, params)
-            return cursor.fetchall()
+            rows = cursor.fetchall()
+        if not self.converters:
+            return rows
+        converted = []
+        for row in rows:
+            columns = list(row)
+            for position, (converters, expression) in self.converters.items():
+                for converter in converters:
+                    columns[position] = converter(columns[position], expression, connection)
+            converted.append(tuple(columns))
+        return converted
+
+    def dicts(self, values: dict[Any, Any]) -> list[dict[str, Any]]:
+        """The rows as values() gives them."""
+        return [dict(zip(self.names, row, strict=True)) for row in self.rows(values)]
 
 
 _compiled: dict[tuple[Any, ...], Compiled] = {}
@@ -190,10 +222,7 @@ def list_read(caller: Caller) -> list[dict[str, Any]] | None:
     if not grant:
         return None
     outpost_id, hub_id, *_ = grant[0]
-    return list(selectors.server_list_for_hub(hub=hub_id, outpost=outpost_id))
-
-
-TERMS_TOKEN = Outpost._meta.get_field("flavor_terms_token")
+    return compiled(list_query).dicts({_HUB_ID: hub_id, _OUTPOST_ID: outpost_id})
 
 
 def flavors_read(
@@ -212,7 +241,7 @@ def flavors_read(
     *fields, token = grant[0]
     row = dict(zip(GRANT_FIELDS, fields, strict=True))
     hub = Hub(pk=row.pop("hubs__pk"), name=row.pop("hubs__name"))
-    outpost = Outpost(**row, flavor_terms_token=TERMS_TOKEN.to_python(token))
+    outpost = Outpost(**row, flavor_terms_token=token)
     counted = compiled(flavor_counts_query).rows(
         {_HUB_ID: hub.pk, _OUTPOST_ID: outpost.pk, _USER_ID: user_id or ""}
     )
