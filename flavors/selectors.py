@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Value
 
 from flavors.resolution import EffectiveFlavor, Layers, Resolution, flavors_resolve
 from flavors.terms import FlavorTerms, flavor_terms
@@ -101,12 +101,13 @@ def flavor_resolution(
 
 
 def active_servers_by_flavor_query(
-    *, hub: Hub | int, outpost: Outpost | int, user_id: str
+    *, hub: Hub | int, outpost: Outpost | int, user_id: str | None
 ) -> QuerySet[Server, tuple[Any, ...]]:
     """Per flavor of ``outpost``: (flavor id, its active servers over all Hubs, those of
-    ``hub``, those of its user ``user_id``) rows; one query however many flavors and servers
-    there are."""
+    ``hub``, those of its user ``user_id`` or 0 without one) rows; one query however many
+    flavors and servers there are."""
     of_hub = Q(hub=hub)
+    of_user = Value(0) if user_id is None else Count("pk", filter=of_hub & Q(user_id=user_id))
     return (
         Server.objects.active()
         .filter(outpost=outpost)
@@ -115,7 +116,7 @@ def active_servers_by_flavor_query(
         .annotate(
             active=Count("pk"),
             active_of_hub=Count("pk", filter=of_hub),
-            active_of_user=Count("pk", filter=of_hub & Q(user_id=user_id)),
+            active_of_user=of_user,
         )
         .values_list("flavor_id", "active", "active_of_hub", "active_of_user")
     )
@@ -147,7 +148,7 @@ def flavor_list_for_hub(
         user_name=str((authentication or {}).get("name") or ""),
     )
     if counted is None:
-        counted = active_servers_by_flavor_query(hub=hub, outpost=outpost, user_id=user_id or "")
+        counted = active_servers_by_flavor_query(hub=hub, outpost=outpost, user_id=user_id)
     counts = {flavor_id: numbers for flavor_id, *numbers in counted}
     listing = []
     for flavor in resolution.flavors:

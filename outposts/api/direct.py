@@ -135,8 +135,9 @@ def list_query() -> QuerySet[Server, dict[str, Any]]:
     return selectors.server_list_for_hub(hub=_HUB_ID, outpost=_OUTPOST_ID)
 
 
-def flavor_counts_query() -> QuerySet[Server, tuple[Any, ...]]:
-    return active_servers_by_flavor_query(hub=_HUB_ID, outpost=_OUTPOST_ID, user_id=_USER_ID)
+def flavor_counts_query(*, of_user: bool) -> QuerySet[Server, tuple[Any, ...]]:
+    user_id = _USER_ID if of_user else None
+    return active_servers_by_flavor_query(hub=_HUB_ID, outpost=_OUTPOST_ID, user_id=user_id)
 
 
 class Compiled:
@@ -242,8 +243,8 @@ def flavors_read(
     row = dict(zip(GRANT_FIELDS, fields, strict=True))
     hub = Hub(pk=row.pop("hubs__pk"), name=row.pop("hubs__name"))
     outpost = Outpost(**row, flavor_terms_token=token)
-    counted = compiled(flavor_counts_query).rows(
-        {_HUB_ID: hub.pk, _OUTPOST_ID: outpost.pk, _USER_ID: user_id or ""}
+    counted = compiled(flavor_counts_query, of_user=user_id is not None).rows(
+        {_HUB_ID: hub.pk, _OUTPOST_ID: outpost.pk, _USER_ID: user_id}
     )
     listing = flavor_list_for_hub(
         hub=hub,

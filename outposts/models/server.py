@@ -132,7 +132,16 @@ class Server(models.Model):
                 name="one_visible_server_per_start",
             )
         ]
-        indexes = [models.Index(fields=["outpost", "status"])]
+        indexes = [
+            models.Index(fields=["outpost", "status"]),
+            # Every flavor answer counts the Outpost's active servers per flavor, of the Hub
+            # and of its user (flavors.selectors.active_servers_by_flavor_query): from this
+            # index alone, in flavor order, without reading a row.
+            models.Index(
+                fields=["outpost", "flavor", "status", "hub", "user_id"],
+                name="server_flavor_counts",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user_name}:{self.name or '(default)'} on {self.outpost_id}"
