@@ -49,6 +49,7 @@ from flavors.api.serializers import flavors_answer
 from flavors.selectors import FlavorInUse, active_servers_by_flavor_query, flavor_list_for_hub
 from outposts import selectors
 from outposts.api import serializers, views
+from outposts.api.compiled import compiled
 from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost, Server
 from portal.crypto import credential_digests
@@ -138,59 +139,6 @@ def list_query() -> QuerySet[Server, dict[str, Any]]:
 def flavor_counts_query(*, of_user: bool) -> QuerySet[Server, tuple[Any, ...]]:
     user_id = _USER_ID if of_user else None
     return active_servers_by_flavor_query(hub=_HUB_ID, outpost=_OUTPOST_ID, user_id=user_id)
-
-
-class Compiled:
-    """A query compiled once for the database in use; each run fills in a request's values
-    for the stand-ins, and converts the columns as the ORM would (SQLite's dates, booleans and
-    UUIDs are text and integers to its driver)."""
-
-    def __init__(self, queryset: QuerySet[Any, Any]) -> None:
-        query = queryset.query
-        compiler = query.get_compiler(queryset.db)
-        self.sql, self.params = compiler.as_sql()
-        # The backend's converters read only settings of the connection they were taken from
-        # (its time zone), never its session: any thread's runs may use them.
-        self.converters = compiler.get_converters(
-            [expression for expression, _, _ in compiler.select[: compiler.col_count]]
-        )
-        # The names values() gives the columns (ValuesIterable's).
-        self.names = list(query.selected or ()) or [
-            *query.extra_select,
-            *query.values_select,
-            *query.annotation_select,
-        ]
-
-    def rows(self, values: dict[Any, Any]) -> list[tuple[Any, ...]]:
-        params = [values.get(param, param) for param in self.params]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, params)
-            rows = cursor.fetchall()
-        if not self.converters:
-            return rows
-        converted = []
-        for row in rows:
-            columns = list(row)
-            for position, (converters, expression) in self.converters.items():
-                for converter in converters:
-                    columns[position] = converter(columns[position], expression, connection)
-            converted.append(tuple(columns))
-        return converted
-
-    def dicts(self, values: dict[Any, Any]) -> list[dict[str, Any]]:
-        """The rows as values() gives them."""
-        return [dict(zip(self.names, row, strict=True)) for row in self.rows(values)]
-
-
-_compiled: dict[tuple[Any, ...], Compiled] = {}
-
-
-def compiled(build: Callable[..., QuerySet[Any, Any]], **shape: Any) -> Compiled:
-    key = (connection.alias, build, *sorted(shape.items()))
-    query = _compiled.get(key)
-    if query is None:
-        query = _compiled[key] = Compiled(build(**shape))
-    return query
 
 
 @dataclass(frozen=True)

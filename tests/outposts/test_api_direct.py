@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from outposts.api import compiled as compiled_module
 from outposts.api import direct as direct_module
 from outposts.api.direct import direct_api
 from outposts.hubs import hub_api_key_create
@@ -61,7 +62,7 @@ def fallback() -> Spy:
 def compiled_afresh(monkeypatch):
     """Each test compiles the direct queries itself: a query compiled by an earlier test
     would hide a mistake in how it is built."""
-    monkeypatch.setattr(direct_module, "_compiled", {})
+    monkeypatch.setattr(compiled_module, "_compiled", {})
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,69 @@
+"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct.py).
+
+The ORM compiles a queryset to SQL for every run, which cost more than a poll's read itself
+(bench/README.md). A query built once with stand-ins in place of a request's values (values no
+request can hold) is compiled once per database; each run puts the request's values where the
+stand-ins were, and converts the columns as the ORM would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection
+from django.db.models import QuerySet
+
+
+class Compiled:
+    """A query compiled once for the database in use; each run fills in a request's values
+    for the stand-ins, and converts the columns as the ORM would (SQLite's dates, booleans and
+    UUIDs are text and integers to its driver)."""
+
+    def __init__(self, queryset: QuerySet[Any, Any]) -> None:
+        query = queryset.query
+        compiler = query.get_compiler(queryset.db)
+        self.sql, self.params = compiler.as_sql()
+        # The backend's converters read only settings of the connection they were taken from
+        # (its time zone), never its session: any thread's runs may use them.
+        self.converters = compiler.get_converters(
+            [expression for expression, _, _ in compiler.select[: compiler.col_count]]
+        )
+        # The names values() gives the columns (ValuesIterable's).
+        self.names = list(query.selected or ()) or [
+            *query.extra_select,
+            *query.values_select,
+            *query.annotation_select,
+        ]
+
+    def rows(self, values: dict[Any, Any]) -> list[tuple[Any, ...]]:
+        params = [values.get(param, param) for param in self.params]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        if not self.converters:
+            return rows
+        converted = []
+        for row in rows:
+            columns = list(row)
+            for position, (converters, expression) in self.converters.items():
+                for converter in converters:
+                    columns[position] = converter(columns[position], expression, connection)
+            converted.append(tuple(columns))
+        return converted
+
+    def dicts(self, values: dict[Any, Any]) -> list[dict[str, Any]]:
+        """The rows as values() gives them."""
+        return [dict(zip(self.names, row, strict=True)) for row in self.rows(values)]
+
+
+_compiled: dict[tuple[Any, ...], Compiled] = {}
+
+
+def compiled(build: Callable[..., QuerySet[Any, Any]], **shape: Any) -> Compiled:
+    """``build(**shape)`` compiled, once per database and shape."""
+    key = (connection.alias, build, *sorted(shape.items()))
+    query = _compiled.get(key)
+    if query is None:
+        query = _compiled[key] = Compiled(build(**shape))
+    return query
