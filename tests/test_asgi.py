@@ -71,8 +71,10 @@ def call(
     async def exchange() -> tuple[int, dict, bytes]:
         communicator = ApplicationCommunicator(app, scope)
         for i, part in enumerate(parts):
-            more = i < len(parts) - 1
-            await communicator.send_input({"type": "http.request", "body": part, "more_body": more})
+            # The keys the ASGI spec lets a server leave out (an empty body, no more body)
+            # are left out.
+            message = {"type": "http.request", "body": part, "more_body": i < len(parts) - 1}
+            await communicator.send_input({key: value for key, value in message.items() if value})
         start = await communicator.receive_output(timeout=20)
         assert start["type"] == "http.response.start", start
         received = b""
