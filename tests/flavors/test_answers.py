@@ -73,5 +73,8 @@ def test_an_answers_fields_are_the_schemas_in_its_order(hub_client, hub, outpost
     answer = hub_client.post(
         "/outposts/local/userflavors?user_id=1", {}, content_type="application/json"
     )
-    # then the entry has the fields the API schema declares, in the declared order
-    assert list(answer.json()["gpu"]) == list(FlavorSerializer().fields)
+    # then the entry has the fields the API schema declares, in the declared order, and a
+    # flavor nobody runs counts none, of the user's too
+    entry = answer.json()["gpu"]
+    assert list(entry) == list(FlavorSerializer().fields)
+    assert (entry["current"], entry["currentPerUser"]) == (0, 0)
