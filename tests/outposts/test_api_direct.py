@@ -547,3 +547,16 @@ def test_direct_userflavors_are_two_queries_without_a_project(flavors, django_as
         ("large", 0),
         ("small", 2),
     ]
+
+
+def test_another_method_on_a_direct_path_goes_to_the_django_handler(flavors, direct, fallback):
+    # when a Hub sends a method the direct path does not answer on its paths
+    answers = [
+        both_posted(direct, "/outposts/local/flavors", b"{}", {**basic(), **JSON}),
+        both_posted(direct, "/outposts/local/services/lab/s1", b"{}", {**basic(), **JSON}),
+        both(direct, "/outposts/local/userflavors", basic()),
+    ]
+    # then Django answers each (405, Method Not Allowed), as it does without the direct path
+    assert fallback.calls == 3
+    for answer, django_answer in answers:
+        assert answer[0] == 405 and same(answer, django_answer), (answer, django_answer)
