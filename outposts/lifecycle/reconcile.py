@@ -197,7 +197,9 @@ async def _poll_all(runners: dict[int, SpawnerRunner], timeout: float) -> dict[i
 
 
 def _server_polled(*, server_id: int, result: Any) -> None:
-    """Record one poll: running, exited (with its status), or unknown."""
+    """Record one poll that did not find the server running: exited (with its status), or
+    unknown (``result`` is the exception). Polls that found servers running are recorded
+    together (_servers_polled_running)."""
     now = timezone.now()
     if isinstance(result, BaseException):
         with transaction.atomic():
@@ -222,9 +224,6 @@ def _server_polled(*, server_id: int, result: Any) -> None:
             _audit_end(
                 ended, before=server.status, reason="Unknown for longer than the Outpost's grace"
             )
-        return
-    if result is None:
-        _servers_polled_running(server_ids=[server_id])
         return
     log.info("Server %s exited with status %s", server_id, result)
     before = Server.objects.filter(pk=server_id).values_list("status", flat=True).first()
