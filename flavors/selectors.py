@@ -122,6 +122,48 @@ def active_servers_by_flavor_query(
     )
 
 
+@dataclass(frozen=True)
+class ActiveCounts:
+    """The active servers admission weighs a start against (flavors/services.py)."""
+
+    of_user: int = 0
+    of_flavor: int = 0
+    of_flavor_of_hub: int = 0
+    of_flavor_of_user: int = 0
+    of_flavor_of_project: int = 0
+
+
+def active_servers_counted(
+    *,
+    hub: Hub,
+    outpost: Outpost,
+    user_id: str,
+    flavor: EffectiveFlavor | None,
+    project_id: int | None,
+) -> ActiveCounts:
+    """The active servers on ``outpost`` of the Hub's user ``user_id`` and, with a
+    ``flavor``, of it: over all Hubs, of ``hub``, of the user, and of the project
+    ``project_id``. Only what the Outpost's and the flavor's limits cap is counted, in one
+    query; none when nothing is capped."""
+    of_user = Q(hub=hub, user_id=user_id)
+    counts: dict[str, Count] = {}
+    if outpost.max_servers_per_user is not None:
+        counts["of_user"] = Count("pk", filter=of_user)
+    if flavor is not None:
+        of_flavor = Q(flavor_id=flavor.flavor_id)
+        for name, cap, among in (
+            ("of_flavor", flavor.max, of_flavor),
+            ("of_flavor_of_hub", flavor.hub_cap, of_flavor & Q(hub=hub)),
+            ("of_flavor_of_user", flavor.max_per_user, of_flavor & of_user),
+            ("of_flavor_of_project", flavor.project_cap, of_flavor & Q(project_id=project_id)),
+        ):
+            if cap is not None:
+                counts[name] = Count("pk", filter=among)
+    if not counts:
+        return ActiveCounts()
+    return ActiveCounts(**Server.objects.active().filter(outpost=outpost).aggregate(**counts))
+
+
 def flavor_list_for_hub(
     *,
     hub: Hub,

@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from flavors.resolution import EffectiveFlavor
-from flavors.selectors import flavor_resolution
+from flavors.selectors import active_servers_counted, flavor_resolution
 from outposts import dispatch
 from outposts.errors import StartRefused
-from outposts.models import Server
-from outposts.selectors import outpost_for_update
 from outposts.usage import project_flavor_hours_this_month
 
 if TYPE_CHECKING:
@@ -55,15 +53,14 @@ def flavor_admit(
     The limits: the Outpost's per-user limit, then for the flavor as resolved for this Hub
     and user its ``max`` over all Hubs, the Hub's own cap, ``max_per_user`` and, when the
     start names a ``project`` (Hub user ``user_name`` must be a member with a live grant),
-    the project's allocation. Locks the
-    Outpost row first: admissions on one Outpost run one after another, so concurrent starts
-    can never overbook. The lock lasts until the caller's transaction ends, which must also
-    insert the server (server_start does): call it inside one. Without a flavor name the
-    highest-weighted flavor is used; an Outpost without flavors admits whatever flavor a
-    start names, up to its per-user limit.
+    the project's allocation. ``outpost`` must be the row the caller locked
+    (outposts.selectors.outpost_for_update) in the transaction that also inserts the
+    server, as server_start does: admissions on one Outpost then run one after another, so
+    concurrent starts can never overbook. Without a flavor name the highest-weighted flavor
+    is used; an Outpost without flavors admits whatever flavor a start names, up to its
+    per-user limit.
     """
     assert transaction.get_connection().in_atomic_block, "flavor_admit needs a transaction"
-    outpost = outpost_for_update(outpost=outpost)
     resolution = flavor_resolution(
         hub=hub,
         outpost=outpost,
@@ -77,11 +74,15 @@ def flavor_admit(
     ):
         if refusal:
             raise StartRefused(f"{server_name} - {refusal}", reason=reason)
-    active = Server.objects.active().filter(outpost=outpost)
-    of_user = active.filter(hub=hub, user_id=user_id)
+    flavor = None
+    if not resolution.unrestricted:
+        flavor = resolution.named(flavor_name) if flavor_name else resolution.default
+    counts = active_servers_counted(
+        hub=hub, outpost=outpost, user_id=user_id, flavor=flavor, project_id=resolution.project_id
+    )
 
     if outpost.max_servers_per_user is not None:
-        if of_user.count() >= outpost.max_servers_per_user:
+        if counts.of_user >= outpost.max_servers_per_user:
             raise StartRefused(
                 f"{server_name} - User with user id {user_id} of {hub.name} has reached the "
                 f"maximum limit of services ({outpost.max_servers_per_user})",
@@ -90,7 +91,6 @@ def flavor_admit(
 
     if resolution.unrestricted:
         return Admission(flavor=None)
-    flavor = resolution.named(flavor_name) if flavor_name else resolution.default
     if flavor is None:
         raise StartRefused(
             f"{server_name} - Start with flavor {flavor_name} not allowed. "
@@ -98,30 +98,23 @@ def flavor_admit(
             reason="flavor_not_allowed",
         )
 
-    of_flavor = active.filter(flavor_id=flavor.flavor_id)
     for cap, counted, reason in (
-        (flavor.max, of_flavor, "flavor_max"),
-        (flavor.hub_cap, of_flavor.filter(hub=hub), "hub_cap"),
+        (flavor.max, counts.of_flavor, "flavor_max"),
+        (flavor.hub_cap, counts.of_flavor_of_hub, "hub_cap"),
     ):
-        if cap is not None and counted.count() >= cap:
+        if cap is not None and counted >= cap:
             raise StartRefused(
                 f"{server_name} - Start with {flavor.name} for {hub.name} not allowed. "
                 f"Maximum ({cap}) already reached.",
                 reason=reason,
             )
-    if (
-        flavor.max_per_user is not None
-        and of_user.filter(flavor_id=flavor.flavor_id).count() >= flavor.max_per_user
-    ):
+    if flavor.max_per_user is not None and counts.of_flavor_of_user >= flavor.max_per_user:
         raise StartRefused(
             f"{server_name} - Start with flavor {flavor.name} not allowed. "
             f"Each user may only start {flavor.max_per_user} of {flavor.name}",
             reason="flavor_per_user",
         )
-    if (
-        flavor.project_cap is not None
-        and of_flavor.filter(project_id=resolution.project_id).count() >= flavor.project_cap
-    ):
+    if flavor.project_cap is not None and counts.of_flavor_of_project >= flavor.project_cap:
         raise StartRefused(
             f"{server_name} - Start with {flavor.name} for project {project} not allowed. "
             f"Its allocation ({flavor.project_cap}) is in use.",

@@ -218,8 +218,9 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
 
 def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
     with transaction.atomic():
-        # Admission locks the Outpost row too; taking it before the look-up makes a repeated
-        # start that races its twin find the twin, rather than be counted against it.
+        # Locked before the look-up and admission: starts on one Outpost queue up here, so
+        # admission's counts cannot change under it, and a repeated start that races its
+        # twin finds the twin rather than be counted against it.
         outpost = outpost_for_update(outpost=outpost)
         existing = (
             Server.objects.visible()

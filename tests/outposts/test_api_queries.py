@@ -145,3 +145,38 @@ def test_flavor_answers_cost_the_same_queries_however_many_flavors_and_rules(
     assert len(listed) == count and all(item["current"] == 1 for item in listed.values())
     assert listed_again == listed
     assert len(for_user.json()) == 1  # the last rule wins the tie and lists one flavor
+
+
+def start_statements(hub_client, outpost, name: str) -> list[str]:
+    """The statements of one async start of a "capped" flavor (savepoints aside)."""
+    body = start_body(name=name, start_id=name, user_options={"start_id": name, "flavor": "capped"})
+    with CaptureQueriesContext(connection) as queries:
+        response = send(hub_client, "POST", SERVICES, body, headers=ASYNC)
+    assert response.status_code == 202, response.content
+    return [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+
+
+def counts_of(statements: list[str]) -> list[str]:
+    return [sql for sql in statements if sql.startswith("SELECT COUNT(")]
+
+
+def test_admission_counts_every_limit_of_a_start_in_one_query(hub_client, hub, outpost):
+    # given a flavor capped every way admission counts, and an Outpost limit per user
+    capped = FlavorFactory(outpost=outpost, name="capped", max=10, max_per_user=5)
+    HubPolicy.objects.create(outpost=outpost, hub=hub, flavor=capped, cap=8)
+    outpost.max_servers_per_user = 6
+    outpost.save()
+    ServerFactory(hub=hub, outpost=outpost, flavor=capped, status=Server.Status.RUNNING)
+    # when a start is admitted
+    statements = start_statements(hub_client, outpost, "first")
+    # then one query counted for all four limits
+    [counted] = counts_of(statements)
+    assert counted.count("COUNT(") == 4
+
+
+def test_a_start_whose_flavor_caps_nothing_counts_nothing(hub_client, hub, outpost):
+    FlavorFactory(outpost=outpost, name="capped", max=None, max_per_user=None)
+    statements = start_statements(hub_client, outpost, "first")
+    assert counts_of(statements) == []
+    # and the Outpost row is locked once
+    assert sum("FOR UPDATE" in sql for sql in statements) == 1
