@@ -180,7 +180,7 @@ def flavor_list_for_hub(
 
     The counts are one query however many flavors and servers there are:
     active_servers_by_flavor_query's, or its rows ``counted`` by a caller that ran it
-    itself (outposts/api/direct.py, compiled once).
+    itself (outposts/api/direct/, compiled once).
     """
     resolution = flavor_resolution(
         hub=hub,

@@ -1,4 +1,4 @@
-"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct.py).
+"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct/).
 
 The ORM compiles a queryset to SQL for every run, which cost more than a poll's read itself
 (bench/README.md). A query built once with stand-ins in place of a request's values (values no

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -69,21 +70,34 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.')}: {detail}" if prefix else str(detail)]
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """REST_FRAMEWORK.EXCEPTION_HANDLER: every error of an API view goes through here."""
-    set_rollback()  # as DRF's own handler does, should ATOMIC_REQUESTS ever be turned on
+@dataclass(frozen=True)
+class ServiceErrorAnswer:
+    body: dict[str, Any]
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def service_error_answer(exc: Exception) -> ServiceErrorAnswer | None:
+    """The answer to a refusal or spawner failure (419) or a task queue that could not take
+    a start or stop (503); None for any other error."""
     if isinstance(exc, PortalError):
-        return Response(portal_error_body(exc), status=HTTP_419_REFUSED)
+        return ServiceErrorAnswer(portal_error_body(exc), HTTP_419_REFUSED)
     if isinstance(exc, TaskQueueUnavailable):
         # Logged where it happened (outposts.dispatch), without a traceback: not a bug.
         body = error_body(
             module=type(exc).__module__, cls=type(exc).__name__, message=exc.message, exc=exc
         )
-        return Response(
-            body,
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return ServiceErrorAnswer(body, status.HTTP_503_SERVICE_UNAVAILABLE, headers)
+    return None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """REST_FRAMEWORK.EXCEPTION_HANDLER: every error of an API view goes through here."""
+    set_rollback()  # as DRF's own handler does, should ATOMIC_REQUESTS ever be turned on
+    answer = service_error_answer(exc)
+    if answer is not None:
+        return Response(answer.body, status=answer.status, headers=answer.headers)
     if isinstance(exc, Http404 | exceptions.NotFound):
         return Response({"detail": NOT_FOUND}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, RequestDataTooBig):

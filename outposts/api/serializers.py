@@ -306,7 +306,7 @@ class LogsField(serializers.ListField):
 class PollAnswerSerializer(serializers.Serializer):
     """The answer to a poll, from the portal's record of the server."""
 
-    # Instance: the Server. (outposts/api/direct.py builds the same shape itself.)
+    # Instance: the Server. (outposts/api/direct/reads.py builds the same shape itself.)
     status = serializers.IntegerField(
         source="poll_status",
         allow_null=True,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,8 +174,7 @@ class ServicesView(HubAPIView):
             return Response(
                 serializers.StartAnswerSerializer("").data, status=status.HTTP_202_ACCEPTED
             )
-        timeout = min(settings.SYNC_WAIT_TIMEOUT, self.outpost.start_timeout.total_seconds())
-        return AwaitOutcome(StartWait(server_id=server.pk, timeout=timeout))
+        return AwaitOutcome(StartWait.of(server, outpost=self.outpost))
 
 
 class ServiceView(HubAPIView):
@@ -298,8 +297,25 @@ class UserFlavorsView(FlavorsAnswerMixin, HubAPIView):
 # Waiting for a synchronous start or stop.
 
 
+# How a wait runs its database work: in the request's thread (Django's path), or as the
+# direct path runs it (outposts/api/direct/base.py).
+RunSync = Callable[..., Awaitable[Any]]
+
+
+async def in_request_thread(work: Callable[..., Any], *args: Any) -> Any:
+    return await sync_to_async(work)(*args)
+
+
+def _status_row(server_id: int) -> tuple[str, str, str] | None:
+    return Server.objects.filter(pk=server_id).values_list("status", "address", "error").first()
+
+
 async def wait_for_status(
-    server_id: int, *, until: Collection[str], timeout: float
+    server_id: int,
+    *,
+    until: Collection[str],
+    timeout: float,
+    run: RunSync = in_request_thread,
 ) -> tuple[str, str, str] | None:
     """The server's (status, address, error) once its status is one of ``until``, or None
     when ``timeout`` seconds pass first. Woken by the worker's announcement (subscribed
@@ -307,11 +323,7 @@ async def wait_for_status(
     deadline = time.monotonic() + timeout
     async with status_events.server_status_watch(server_id) as watch:
         while True:
-            row = (
-                await Server.objects.filter(pk=server_id)
-                .values_list("status", "address", "error")
-                .afirst()
-            )
+            row = await run(_status_row, server_id)
             if row is not None and row[0] in until:
                 return row
             remaining = deadline - time.monotonic()
@@ -324,6 +336,10 @@ async def wait_for_status(
 # different thing; these are what an API request waits for.
 
 
+def _address_deferred(server_id: int) -> None:
+    services.server_address_deferred(server=Server.objects.get(pk=server_id))
+
+
 @dataclass(frozen=True)
 class StartWait:
     """A synchronous start: answers the address once running, 419 once ended, "" past the
@@ -331,16 +347,26 @@ class StartWait:
 
     server_id: int
     timeout: float
+    run: RunSync = in_request_thread
+
+    @classmethod
+    def of(cls, server: Server, *, outpost: Outpost, run: RunSync = in_request_thread) -> StartWait:
+        """The wait for ``server`` on ``outpost``: SYNC_WAIT_TIMEOUT at most, and never past
+        the Outpost's start timeout."""
+        timeout = min(settings.SYNC_WAIT_TIMEOUT, outpost.start_timeout.total_seconds())
+        return cls(server_id=server.pk, timeout=timeout, run=run)
 
     async def answer(self) -> HttpResponse:
         row = await wait_for_status(
-            self.server_id, until={Server.Status.RUNNING, *Server.ENDED}, timeout=self.timeout
+            self.server_id,
+            until={Server.Status.RUNNING, *Server.ENDED},
+            timeout=self.timeout,
+            run=self.run,
         )
         if row is None:
             # Still starting: an empty service makes the Hub wait for the set-up-tunnel call,
             # which the portal makes once the server runs (at once if it just got there).
-            server = await Server.objects.aget(pk=self.server_id)
-            await sync_to_async(services.server_address_deferred)(server=server)
+            await self.run(_address_deferred, self.server_id)
             return JsonResponse(serializers.StartAnswerSerializer("").data)
         server_status, address, error = row
         if server_status == Server.Status.RUNNING:

@@ -1,4 +1,4 @@
-"""outposts/api/direct.py: the common poll, list, flavors and userflavors are answered
+"""outposts/api/direct/: the common poll, list, flavors and userflavors are answered
 without Django's request handling, with exactly the answers the Django API handler gives;
 every other request goes on to that handler.
 
@@ -19,8 +19,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from outposts.api import compiled as compiled_module
-from outposts.api import direct as direct_module
+from outposts.api.direct import app as direct_app
+from outposts.api.direct import base as direct_base
 from outposts.api.direct import direct_api
+from outposts.api.direct import reads as direct_reads
 from outposts.hubs import hub_api_key_create
 from outposts.models import Hub, Server
 from portal.asgi import api_application
@@ -69,7 +71,7 @@ def compiled_afresh(monkeypatch):
 def no_direct_failure(caplog):
     """A request the direct path hands on is one it chose to hand on, never one it failed."""
     yield
-    failures = [r for r in caplog.get_records("call") if r.name == direct_module.log.name]
+    failures = [r for r in caplog.get_records("call") if r.name == direct_app.log.name]
     assert failures == []
 
 
@@ -274,12 +276,12 @@ def test_a_failure_of_the_direct_path_is_logged_and_answered_by_the_django_handl
     def broken(rows):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(direct_module, "list_entries", broken)
+    monkeypatch.setattr(direct_reads, "list_entries", broken)
     # when the Hub lists its servers, the Django handler answers, and the failure is logged
     answer, django_answer = both(direct, "/outposts/local/services", basic())
     assert fallback.calls == 1
     assert answer[0] == 200 and same(answer, django_answer)
-    assert [r.getMessage() for r in caplog.records if r.name == direct_module.log.name] == [
+    assert [r.getMessage() for r in caplog.records if r.name == direct_app.log.name] == [
         "A direct answer failed; the API handler answers instead"
     ]
     caplog.clear()  # expected here: no_direct_failure would count it
@@ -391,22 +393,22 @@ def test_every_other_flavors_request_is_answered_by_the_django_handler(
 
 def test_direct_flavors_are_two_queries_once_the_terms_are_kept(flavors, django_assert_num_queries):
     # the read itself, in the test's thread, where its queries can be counted
-    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    caller = direct_base.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
     with django_assert_num_queries(2 + TERMS_QUERIES):
-        direct_module.flavors_read(caller)
+        direct_reads.flavors_read(caller)
     with django_assert_num_queries(2):
-        outpost, listing = direct_module.flavors_read(caller)
+        outpost, listing = direct_reads.flavors_read(caller)
     assert outpost.slug == "local"
     assert [(item.flavor.name, item.current) for item in listing] == [("large", 1), ("small", 2)]
 
 
 def test_a_direct_poll_is_one_query_and_a_list_two(servers, django_assert_num_queries):
     # the reads themselves, in the test's thread, where their queries can be counted
-    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    caller = direct_base.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
     with django_assert_num_queries(1):
-        assert direct_module.poll_read(caller, "lab", "s1") == (Server.Status.RUNNING, None)
+        assert direct_reads.poll_read(caller, "lab", "s1") == (Server.Status.RUNNING, None)
     with django_assert_num_queries(2):
-        listed = direct_module.list_read(caller)
+        listed = direct_reads.list_read(caller)
     assert {row["start_id"] for row in listed} == {"s1", "s2"}
 
 
@@ -537,12 +539,10 @@ def test_every_other_userflavors_request_is_answered_by_the_django_handler(
 
 
 def test_direct_userflavors_are_two_queries_without_a_project(flavors, django_assert_num_queries):
-    caller = direct_module.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
-    direct_module.flavors_read(caller)  # the terms read once
+    caller = direct_base.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
+    direct_reads.flavors_read(caller)  # the terms read once
     with django_assert_num_queries(2):
-        _, listing = direct_module.flavors_read(
-            caller, authentication={"name": "olga"}, user_id="1"
-        )
+        _, listing = direct_reads.flavors_read(caller, authentication={"name": "olga"}, user_id="1")
     assert [(item.flavor.name, item.active_of_user) for item in listing] == [
         ("large", 0),
         ("small", 2),

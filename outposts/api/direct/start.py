@@ -1,0 +1,69 @@
+"""A start (``POST services/``): validated by the view's serializer, admitted and queued by
+the view's service, answered in the view's shapes.
+
+Whatever the service decides is answered here, since it may have changed something: a
+refusal (419) was counted, a start the broker could not take (503) was withdrawn. A start the
+service could not run (a database error, a rule only the service checks) changed nothing, so
+the Django handler runs it again and answers as it would have.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse
+
+from outposts import services
+from outposts.api import serializers, views
+from outposts.api.direct.base import (
+    Caller,
+    NotDirect,
+    basic_credentials,
+    grant_read,
+    in_thread,
+    json_answer,
+    json_body,
+)
+from outposts.api.exceptions import service_error_answer
+from outposts.errors import PortalError, TaskQueueUnavailable
+from outposts.models import Outpost, Server
+
+
+def start_run(caller: Caller, request: services.StartRequest) -> tuple[Server, Outpost]:
+    """The service's start for the caller's Hub, with the Outpost the wait reads its start
+    timeout from; NotDirect when the caller has no grant or the service refuses the request's
+    shape (a ValidationError: nothing was written)."""
+    grant = grant_read(caller)
+    if grant is None:
+        raise NotDirect
+    hub, outpost = grant
+    try:
+        server, _ = services.server_start(hub=hub, outpost=outpost, request=request)
+    except DjangoValidationError as error:
+        raise NotDirect from error
+    return server, server.outpost
+
+
+async def answer_start(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    caller = basic_credentials(request, match["slug"])
+    serializer = serializers.StartSerializer(data=json_body(request))
+    if not serializer.is_valid():
+        raise NotDirect
+    start_async = views.wants_async(request)
+    start_request = serializer.to_start_request(start_async=start_async)
+    try:
+        server, outpost = await in_thread(start_run, caller, start_request)
+    except (PortalError, TaskQueueUnavailable) as error:
+        refused = service_error_answer(error)
+        assert refused is not None
+        return json_answer(
+            refused.body,
+            view_class=views.ServicesView,
+            status=refused.status,
+            headers=refused.headers,
+        )
+    if start_async:
+        accepted = serializers.StartAnswerSerializer("").data
+        return json_answer(accepted, view_class=views.ServicesView, status=202)
+    return await views.StartWait.of(server, outpost=outpost, run=in_thread).answer()
