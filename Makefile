@@ -38,13 +38,13 @@ test: venv test-services
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 	@# The direct reads and the flavor terms once more on SQLite, the embedded default's
 	@# database: its driver gives dates, booleans and UUIDs as text and integers.
-	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py
+	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py tests/test_compiled.py
 
 # The same with the full sizes: 1,000 starts before the burst of the embedded load test and
 # 90 s of API fuzzing (CI runs the smaller defaults of `make test`; README.md, Tests).
 test-all: venv test-services
 	PORTAL_LOAD_FILL=1000 PORTAL_FUZZ_SECONDS=90 $(VENV)/bin/pytest $(PYTEST_ARGS)
-	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py
+	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py tests/test_compiled.py
 
 test-services:
 	scripts/test-services

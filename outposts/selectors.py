@@ -13,6 +13,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
+from portal.compiled import compiled
 from portal.crypto import credential_digests
 from portal.permissions import permission_holders
 
@@ -163,10 +164,38 @@ def server_unwanted(*, server_id: int) -> bool:
     return server is None or server.stop_requested_at is not None or not server.is_active
 
 
+# Stand-ins for the values of the compiled queries below (portal/compiled.py): ids are
+# positive, and names with control characters never reach a query.
+_OUTPOST_ID, _HUB_ID = -(2**62) + 1, -(2**62) + 2
+_NAME, _START_ID = "\x00name", "\x00start_id"
+
+
+def _outpost_locked_query() -> QuerySet[Outpost]:
+    return Outpost.objects.select_for_update().filter(pk=_OUTPOST_ID)
+
+
 def outpost_for_update(*, outpost: Outpost) -> Outpost:
     """The Outpost row, locked until the transaction ends: admissions on it queue up here,
-    so the servers they count cannot change under them."""
-    return Outpost.objects.select_for_update().get(pk=outpost.pk)
+    so the servers they count cannot change under them. Compiled once: every start runs it."""
+    rows = compiled(_outpost_locked_query).instances({_OUTPOST_ID: outpost.pk})
+    if not rows:
+        raise Outpost.DoesNotExist(f"Outpost {outpost.pk} is gone.")
+    return rows[0]
+
+
+def _server_twin_query() -> QuerySet[Server]:
+    twins = Server.objects.visible().filter(
+        hub_id=_HUB_ID, outpost_id=_OUTPOST_ID, name=_NAME, start_id=_START_ID
+    )
+    return twins[:1]
+
+
+def server_twin(*, hub: Hub, outpost: Outpost, name: str, start_id: str) -> Server | None:
+    """The visible server a start of ``name`` and ``start_id`` repeats, if there is one.
+    Compiled once: every start looks."""
+    values = {_HUB_ID: hub.pk, _OUTPOST_ID: outpost.pk, _NAME: name, _START_ID: start_id}
+    rows = compiled(_server_twin_query).instances(values)
+    return rows[0] if rows else None
 
 
 def starts_past_timeout(*, outpost: Outpost, grace: timedelta, limit: int) -> list[int]:

@@ -25,7 +25,7 @@ from monitoring.services import start_admitted_count, start_refused_count
 from outposts import callbacks, dispatch
 from outposts.errors import StartRefused
 from outposts.models import Hub, Outpost, Server
-from outposts.selectors import outpost_for_update, server_for_update
+from outposts.selectors import outpost_for_update, server_for_update, server_twin
 from outposts.spawner_settings import trait_values_problems_of
 from outposts.workers import outpost_worker_absence
 from portal.crypto import encrypt_text
@@ -222,10 +222,8 @@ def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple
         # admission's counts cannot change under it, and a repeated start that races its
         # twin finds the twin rather than be counted against it.
         outpost = outpost_for_update(outpost=outpost)
-        existing = (
-            Server.objects.visible()
-            .filter(hub=hub, outpost=outpost, name=request.name, start_id=request.start_id)
-            .first()
+        existing = server_twin(
+            hub=hub, outpost=outpost, name=request.name, start_id=request.start_id
         )
         if existing is not None:
             if (existing.user_id, existing.user_name) != (request.user_id, request.user_name):

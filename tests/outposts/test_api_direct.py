@@ -18,13 +18,13 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from outposts.api import compiled as compiled_module
 from outposts.api.direct import app as direct_app
 from outposts.api.direct import base as direct_base
 from outposts.api.direct import direct_api
 from outposts.api.direct import reads as direct_reads
 from outposts.hubs import hub_api_key_create
 from outposts.models import Hub, Server
+from portal import compiled as compiled_module
 from portal.asgi import api_application
 from tests.factories import (
     HUB_SECRET,

@@ -20,9 +20,9 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.exceptions import ParseError
 
 from outposts.api import views
-from outposts.api.compiled import compiled
 from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost
+from portal.compiled import compiled
 from portal.crypto import credential_digests
 from portal.text import control_character
 

@@ -14,7 +14,6 @@ from flavors.api.serializers import flavors_answer
 from flavors.selectors import FlavorInUse, active_servers_by_flavor_query, flavor_list_for_hub
 from outposts import selectors
 from outposts.api import serializers, views
-from outposts.api.compiled import compiled
 from outposts.api.direct.base import (
     Caller,
     NotDirect,
@@ -26,6 +25,7 @@ from outposts.api.direct.base import (
     json_body,
 )
 from outposts.models import Outpost, Server
+from portal.compiled import compiled
 from portal.text import control_character
 
 # Stand-ins for each request's values (outposts.api.direct.base), and for ids, which are

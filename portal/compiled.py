@@ -1,9 +1,11 @@
-"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct/).
+"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct/)
+and the row lock and look-up every start makes (outposts/selectors.py).
 
-The ORM compiles a queryset to SQL for every run, which cost more than a poll's read itself
-(bench/README.md). A query built once with stand-ins in place of a request's values (values no
-request can hold) is compiled once per database; each run puts the request's values where the
-stand-ins were, and converts the columns as the ORM would.
+The ORM compiles a queryset to SQL for every run, which cost more than a poll's read itself,
+and 2-3 ms of CPU for a select of a model with many fields (bench/README.md). A query built
+once with stand-ins in place of a request's values (values no request can hold) is compiled
+once per database; each run puts the request's values where the stand-ins were, and converts
+the columns as the ORM would.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.transaction import TransactionManagementError
 
 
 class Compiled:
@@ -35,8 +38,18 @@ class Compiled:
             *query.values_select,
             *query.annotation_select,
         ]
+        self.model = queryset.model
+        # As the ORM: a lock only where the database has one (not on SQLite).
+        self.locks = query.select_for_update and compiler.connection.features.has_select_for_update
+        # A query of whole rows selects the model's concrete fields, in their order.
+        self.whole_rows = not (self.names or query.deferred_loading[0] or query.select_related)
 
     def rows(self, values: dict[Any, Any]) -> list[tuple[Any, ...]]:
+        if self.locks and connection.get_autocommit():
+            # What the ORM raises: a lock outside a transaction would end with its statement.
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
         params = [values.get(param, param) for param in self.params]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, params)
@@ -51,6 +64,12 @@ class Compiled:
                     columns[position] = converter(columns[position], expression, connection)
             converted.append(tuple(columns))
         return converted
+
+    def instances(self, values: dict[Any, Any]) -> list[Any]:
+        """The rows as model instances, as the ORM loads them (a query of whole rows only)."""
+        assert self.whole_rows, "instances() needs a query of whole rows"
+        names = [field.attname for field in self.model._meta.concrete_fields]
+        return [self.model.from_db(connection.alias, names, row) for row in self.rows(values)]
 
     def dicts(self, values: dict[Any, Any]) -> list[dict[str, Any]]:
         """The rows as values() gives them."""

@@ -1,0 +1,86 @@
+"""portal/compiled.py: a query compiled once gives what the ORM gives for it, row for row, on
+PostgreSQL and on SQLite (make test runs this file on both)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+
+from outposts.models import Outpost, Server
+from outposts.selectors import outpost_for_update, server_twin
+from portal import compiled as compiled_module
+from portal.compiled import compiled
+from tests.factories import HubFactory, OutpostFactory, ServerFactory
+
+pytestmark = pytest.mark.django_db
+
+OUTPOST_ID = -(2**62) + 9
+
+
+@pytest.fixture(autouse=True)
+def compiled_afresh(monkeypatch):
+    monkeypatch.setattr(compiled_module, "_compiled", {})
+
+
+def outposts_by_id():
+    return Outpost.objects.filter(pk=OUTPOST_ID)
+
+
+def concrete_values(instance):
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_whole_rows_are_the_instances_the_orm_loads():
+    # given an Outpost with dates, booleans, durations, UUIDs and JSON
+    outpost = OutpostFactory(slug="local", state="draining", max_servers_per_user=3)
+    # when the compiled query loads it
+    [loaded] = compiled(outposts_by_id).instances({OUTPOST_ID: outpost.pk})
+    # then every field is what the ORM reads, and the instance is a saved row
+    assert concrete_values(loaded) == concrete_values(Outpost.objects.get(pk=outpost.pk))
+    assert loaded._state.adding is False and loaded._state.db == "default"
+
+
+def test_instances_need_a_query_of_whole_rows():
+    def slugs():
+        return Outpost.objects.filter(pk=OUTPOST_ID).values_list("slug")
+
+    with pytest.raises(AssertionError, match="needs a query of whole rows"):
+        compiled(slugs).instances({OUTPOST_ID: 1})
+
+
+@pytest.mark.django_db(transaction=True)  # else the test itself runs in a transaction
+def test_a_compiled_lock_outside_a_transaction_is_refused_as_the_orm_refuses_it():
+    if not connection.features.has_select_for_update:
+        pytest.skip("SQLite locks the whole database: the ORM has no row lock to refuse")
+    outpost = OutpostFactory(slug="local")
+    with transaction.atomic():
+        outpost_for_update(outpost=outpost)  # compiled in a transaction
+    with pytest.raises(TransactionManagementError):
+        outpost_for_update(outpost=outpost)
+
+
+def test_a_locked_outpost_that_is_gone_is_not_found():
+    outpost = OutpostFactory(slug="local")
+    Outpost.objects.filter(pk=outpost.pk).delete()
+    with transaction.atomic(), pytest.raises(Outpost.DoesNotExist):
+        outpost_for_update(outpost=outpost)
+
+
+def test_a_twin_is_the_visible_server_of_the_same_hub_outpost_and_names():
+    outpost = OutpostFactory(slug="local")
+    other_outpost = OutpostFactory(slug="other")
+    hub, other_hub = HubFactory(outposts=[outpost]), HubFactory(outposts=[outpost])
+    removed = ServerFactory(hub=hub, outpost=outpost, name="lab", start_id="s1")
+    Server.objects.filter(pk=removed.pk).update(removed_at=removed.created_at)
+    twin = ServerFactory(hub=hub, outpost=outpost, name="lab", start_id="s1")
+    for kwargs in (
+        {"hub": other_hub, "outpost": outpost, "name": "lab", "start_id": "s1"},
+        {"hub": hub, "outpost": other_outpost, "name": "lab", "start_id": "s1"},
+        {"hub": hub, "outpost": outpost, "name": "other", "start_id": "s1"},
+        {"hub": hub, "outpost": outpost, "name": "lab", "start_id": "s2"},
+    ):
+        assert server_twin(**kwargs) is None, kwargs
+    found = server_twin(hub=hub, outpost=outpost, name="lab", start_id="s1")
+    assert found == twin
+    assert concrete_values(found) == concrete_values(Server.objects.get(pk=twin.pk))
