@@ -11,6 +11,7 @@ from django.db.models import Count, Q, QuerySet, Value
 from flavors.resolution import EffectiveFlavor, Layers, Resolution, flavors_resolve
 from flavors.terms import FlavorTerms, flavor_terms
 from outposts.models import Server
+from portal.compiled import compiled
 from projects.selectors import project_terms
 
 if TYPE_CHECKING:
@@ -133,6 +134,36 @@ class ActiveCounts:
     of_flavor_of_project: int = 0
 
 
+# Stand-ins for the values of the compiled counts (portal/compiled.py): ids are positive,
+# and user ids with control characters never reach a query.
+_HUB_ID, _OUTPOST_ID, _FLAVOR_ID, _PROJECT_ID = (-(2**62) + n for n in range(1, 5))
+_USER_ID = "\x00user_id"
+
+
+def _active_counts_query(
+    *, counted: tuple[str, ...], of_project: bool
+) -> QuerySet[Server, tuple[Any, ...]]:
+    """The ``counted`` ActiveCounts of one Outpost's active servers: one row, or none when it
+    has no active server."""
+    of_user = Q(hub_id=_HUB_ID, user_id=_USER_ID)
+    of_flavor = Q(flavor_id=_FLAVOR_ID)
+    among = {
+        "of_user": of_user,
+        "of_flavor": of_flavor,
+        "of_flavor_of_hub": of_flavor & Q(hub_id=_HUB_ID),
+        "of_flavor_of_user": of_flavor & of_user,
+        "of_flavor_of_project": of_flavor & Q(project_id=_PROJECT_ID if of_project else None),
+    }
+    return (
+        Server.objects.active()
+        .filter(outpost_id=_OUTPOST_ID)
+        .order_by()
+        .values("outpost_id")
+        .annotate(**{name: Count("pk", filter=among[name]) for name in counted})
+        .values_list(*counted)
+    )
+
+
 def active_servers_counted(
     *,
     hub: Hub,
@@ -144,24 +175,28 @@ def active_servers_counted(
     """The active servers on ``outpost`` of the Hub's user ``user_id`` and, with a
     ``flavor``, of it: over all Hubs, of ``hub``, of the user, and of the project
     ``project_id``. Only what the Outpost's and the flavor's limits cap is counted, in one
-    query; none when nothing is capped."""
-    of_user = Q(hub=hub, user_id=user_id)
-    counts: dict[str, Count] = {}
-    if outpost.max_servers_per_user is not None:
-        counts["of_user"] = Count("pk", filter=of_user)
+    query compiled once (every start counts); none when nothing is capped."""
+    caps = {"of_user": outpost.max_servers_per_user}
     if flavor is not None:
-        of_flavor = Q(flavor_id=flavor.flavor_id)
-        for name, cap, among in (
-            ("of_flavor", flavor.max, of_flavor),
-            ("of_flavor_of_hub", flavor.hub_cap, of_flavor & Q(hub=hub)),
-            ("of_flavor_of_user", flavor.max_per_user, of_flavor & of_user),
-            ("of_flavor_of_project", flavor.project_cap, of_flavor & Q(project_id=project_id)),
-        ):
-            if cap is not None:
-                counts[name] = Count("pk", filter=among)
-    if not counts:
+        caps.update(
+            of_flavor=flavor.max,
+            of_flavor_of_hub=flavor.hub_cap,
+            of_flavor_of_user=flavor.max_per_user,
+            of_flavor_of_project=flavor.project_cap,
+        )
+    counted = tuple(name for name, cap in caps.items() if cap is not None)
+    if not counted:
         return ActiveCounts()
-    return ActiveCounts(**Server.objects.active().filter(outpost=outpost).aggregate(**counts))
+    values = {
+        _HUB_ID: hub.pk,
+        _OUTPOST_ID: outpost.pk,
+        _USER_ID: user_id,
+        _FLAVOR_ID: None if flavor is None else flavor.flavor_id,
+        _PROJECT_ID: project_id,
+    }
+    query = compiled(_active_counts_query, counted=counted, of_project=project_id is not None)
+    rows = query.rows(values)
+    return ActiveCounts(**dict(zip(counted, rows[0], strict=True))) if rows else ActiveCounts()
 
 
 def flavor_list_for_hub(

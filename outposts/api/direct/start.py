@@ -64,6 +64,6 @@ async def answer_start(request: HttpRequest, match: re.Match[str]) -> HttpRespon
             headers=refused.headers,
         )
     if start_async:
-        accepted = serializers.StartAnswerSerializer("").data
-        return json_answer(accepted, view_class=views.ServicesView, status=202)
+        # StartAnswerSerializer's shape for an address not known yet, built directly.
+        return json_answer({"service": ""}, view_class=views.ServicesView, status=202)
     return await views.StartWait.of(server, outpost=outpost, run=in_thread).answer()
