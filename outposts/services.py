@@ -217,6 +217,9 @@ def server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[
 
 
 def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple[Server, bool]:
+    # Read before the Outpost is locked: every start on it waits for that lock, so as little
+    # as possible happens under it.
+    absence = outpost_worker_absence(outpost=outpost)
     with transaction.atomic():
         # Locked before the look-up and admission: starts on one Outpost queue up here, so
         # admission's counts cannot change under it, and a repeated start that races its
@@ -268,8 +271,6 @@ def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple
             address_via_callback=request.start_async
             and bool(request.env.get("JUPYTERHUB_SETUPTUNNEL_URL")),
         )
-        # In the transaction: a start rolled back is not counted.
-        start_admitted_count(outpost=outpost, flavor_name=getattr(admission.flavor, "name", ""))
         tls = {"certs": request.certs, "internal_trust_bundles": request.internal_trust_bundles}
         # Queued before the events' forwarding: if the broker is down, the start's own attempt
         # answers the Hub and the forwarding of events of a withdrawn start is never tried.
@@ -280,9 +281,14 @@ def _server_start(*, hub: Hub, outpost: Outpost, request: StartRequest) -> tuple
         )
         callbacks.server_record_event(server=server, progress=10, message="Start request accepted.")
         # Rather than silence while nobody serves the queue (outposts/workers.py).
-        absence = outpost_worker_absence(outpost=outpost)
         if absence:
             callbacks.server_record_event(server=server, progress=10, message=absence)
+        # Counted once its task is queued (after that hook): neither a start rolled back nor
+        # one withdrawn counts, and the count is not written under the Outpost's lock.
+        flavor_name = getattr(admission.flavor, "name", "")
+        transaction.on_commit(
+            lambda: start_admitted_count(outpost=outpost, flavor_name=flavor_name)
+        )
     return server, True
 
 

@@ -171,6 +171,7 @@ def test_a_start_refused_because_the_outpost_is_draining_is_counted(
     }
 
 
+@pytest.mark.django_db(transaction=True)  # a start is counted once its transaction commits
 def test_servers_that_ended_leave_the_server_gauge(client, hub_client, outpost, metrics_token):
     # given two starts admitted, of which one then stopped
     for name, start_id in (("a", "1"), ("b", "2")):

@@ -14,6 +14,8 @@ import pytest
 import redis
 from django.utils import timezone
 
+from monitoring.models import MetricCount
+from monitoring.services import STARTS_ADMITTED
 from outposts.lifecycle.end import server_mark_failed
 from outposts.lifecycle.reconcile import outpost_reconcile
 from outposts.lifecycle.start import START_ATTEMPT_DIED
@@ -80,6 +82,20 @@ def test_a_start_while_the_broker_is_down_answers_503_and_holds_no_slot(
     assert (flavors.status_code, flavors.json()["small"]["current"]) == (200, 0)
     assert send(hub_client, "GET", BASE + "services/").json() == []
     assert send(hub_client, "GET", BASE + "services/lab/s1").status_code == 404
+
+
+def test_a_withdrawn_start_is_not_counted_as_admitted(hub_client, outpost, broker, private_redis):
+    # given a start withdrawn while the broker was down, and one queued once it is back
+    private_redis.stop()
+    assert send(hub_client, "POST", BASE + "services", start_body(start_id="s1")).status_code == 503
+    private_redis.start()
+    queued_start = send(
+        hub_client, "POST", BASE + "services", start_body(start_id="s2"), headers=ASYNC
+    )
+    assert queued_start.status_code == 202
+    # then only the queued one counts as admitted
+    [admitted] = MetricCount.objects.filter(name=STARTS_ADMITTED)
+    assert admitted.value == 1
 
 
 def test_the_same_start_after_the_broker_is_back_is_queued_at_once(

@@ -61,8 +61,9 @@ def granted_filters(prefix: str, *, default_outpost: bool, digests: int) -> dict
     }
 
 
-# What a grant read gives of the Outpost (Outpost field attnames) and of the Hub.
-OUTPOST_FIELDS = ("id", "slug", "state", "state_message", "flavor_terms_token")
+# What a grant read gives of the Outpost (Outpost field attnames; the queue for a start's
+# worker stamp) and of the Hub.
+OUTPOST_FIELDS = ("id", "slug", "queue", "state", "state_message", "flavor_terms_token")
 HUB_FIELDS = ("id", "name")
 
 
