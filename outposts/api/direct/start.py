@@ -3,8 +3,10 @@ the view's service, answered in the view's shapes.
 
 Whatever the service decides is answered here, since it may have changed something: a
 refusal (419) was counted, a start the broker could not take (503) was withdrawn. A start the
-service could not run (a database error, a rule only the service checks) changed nothing, so
-the Django handler runs it again and answers as it would have.
+service could not run (a rule only the service checks, a database error) goes on to the
+Django handler, which runs it again and answers as it would have: it changed nothing, or
+(an error after the commit, or in a sync start's wait) the handler finds it as the twin of
+its repeat, which is the same start.
 """
 
 from __future__ import annotations
