@@ -1,6 +1,7 @@
 """Admission under contention: simultaneous async starts against one capped flavor.
 
-    .venv/bin/python bench/admission.py [--starts 200] [--max 50] [--workers 2] [--one-at-a-time 300]
+    .venv/bin/python bench/admission.py [--starts 200] [--max 50] [--workers 2]
+                                          [--one-at-a-time 300]
 
 Makes its own PostgreSQL database (dropped at the end), one Outpost with one flavor whose
 ``max`` is ``--max`` and one Hub, serves portal.asgi with uvicorn, then sends ``--starts``
