@@ -11,7 +11,7 @@ from django.db.models import Count, Q, QuerySet, Value
 from flavors.resolution import EffectiveFlavor, Layers, Resolution, flavors_resolve
 from flavors.terms import FlavorTerms, flavor_terms
 from outposts.models import Server
-from portal.compiled import compiled
+from portal.compiled import compiled, id_stand_ins, text_stand_in
 from projects.selectors import project_terms
 
 if TYPE_CHECKING:
@@ -134,10 +134,9 @@ class ActiveCounts:
     of_flavor_of_project: int = 0
 
 
-# Stand-ins for the values of the compiled counts (portal/compiled.py): ids are positive,
-# and user ids with control characters never reach a query.
-_HUB_ID, _OUTPOST_ID, _FLAVOR_ID, _PROJECT_ID = (-(2**62) + n for n in range(1, 5))
-_USER_ID = "\x00user_id"
+# Stand-ins for the values of the compiled counts (portal/compiled.py).
+_HUB_ID, _OUTPOST_ID, _FLAVOR_ID, _PROJECT_ID = id_stand_ins(4)
+_USER_ID = text_stand_in("user_id")
 
 
 def _active_counts_query(

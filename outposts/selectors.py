@@ -13,7 +13,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from outposts.models import Hub, HubAPIKey, Outpost, Server, SpawnEvent
-from portal.compiled import compiled
+from portal.compiled import compiled, id_stand_ins, text_stand_in
 from portal.crypto import credential_digests
 from portal.permissions import permission_holders
 
@@ -164,10 +164,9 @@ def server_unwanted(*, server_id: int) -> bool:
     return server is None or server.stop_requested_at is not None or not server.is_active
 
 
-# Stand-ins for the values of the compiled queries below (portal/compiled.py): ids are
-# positive, and names with control characters never reach a query.
-_OUTPOST_ID, _HUB_ID = -(2**62) + 1, -(2**62) + 2
-_NAME, _START_ID = "\x00name", "\x00start_id"
+# Stand-ins for the values of the compiled queries below (portal/compiled.py).
+_OUTPOST_ID, _HUB_ID = id_stand_ins(2)
+_NAME, _START_ID = text_stand_in("name"), text_stand_in("start_id")
 
 
 def _outpost_locked_query() -> QuerySet[Outpost]:

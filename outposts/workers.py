@@ -30,7 +30,7 @@ from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Concat, NullIf
 from django.utils import timezone
 
-from portal.compiled import compiled
+from portal.compiled import compiled, text_stand_in
 
 if TYPE_CHECKING:
     from outposts.models import Outpost
@@ -70,9 +70,7 @@ class WorkerSeen:
         return age is not None and age <= timedelta(seconds=settings.WORKER_SEEN_WITHIN)
 
 
-# The stand-in for the queue in the compiled query (portal/compiled.py): no queue name holds a
-# control character.
-_QUEUE = "\x00queue"
+_QUEUE = text_stand_in("queue")
 
 
 def _stamp_query() -> QuerySet[Any]:

@@ -18,6 +18,16 @@ from django.db.models import QuerySet
 from django.db.transaction import TransactionManagementError
 
 
+def text_stand_in(name: str) -> str:
+    """A stand-in for a text value: no value with a control character reaches a query."""
+    return f"\x00{name}"
+
+
+def id_stand_ins(count: int) -> tuple[int, ...]:
+    """``count`` distinct stand-ins for ids, which are positive."""
+    return tuple(-(2**62) + n for n in range(1, count + 1))
+
+
 class Compiled:
     """A query compiled once for the database in use; each run fills in a request's values
     for the stand-ins, and converts the columns as the ORM would (SQLite's dates, booleans and

@@ -22,7 +22,7 @@ from rest_framework.exceptions import ParseError
 from outposts.api import views
 from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost
-from portal.compiled import compiled
+from portal.compiled import compiled, text_stand_in
 from portal.crypto import credential_digests
 from portal.text import control_character
 
@@ -39,13 +39,12 @@ class NotDirect(Exception):
 
 # The caller and its grant.
 
-# Stand-ins compiled into a query in place of each request's values. No real value can equal
-# one: values with control characters never reach a query.
-HUB_STAND_IN, SLUG_STAND_IN = "\x00hub", "\x00slug"
+# Stand-ins compiled into a query in place of each request's values (portal/compiled.py).
+HUB_STAND_IN, SLUG_STAND_IN = text_stand_in("hub"), text_stand_in("slug")
 
 
 def digest_stand_in(i: int) -> str:
-    return f"\x00digest{i}"
+    return text_stand_in(f"digest{i}")
 
 
 def granted_filters(prefix: str, *, default_outpost: bool, digests: int) -> dict[str, Any]:

@@ -25,14 +25,12 @@ from outposts.api.direct.base import (
     json_body,
 )
 from outposts.models import Outpost, Server
-from portal.compiled import compiled
+from portal.compiled import compiled, id_stand_ins, text_stand_in
 from portal.text import control_character
 
-# Stand-ins for each request's values (outposts.api.direct.base), and for ids, which are
-# positive.
-_NAME, _START_ID = "\x00name", "\x00start_id"
-_HUB_ID, _OUTPOST_ID = -(2**62) + 1, -(2**62) + 2
-_USER_ID = "\x00user_id"
+# Stand-ins for each request's values (portal/compiled.py).
+_NAME, _START_ID, _USER_ID = map(text_stand_in, ("name", "start_id", "user_id"))
+_HUB_ID, _OUTPOST_ID = id_stand_ins(2)
 
 
 def poll_query(*, default_outpost: bool, digests: int) -> QuerySet[Server, tuple[Any, ...]]:
