@@ -143,18 +143,25 @@ def servers_due_for_poll(*, outpost: Outpost, limit: int) -> QuerySet[Server]:
     )
 
 
+# Stand-ins for the values of the compiled queries below (portal/compiled.py).
+_OUTPOST_ID, _HUB_ID, _SERVER_ID = id_stand_ins(3)
+_NAME, _START_ID = text_stand_in("name"), text_stand_in("start_id")
+
+
 # Reads of the worker side (lifecycle and reconciler).
+
+
+def _server_locked_query() -> QuerySet[Server]:
+    locked = Server.objects.select_for_update(of=("self",))
+    return locked.select_related("outpost", "flavor", "hub").filter(pk=_SERVER_ID)
 
 
 def server_for_update(*, server_id: int) -> Server | None:
     """The server row, locked until the transaction ends, with what the lifecycle reads of
-    it; None if it is gone. Only the server row is locked, not its Outpost, Hub or flavor."""
-    return (
-        Server.objects.select_for_update(of=("self",))
-        .select_related("outpost", "flavor", "hub")
-        .filter(pk=server_id)
-        .first()
-    )
+    it; None if it is gone. Only the server row is locked, not its Outpost, Hub or flavor.
+    Compiled once: a start claims and lands its server with it, a stop ends it."""
+    rows = compiled(_server_locked_query).instances({_SERVER_ID: server_id})
+    return rows[0] if rows else None
 
 
 def server_unwanted(*, server_id: int) -> bool:
@@ -162,11 +169,6 @@ def server_unwanted(*, server_id: int) -> bool:
     (or is gone) meanwhile."""
     server = Server.objects.filter(pk=server_id).only("status", "stop_requested_at").first()
     return server is None or server.stop_requested_at is not None or not server.is_active
-
-
-# Stand-ins for the values of the compiled queries below (portal/compiled.py).
-_OUTPOST_ID, _HUB_ID = id_stand_ins(2)
-_NAME, _START_ID = text_stand_in("name"), text_stand_in("start_id")
 
 
 def _outpost_locked_query() -> QuerySet[Outpost]:

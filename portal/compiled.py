@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.query import get_related_populators
 from django.db.transaction import TransactionManagementError
 
 
@@ -51,8 +52,18 @@ class Compiled:
         self.model = queryset.model
         # As the ORM: a lock only where the database has one (not on SQLite).
         self.locks = query.select_for_update and compiler.connection.features.has_select_for_update
-        # A query of whole rows selects the model's concrete fields, in their order.
-        self.whole_rows = not (self.names or query.deferred_loading[0] or query.select_related)
+        # A query of model rows (not values()) loads instances as the ORM's ModelIterable
+        # does: the model's own columns first, then each select_related row's.
+        self.model_rows = not self.names and not compiler.annotation_col_map
+        if self.model_rows:
+            own = compiler.klass_info["select_fields"]
+            self.own_columns = slice(own[0], own[-1] + 1)
+            self.own_names = [
+                column[0].target.attname for column in compiler.select[self.own_columns]
+            ]
+            self.related = get_related_populators(
+                compiler.klass_info, compiler.select, compiler.connection.alias
+            )
 
     def rows(self, values: dict[Any, Any]) -> list[tuple[Any, ...]]:
         if self.locks and connection.get_autocommit():
@@ -76,10 +87,16 @@ class Compiled:
         return converted
 
     def instances(self, values: dict[Any, Any]) -> list[Any]:
-        """The rows as model instances, as the ORM loads them (a query of whole rows only)."""
-        assert self.whole_rows, "instances() needs a query of whole rows"
-        names = [field.attname for field in self.model._meta.concrete_fields]
-        return [self.model.from_db(connection.alias, names, row) for row in self.rows(values)]
+        """The rows as model instances, with their select_related rows, as the ORM loads
+        them (a query of model rows only)."""
+        assert self.model_rows, "instances() needs a query of model rows"
+        loaded = []
+        for row in self.rows(values):
+            instance = self.model.from_db(connection.alias, self.own_names, row[self.own_columns])
+            for related in self.related:
+                related.populate(row, instance)
+            loaded.append(instance)
+        return loaded
 
     def dicts(self, values: dict[Any, Any]) -> list[dict[str, Any]]:
         """The rows as values() gives them."""

@@ -8,10 +8,10 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 
 from outposts.models import Outpost, Server
-from outposts.selectors import outpost_for_update, server_twin
+from outposts.selectors import outpost_for_update, server_for_update, server_twin
 from portal import compiled as compiled_module
 from portal.compiled import compiled
-from tests.factories import HubFactory, OutpostFactory, ServerFactory
+from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +31,7 @@ def concrete_values(instance):
     return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
 
 
-def test_whole_rows_are_the_instances_the_orm_loads():
+def test_model_rows_are_the_instances_the_orm_loads():
     # given an Outpost with dates, booleans, durations, UUIDs and JSON
     outpost = OutpostFactory(slug="local", state="draining", max_servers_per_user=3)
     # when the compiled query loads it
@@ -41,12 +41,40 @@ def test_whole_rows_are_the_instances_the_orm_loads():
     assert loaded._state.adding is False and loaded._state.db == "default"
 
 
-def test_instances_need_a_query_of_whole_rows():
+def test_instances_need_a_query_of_model_rows():
     def slugs():
         return Outpost.objects.filter(pk=OUTPOST_ID).values_list("slug")
 
-    with pytest.raises(AssertionError, match="needs a query of whole rows"):
+    with pytest.raises(AssertionError, match="needs a query of model rows"):
         compiled(slugs).instances({OUTPOST_ID: 1})
+
+
+@pytest.mark.parametrize("with_flavor", [True, False])
+def test_select_related_rows_are_loaded_with_the_instance(with_flavor, django_assert_num_queries):
+    # given a server with its Outpost, Hub and (or no) flavor
+    outpost = OutpostFactory(slug="local", state="draining")
+    flavor = FlavorFactory(outpost=outpost, name="small") if with_flavor else None
+    server = ServerFactory(outpost=outpost, hub=HubFactory(outposts=[outpost]), flavor=flavor)
+    expected = Server.objects.select_related("outpost", "flavor", "hub").get(pk=server.pk)
+    # when the compiled lock loads it, in one query
+    with transaction.atomic(), django_assert_num_queries(1):
+        loaded = server_for_update(server_id=server.pk)
+        # then it and each related row are what the ORM loads, read without another query
+        assert concrete_values(loaded) == concrete_values(expected)
+        assert concrete_values(loaded.outpost) == concrete_values(expected.outpost)
+        assert concrete_values(loaded.hub) == concrete_values(expected.hub)
+        if with_flavor:
+            assert concrete_values(loaded.flavor) == concrete_values(expected.flavor)
+        else:
+            assert loaded.flavor is None
+    assert loaded.outpost._state.adding is False
+
+
+def test_a_locked_server_that_is_gone_is_none():
+    server = ServerFactory()
+    Server.objects.filter(pk=server.pk).delete()
+    with transaction.atomic():
+        assert server_for_update(server_id=server.pk) is None
 
 
 @pytest.mark.django_db(transaction=True)  # else the test itself runs in a transaction
