@@ -22,6 +22,17 @@ from portal.text import log_safe
 
 log = logging.getLogger(__name__)
 
+# Where the Hub wants progress events and flavor updates: it names the URLs in a start's env.
+EVENTS_URL = "JUPYTERHUB_EVENTS_URL"
+FLAVORS_UPDATE_URL = "JUPYTERHUB_FLAVORS_UPDATE_URL"
+
+
+def hub_named(*, server: Server, env_key: str) -> bool:
+    """Whether the Hub named a URL under ``env_key`` in ``server``'s start. A call it named no
+    URL for is never queued: its task would only find none (our hubclient follows the events
+    endpoint instead, and a Hub may take no flavor updates)."""
+    return bool((server.env or {}).get(env_key))
+
 
 def server_record_event(
     *,
@@ -32,7 +43,8 @@ def server_record_event(
     ready: bool = False,
     forward: bool = True,
 ) -> SpawnEvent:
-    """Store a progress step and (unless ``forward`` is off) send it to the Hub after commit.
+    """Store a progress step and (unless ``forward`` is off, or the Hub named no events URL)
+    send it to the Hub after commit.
 
     Forwarding runs as its own task on the default queue, so a Hub that is slow or down never
     fails a start.
@@ -40,9 +52,16 @@ def server_record_event(
     event = SpawnEvent.objects.create(
         server=server, progress=progress, message=message, failed=failed, ready=ready
     )
-    if forward:
+    if forward and hub_named(server=server, env_key=EVENTS_URL):
         dispatch.queue_hub_event_send(event_id=event.pk)
     return event
+
+
+def server_flavor_counts_changed(*, server: Server) -> None:
+    """After ``server`` started or ended: send its Hub the flavors with their new counts,
+    once the change commits, if the Hub named where."""
+    if hub_named(server=server, env_key=FLAVORS_UPDATE_URL):
+        dispatch.queue_hub_flavors_send(server_id=server.pk)
 
 
 def hub_callback_url(*, server: Server, env_key: str) -> str | None:
@@ -67,7 +86,7 @@ def hub_event_send(*, event_id: int) -> None:
     event = SpawnEvent.objects.select_related("server__hub").filter(pk=event_id).first()
     if event is None:
         return
-    url = hub_callback_url(server=event.server, env_key="JUPYTERHUB_EVENTS_URL")
+    url = hub_callback_url(server=event.server, env_key=EVENTS_URL)
     if url is None:
         return
     try:
@@ -115,7 +134,7 @@ def hub_flavors_send(*, server_id: int) -> None:
     ) or server.hub.flavors_update_token
     if not token:
         return
-    url = hub_callback_url(server=server, env_key="JUPYTERHUB_FLAVORS_UPDATE_URL")
+    url = hub_callback_url(server=server, env_key=FLAVORS_UPDATE_URL)
     if url is None:
         return
     try:

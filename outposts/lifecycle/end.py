@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from outposts import callbacks, dispatch, services
+from outposts import callbacks, services
 from outposts.errors import SpawnerFailed
 from outposts.models import Server
 from outposts.runner.logtail import SpawnerLogTail, tail_joined
@@ -62,7 +62,7 @@ def _server_end(
                 failed=True,
                 forward=server.address_via_callback,
             )
-        dispatch.queue_hub_flavors_send(server_id=server.pk)
+        callbacks.server_flavor_counts_changed(server=server)
     return server
 
 

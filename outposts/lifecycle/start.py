@@ -204,7 +204,7 @@ def _start_succeeded(
         callbacks.server_record_event(
             server=server, progress=100, message="Server ready.", ready=True
         )
-        dispatch.queue_hub_flavors_send(server_id=server.pk)
+        callbacks.server_flavor_counts_changed(server=server)
     return _Landing.RUNNING
 
 

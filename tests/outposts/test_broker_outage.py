@@ -200,8 +200,13 @@ def test_a_round_while_the_broker_is_down_keeps_the_stop_marked(
 def test_hub_call_backs_that_cannot_be_queued_never_fail_the_end_of_a_server(
     outpost, hub, broker, private_redis, caplog
 ):
-    # given a pending server, and a broker that is down
-    server = ServerFactory(hub=hub, outpost=outpost, status=Server.Status.PENDING)
+    # given a pending server of a Hub that takes flavor updates, and a broker that is down
+    server = ServerFactory(
+        hub=hub,
+        outpost=outpost,
+        status=Server.Status.PENDING,
+        env={"JUPYTERHUB_FLAVORS_UPDATE_URL": "http://hub.example/hub/api/outpostflavors/x"},
+    )
     private_redis.stop()
     # when it fails (which queues a failed event and a flavor update for the Hub)
     with caplog.at_level(logging.WARNING, logger="outposts.dispatch"):

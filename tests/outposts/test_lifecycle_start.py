@@ -174,10 +174,11 @@ def events(server: Server) -> list[tuple[int, str]]:
 @pytest.fixture
 def queued(monkeypatch, django_capture_on_commit_callbacks):
     """Run ``action()`` and return the tasks it queued once its rows committed, as
-    (task name, args), Hub event sends left out. (A test's transaction never commits: the
-    on-commit callbacks run by hand and the broker sends are recorded instead.)"""
+    (task name, args), Hub event sends left out unless ``events``. (A test's transaction
+    never commits: the on-commit callbacks run by hand and the broker sends are recorded
+    instead.)"""
 
-    def run(action) -> list[tuple[str, tuple]]:
+    def run(action, *, events=False) -> list[tuple[str, tuple]]:
         sent: list[tuple[str, tuple]] = []
         for name in ("hub_address_send_task", "hub_flavors_send_task", "hub_event_send_task"):
             task = getattr(tasks, name)._get_current_object()
@@ -190,7 +191,7 @@ def queued(monkeypatch, django_capture_on_commit_callbacks):
         )
         with django_capture_on_commit_callbacks(execute=True):
             action()
-        return [item for item in sent if item[0] != "hub_event_send_task"]
+        return [item for item in sent if events or item[0] != "hub_event_send_task"]
 
     return run
 
@@ -250,6 +251,31 @@ def test_a_start_records_its_steps_and_tells_the_hub_the_flavor_counts(db, home,
         ("hub_address_send_task", (server.pk,)),
         ("hub_flavors_send_task", (server.pk,)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [
+        ((), []),
+        (("JUPYTERHUB_EVENTS_URL",), ["hub_event_send_task"] * 3),
+        (("JUPYTERHUB_FLAVORS_UPDATE_URL",), ["hub_flavors_send_task"]),
+    ],
+)
+def test_a_hub_is_sent_only_the_calls_it_named_a_url_for(
+    db, home, stopper, queued, named, expected
+):
+    # given a start whose Hub named only these of its two call-back URLs (our hubclient
+    # names neither: it follows the events endpoint)
+    server = new_server(home, address_via_callback=False)
+    left_out = {"JUPYTERHUB_EVENTS_URL", "JUPYTERHUB_FLAVORS_UPDATE_URL"} - set(named)
+    env = {key: value for key, value in server.env.items() if key not in left_out}
+    Server.objects.filter(pk=server.pk).update(env=env)
+    stopper.append(server.pk)
+    # when it starts (three progress steps: starting, the spawner's, ready)
+    sent = queued(lambda: tasks.server_start_run_task(server.pk), events=True)
+    # then only those calls are queued
+    assert [name for name, _ in sent] == expected
+    assert server.events.count() == 3
 
 
 def test_a_hub_that_got_the_address_in_the_answer_gets_no_address_call(db, home, stopper, queued):

@@ -407,14 +407,18 @@ def test_lifecycle_tasks_go_to_the_outposts_queue_and_hub_calls_to_the_default_o
     outpost = OutpostFactory(slug="routing-test")
     hub = HubFactory(outposts=[outpost])
     # a live worker on the queue: the start has one event to send ("Start request accepted.")
+    # to a Hub that named where
     worker_heartbeat_record(queues=["outpost.routing-test"], hostname="w@host")
     broker.delete("outpost.routing-test", "celery")
+    env = {
+        "JUPYTERHUB_USER": "u",
+        "JUPYTERHUB_USER_ID": "1",
+        "JUPYTERHUB_EVENTS_URL": "http://hub.example/hub/api/users/progress/events/u",
+    }
     try:
         # when
         server, _ = services.server_start(
-            hub=hub,
-            outpost=outpost,
-            request=StartRequest(name="", env={"JUPYTERHUB_USER": "u", "JUPYTERHUB_USER_ID": "1"}),
+            hub=hub, outpost=outpost, request=StartRequest(name="", env=env)
         )
         services.server_stop(server=server)
         tasks.outposts_reconcile_task()
