@@ -153,7 +153,8 @@ _NAME, _START_ID = text_stand_in("name"), text_stand_in("start_id")
 
 def _server_locked_query() -> QuerySet[Server]:
     locked = Server.objects.select_for_update(of=("self",))
-    return locked.select_related("outpost", "flavor", "hub").filter(pk=_SERVER_ID)
+    # With the Outpost's SSH settings: a landing reads them for its tunnel.
+    return locked.select_related("outpost__ssh", "flavor", "hub").filter(pk=_SERVER_ID)
 
 
 def server_for_update(*, server_id: int) -> Server | None:

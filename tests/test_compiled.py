@@ -11,7 +11,15 @@ from outposts.models import Outpost, Server
 from outposts.selectors import outpost_for_update, server_for_update, server_twin
 from portal import compiled as compiled_module
 from portal.compiled import compiled
-from tests.factories import FlavorFactory, HubFactory, OutpostFactory, ServerFactory
+from tests.factories import (
+    FlavorFactory,
+    HubFactory,
+    OutpostFactory,
+    OutpostSSHFactory,
+    ServerFactory,
+)
+from tunnels.models import OutpostSSH
+from tunnels.selectors import outpost_ssh
 
 pytestmark = pytest.mark.django_db
 
@@ -62,12 +70,21 @@ def test_select_related_rows_are_loaded_with_the_instance(with_flavor, django_as
         # then it and each related row are what the ORM loads, read without another query
         assert concrete_values(loaded) == concrete_values(expected)
         assert concrete_values(loaded.outpost) == concrete_values(expected.outpost)
+        assert outpost_ssh(outpost=loaded.outpost) is None  # an Outpost without SSH settings
         assert concrete_values(loaded.hub) == concrete_values(expected.hub)
         if with_flavor:
             assert concrete_values(loaded.flavor) == concrete_values(expected.flavor)
         else:
             assert loaded.flavor is None
     assert loaded.outpost._state.adding is False
+
+
+def test_a_locked_server_comes_with_its_outposts_ssh_settings(django_assert_num_queries):
+    server = ServerFactory()
+    ssh = OutpostSSHFactory(outpost=server.outpost)
+    with transaction.atomic(), django_assert_num_queries(1):
+        loaded = outpost_ssh(outpost=server_for_update(server_id=server.pk).outpost)
+    assert concrete_values(loaded) == concrete_values(OutpostSSH.objects.get(pk=ssh.pk))
 
 
 def test_a_locked_server_that_is_gone_is_none():

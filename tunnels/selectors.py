@@ -14,6 +14,16 @@ def outpost_reach(*, outpost: Outpost) -> str:
     return ssh.reach if ssh is not None else OutpostSSH.Reach.DIRECT
 
 
+def outpost_ssh(*, outpost: Outpost) -> OutpostSSH | None:
+    """The Outpost's SSH settings, None without. Read with the Outpost where its loader
+    selected them (outposts.selectors.server_for_update, which every landing locks), else
+    in a query of its own."""
+    try:
+        return outpost.ssh
+    except OutpostSSH.DoesNotExist:
+        return None
+
+
 # What the agent reads of its tunnel rows (its database role may read no more of them:
 # tunnels/agent_role.py).
 AGENT_TUNNEL_FIELDS = (

@@ -79,7 +79,7 @@ def tunnel_open_for_server(*, server: Server, address: str) -> str:
     address and its tunnel are written together. A known tunnel is re-pointed (generation
     bumped). Raises TunnelError for an address that is not ``host:port``.
     """
-    ssh = OutpostSSH.objects.filter(outpost_id=server.outpost_id).first()
+    ssh = selectors.outpost_ssh(outpost=server.outpost)
     if ssh is None or ssh.reach != OutpostSSH.Reach.AGENT:
         return address
     scheme, remote_host, remote_port = address_split(address)
