@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers: the end-to-end tests run in one, the rest in the others
+# (tests/conftest.py). 0 runs everything in one process.
+TEST_WORKERS ?= 2
 # Where the demo listens: the portal on DEMO_PORT, JupyterHub on DEMO_HUB_PORT; the Hub's own
 # API and its proxy's API on loopback ports. Pick others if these are taken.
 DEMO_HOST ?= 127.0.0.1
@@ -35,7 +38,7 @@ demo: venv
 
 # PostgreSQL and Redis on 127.0.0.1 (installed and started if they do not answer).
 test: venv test-services
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 	@# The direct reads and the flavor terms once more on SQLite, the embedded default's
 	@# database: its driver gives dates, booleans and UUIDs as text and integers.
 	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py tests/test_compiled.py
@@ -43,7 +46,7 @@ test: venv test-services
 # The same with the full sizes: 1,000 starts before the burst of the embedded load test and
 # 90 s of API fuzzing (CI runs the smaller defaults of `make test`; README.md, Tests).
 test-all: venv test-services
-	PORTAL_LOAD_FILL=1000 PORTAL_FUZZ_SECONDS=90 $(VENV)/bin/pytest $(PYTEST_ARGS)
+	PORTAL_LOAD_FILL=1000 PORTAL_FUZZ_SECONDS=90 $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 	DATABASE_URL=sqlite://:memory: $(VENV)/bin/pytest -q tests/outposts/test_api_direct.py tests/outposts/test_api_direct_start.py tests/flavors/test_terms.py tests/test_compiled.py
 
 test-services:
