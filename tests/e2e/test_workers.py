@@ -90,7 +90,13 @@ def killer():
 
 
 def env_of(user: str) -> dict[str, str]:
-    return {"JUPYTERHUB_USER": user, "JUPYTERHUB_USER_ID": str(len(user))}
+    """A start's env, whose Hub takes progress events (at a port nobody listens on: the
+    call-backs' tasks only need to be queued and routed)."""
+    return {
+        "JUPYTERHUB_USER": user,
+        "JUPYTERHUB_USER_ID": str(len(user)),
+        "JUPYTERHUB_EVENTS_URL": f"http://127.0.0.1:9/hub/api/users/progress/events/{user}/lab",
+    }
 
 
 def status_of(server: Server) -> str:

@@ -114,9 +114,15 @@ def test_metrics_count_starts_admitted_and_refused_by_reason_and_servers_by_stat
     # given a flavor of which one server may run, and a second Outpost (its queue empty)
     FlavorFactory(outpost=outpost, name="small", max=1, weight=1)
     OutpostFactory(slug="elsewhere", state=Outpost.State.DRAINING)
-    # when one start is admitted (its task queued in Redis when the row commits) ...
+    # when one start is admitted (its task queued in Redis when the row commits, and its
+    # progress events for its Hub, which named where it takes them) ...
+    env = {
+        "JUPYTERHUB_USER": "user1",
+        "JUPYTERHUB_USER_ID": "1",
+        "JUPYTERHUB_EVENTS_URL": "http://127.0.0.1:9/hub/api/users/progress/events/user1/a",
+    }
     with django_capture_on_commit_callbacks(execute=True):
-        admitted = send(hub_client, "POST", SERVICES, start_body("a", "1"), headers=ASYNC)
+        admitted = send(hub_client, "POST", SERVICES, start_body("a", "1", env=env), headers=ASYNC)
     # ... and four are refused: the flavor is full, no such flavor, another user's
     # start_id, and a repeat of the full flavor
     refused = [
