@@ -179,6 +179,30 @@ def start_once(client: requests.Session, base: str, number: int) -> tuple[int, f
     return code, (time.perf_counter() - began) * 1000
 
 
+def start_times(env: dict[str, str], data: Path, start_ids: list[str]) -> list[tuple[float, float]]:
+    """For each of these starts, in ms: from its row's insert (the web, before the commit) to
+    the worker's claim, and from the claim to its landing (the spawner and the landing)."""
+    sql = "SELECT created_at, started_at, ready_at FROM outposts_server WHERE start_id IN ({})"
+    if "DATABASE_URL" in env:
+        import psycopg
+
+        with psycopg.connect(env["DATABASE_URL"]) as conn:
+            rows = conn.execute(sql.format(", ".join(["%s"] * len(start_ids))), start_ids)
+            rows = rows.fetchall()
+    else:
+        import sqlite3
+        from datetime import datetime
+
+        with sqlite3.connect(data / "portal.sqlite3") as conn:
+            text_rows = conn.execute(sql.format(", ".join("?" * len(start_ids))), start_ids)
+            rows = [[datetime.fromisoformat(value) for value in row] for row in text_rows]
+    return [
+        ((started - created).total_seconds() * 1000, (ready - started).total_seconds() * 1000)
+        for created, started, ready in rows
+        if started and ready
+    ]
+
+
 def client() -> requests.Session:
     session = requests.Session()
     session.auth = (HUB, SECRET)
@@ -248,6 +272,16 @@ def main() -> None:
         began = time.perf_counter()
         results = [start_once(one, base, n) for n in range(args.sequential)]
         print(latency_line("one at a time", results, time.perf_counter() - began))
+        times = start_times(env, data, [f"s{n}" for n in range(args.sequential)])
+        claimed = percentile(sorted(claim for claim, _ in times), 0.5)
+        landed = percentile(sorted(land for _, land in times), 0.5)
+        answered = percentile(sorted(ms for _, ms in results), 0.5)
+        # Where the wait goes (medians): the rest is the web's part before the insert, the
+        # commit and the publish before the claim's share, and the wake-up and answer after.
+        print(
+            f"  of a start's p50, in ms: insert to the worker's claim {claimed:.1f}, claim to "
+            f"landing {landed:.1f}, the rest {answered - claimed - landed:.1f}"
+        )
 
         offset = args.sequential
         sessions = threading.local()
