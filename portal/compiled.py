@@ -1,5 +1,6 @@
-"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct/)
-and the row lock and look-up every start makes (outposts/selectors.py).
+"""Queries compiled once, run many times: the Hub API's direct reads (outposts/api/direct/),
+the row lock and look-up every start makes, and the server lock of the worker's claim and
+landing (outposts/selectors.py).
 
 The ORM compiles a queryset to SQL for every run, which cost more than a poll's read itself,
 and 2-3 ms of CPU for a select of a model with many fields (bench/README.md). A query built
