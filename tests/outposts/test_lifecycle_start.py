@@ -25,10 +25,11 @@ from outposts.lifecycle.end import server_mark_failed
 from outposts.models import Server
 from outposts.runner.spawner import SpawnerRunner
 from portal.crypto import encrypt_text
-from tests.factories import FlavorFactory, OutpostFactory, ServerFactory
+from tests.factories import FlavorFactory, OutpostFactory, OutpostSSHFactory, ServerFactory
 from tests.support.hub import FakeHub
 from tests.support.processes import alive, json_if_up, wait_until
 from tests.support.spawners import serve_config
+from tunnels.models import Tunnel
 
 HERE = "tests.outposts.test_lifecycle_start"
 
@@ -119,6 +120,15 @@ class MeanwhileSpawner(SimpleLocalProcessSpawner):
         if self.refuse_stop:
             raise RuntimeError("the system refuses the stop")
         await super().stop(now=now)
+
+
+class PortlessSpawner(SimpleLocalProcessSpawner):
+    """Runs the server, but answers an address without a port: none a tunnel can reach."""
+
+    async def start(self):
+        await super().start()
+        Path(self.home_dir, "spawned.pid").write_text(str(self.pid))
+        return "http://node7/"
 
 
 # What another attempt that took a start over wrote on the row.
@@ -251,6 +261,39 @@ def test_a_start_records_its_steps_and_tells_the_hub_the_flavor_counts(db, home,
         ("hub_address_send_task", (server.pk,)),
         ("hub_flavors_send_task", (server.pk,)),
     ]
+
+
+def test_a_server_of_an_outpost_reached_through_the_agent_lands_with_the_agents_address(
+    db, home, stopper, settings
+):
+    # given a start on an Outpost whose servers the tunnel agent reaches
+    settings.TUNNEL_BIND_PORTS = "21000-21000"
+    server = new_server(home)
+    stopper.append(server.pk)
+    OutpostSSHFactory(outpost=server.outpost, advertised_host="tunnel-agent")
+    # when it starts
+    tasks.server_start_run_task(server.pk)
+    # then the Hub is given the agent's address, and the tunnel leads to the server's own
+    server.refresh_from_db()
+    assert (server.status, server.address) == (Server.Status.RUNNING, "tunnel-agent:21000")
+    tunnel = Tunnel.objects.get(server=server)
+    assert tunnel.remote_host == "127.0.0.1"
+    assert wait_until(lambda: json_if_up(f"http://127.0.0.1:{tunnel.remote_port}/user/olga/"))
+
+
+def test_a_server_the_agent_cannot_reach_fails_with_why_and_is_stopped(db, home):
+    # given a start on an Outpost reached through the agent, whose spawner answers an
+    # address without a port
+    server = new_server(home, spawner="PortlessSpawner")
+    OutpostSSHFactory(outpost=server.outpost)
+    # when it starts
+    tasks.server_start_run_task(server.pk)
+    # then it failed, saying why, with no tunnel, and its process was stopped
+    server.refresh_from_db()
+    assert server.status == Server.Status.FAILED
+    assert server.error == "The server's address 'http://node7/' is not host:port."
+    assert not Tunnel.objects.filter(server=server).exists()
+    assert not alive(int((home / "olga" / "spawned.pid").read_text()))
 
 
 @pytest.mark.parametrize(
