@@ -53,9 +53,9 @@ class Compiled:
         self.model = queryset.model
         # As the ORM: a lock only where the database has one (not on SQLite).
         self.locks = query.select_for_update and compiler.connection.features.has_select_for_update
-        # A query of model rows (not values()) loads instances as the ORM's ModelIterable
-        # does: the model's own columns first, then each select_related row's.
-        self.model_rows = not self.names and not compiler.annotation_col_map
+        # A query of model rows (no values(), no annotations) loads instances as the ORM's
+        # ModelIterable does: the model's own columns first, then each select_related row's.
+        self.model_rows = not self.names
         if self.model_rows:
             own = compiler.klass_info["select_fields"]
             self.own_columns = slice(own[0], own[-1] + 1)

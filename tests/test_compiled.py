@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import Count
 from django.db.transaction import TransactionManagementError
 
 from outposts.models import Outpost, Server
@@ -49,12 +50,40 @@ def test_model_rows_are_the_instances_the_orm_loads():
     assert loaded._state.adding is False and loaded._state.db == "default"
 
 
-def test_instances_need_a_query_of_model_rows():
+def test_a_query_of_some_fields_loads_them_and_defers_the_rest_as_the_orm_does():
+    def slugs_only():
+        return Outpost.objects.only("slug", "state").filter(pk=OUTPOST_ID)
+
+    outpost = OutpostFactory(slug="local", state="draining")
+    [loaded] = compiled(slugs_only).instances({OUTPOST_ID: outpost.pk})
+    expected = Outpost.objects.only("slug", "state").get(pk=outpost.pk)
+    assert loaded.get_deferred_fields() == expected.get_deferred_fields() != set()
+    assert (loaded.pk, loaded.slug, loaded.state) == (outpost.pk, "local", "draining")
+
+
+def outposts_in_state(state):
+    return Outpost.objects.filter(pk=OUTPOST_ID, state=state)
+
+
+def test_a_query_is_compiled_once_per_shape():
+    assert compiled(outposts_by_id) is compiled(outposts_by_id)
+    draining = compiled(outposts_in_state, state="draining")
+    assert draining is compiled(outposts_in_state, state="draining")
+    assert draining is not compiled(outposts_in_state, state="closed")
+
+
+def annotated_outposts():
+    return Outpost.objects.filter(pk=OUTPOST_ID).annotate(hubs_granted=Count("hubs"))
+
+
+@pytest.mark.parametrize("values_or_annotated", ["values", "annotated"])
+def test_instances_need_a_query_of_model_rows(values_or_annotated):
     def slugs():
         return Outpost.objects.filter(pk=OUTPOST_ID).values_list("slug")
 
-    with pytest.raises(AssertionError, match="needs a query of model rows"):
-        compiled(slugs).instances({OUTPOST_ID: 1})
+    build = slugs if values_or_annotated == "values" else annotated_outposts
+    with pytest.raises(AssertionError, match=r"^instances\(\) needs a query of model rows$"):
+        compiled(build).instances({OUTPOST_ID: 1})
 
 
 @pytest.mark.parametrize("with_flavor", [True, False])
@@ -76,7 +105,7 @@ def test_select_related_rows_are_loaded_with_the_instance(with_flavor, django_as
             assert concrete_values(loaded.flavor) == concrete_values(expected.flavor)
         else:
             assert loaded.flavor is None
-    assert loaded.outpost._state.adding is False
+    assert loaded.outpost._state.adding is False and loaded.outpost._state.db == "default"
 
 
 def test_a_locked_server_comes_with_its_outposts_ssh_settings(django_assert_num_queries):
@@ -101,7 +130,7 @@ def test_a_compiled_lock_outside_a_transaction_is_refused_as_the_orm_refuses_it(
     outpost = OutpostFactory(slug="local")
     with transaction.atomic():
         outpost_for_update(outpost=outpost)  # compiled in a transaction
-    with pytest.raises(TransactionManagementError):
+    with pytest.raises(TransactionManagementError, match="^select_for_update cannot be used"):
         outpost_for_update(outpost=outpost)
 
 
