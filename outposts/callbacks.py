@@ -27,11 +27,11 @@ EVENTS_URL = "JUPYTERHUB_EVENTS_URL"
 FLAVORS_UPDATE_URL = "JUPYTERHUB_FLAVORS_UPDATE_URL"
 
 
-def hub_named(*, server: Server, env_key: str) -> bool:
-    """Whether the Hub named a URL under ``env_key`` in ``server``'s start. A call it named no
-    URL for is never queued: its task would only find none (our hubclient follows the events
-    endpoint instead, and a Hub may take no flavor updates)."""
-    return bool((server.env or {}).get(env_key))
+def hub_named_url(*, server: Server, env_key: str) -> str:
+    """The URL the Hub named under ``env_key`` in ``server``'s start, "" if none. A call it
+    named no URL for is never queued: its task would only find none (our hubclient follows
+    the events endpoint instead, and a Hub may take no flavor updates)."""
+    return (server.env or {}).get(env_key) or ""
 
 
 def server_record_event(
@@ -52,7 +52,7 @@ def server_record_event(
     event = SpawnEvent.objects.create(
         server=server, progress=progress, message=message, failed=failed, ready=ready
     )
-    if forward and hub_named(server=server, env_key=EVENTS_URL):
+    if forward and hub_named_url(server=server, env_key=EVENTS_URL):
         dispatch.queue_hub_event_send(event_id=event.pk)
     return event
 
@@ -60,13 +60,13 @@ def server_record_event(
 def server_flavor_counts_changed(*, server: Server) -> None:
     """After ``server`` started or ended: send its Hub the flavors with their new counts,
     once the change commits, if the Hub named where."""
-    if hub_named(server=server, env_key=FLAVORS_UPDATE_URL):
+    if hub_named_url(server=server, env_key=FLAVORS_UPDATE_URL):
         dispatch.queue_hub_flavors_send(server_id=server.pk)
 
 
 def hub_callback_url(*, server: Server, env_key: str) -> str | None:
     """The URL the Hub gave under ``env_key`` if the portal may call it, else None (logged)."""
-    url = (server.env or {}).get(env_key)
+    url = hub_named_url(server=server, env_key=env_key)
     if not url:
         return None
     if not server.hub.allows_callback(url):
@@ -108,7 +108,7 @@ def hub_address_send(*, server_id: int) -> None:
     server = Server.objects.select_related("hub").filter(pk=server_id).first()
     if server is None or server.status != Server.Status.RUNNING or not server.address:
         return
-    if not (server.env or {}).get("JUPYTERHUB_SETUPTUNNEL_URL"):
+    if not hub_named_url(server=server, env_key="JUPYTERHUB_SETUPTUNNEL_URL"):
         log.warning("Server %s: the Hub waits for its address but sent no set-up URL", server_id)
         return
     url = hub_callback_url(server=server, env_key="JUPYTERHUB_SETUPTUNNEL_URL")

@@ -153,8 +153,10 @@ _NAME, _START_ID = text_stand_in("name"), text_stand_in("start_id")
 
 def _server_locked_query() -> QuerySet[Server]:
     locked = Server.objects.select_for_update(of=("self",))
-    # With the Outpost's SSH settings: a landing reads them for its tunnel.
-    return locked.select_related("outpost__ssh", "flavor", "hub").filter(pk=_SERVER_ID)
+    # With the Outpost's SSH settings, which a landing reads for its tunnel, but not their
+    # key: only the tunnel agent needs it (tunnels/models.py), never decrypted by a worker.
+    related = locked.select_related("outpost__ssh", "flavor", "hub").defer("outpost__ssh__key")
+    return related.filter(pk=_SERVER_ID)
 
 
 def server_for_update(*, server_id: int) -> Server | None:

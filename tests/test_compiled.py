@@ -113,6 +113,8 @@ def test_a_locked_server_comes_with_its_outposts_ssh_settings(django_assert_num_
     ssh = OutpostSSHFactory(outpost=server.outpost)
     with transaction.atomic(), django_assert_num_queries(1):
         loaded = outpost_ssh(outpost=server_for_update(server_id=server.pk).outpost)
+    # (without their key, which only the tunnel agent reads)
+    assert loaded.get_deferred_fields() == {"key"}
     assert concrete_values(loaded) == concrete_values(OutpostSSH.objects.get(pk=ssh.pk))
 
 

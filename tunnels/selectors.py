@@ -16,8 +16,8 @@ def outpost_reach(*, outpost: Outpost) -> str:
 
 def outpost_ssh(*, outpost: Outpost) -> OutpostSSH | None:
     """The Outpost's SSH settings, None without. Read with the Outpost where its loader
-    selected them (outposts.selectors.server_for_update, which every landing locks), else
-    in a query of its own."""
+    selected them (outposts.selectors.server_for_update, which every landing locks, leaves
+    out their key), else in a query of its own."""
     try:
         return outpost.ssh
     except OutpostSSH.DoesNotExist:

@@ -195,8 +195,16 @@ def _start_succeeded(
         server.spawner_state = state
         server.start_lease_until = None
         server.end_at = now + server.runtime if server.runtime else None
-        landed = ["status", "address", "ready_at", "last_poll_at", "spawner_state"]
-        landed += ["start_lease_until", "end_at", "updated_at"]
+        landed = [
+            "status",
+            "address",
+            "ready_at",
+            "last_poll_at",
+            "spawner_state",
+            "start_lease_until",
+            "end_at",
+            "updated_at",
+        ]
         if server.address_via_callback and server.address_sent_at is None:
             server.address_sent_at = now
             landed.append("address_sent_at")
