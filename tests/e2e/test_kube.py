@@ -27,7 +27,7 @@ from outposts.lifecycle.start import server_start_run
 from outposts.models import Outpost, Server, SpawnEvent
 from outposts.services import StartRequest
 from tests.factories import HUB_SECRET, FlavorFactory, HubFactory, OutpostFactory
-from tests.support.processes import wait_until
+from tests.support.processes import json_if_up, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -102,6 +102,13 @@ def reconcile(server: Server) -> Server:
     return server
 
 
+def served(url: str) -> dict:
+    """What the pod's server answers to a GET of ``url``, once it listens. Like a real kubelet
+    without a readiness probe, the fake one reports the container ready when its process has
+    started, not when it listens; a Hub, too, waits for the server to answer."""
+    return wait_until(lambda: json_if_up(url), timeout=30, what=f"{url} to answer")
+
+
 def stop(server: Server) -> Server:
     services.server_stop(server=server)
     server_stop_run(server_id=server.pk)
@@ -138,7 +145,7 @@ def test_the_pod_has_the_flavors_resources_the_image_asked_for_and_the_outposts_
     assert container["image"] == "registry.example.org/lab/torch:2.5"
     assert not (container.get("securityContext") or {}).get("privileged")
     # and the pod's server answers at the address the start returned
-    answer = requests.get(f"{server.address}/user/olga/lab/", timeout=10).json()
+    answer = served(f"{server.address}/user/olga/lab/")
     assert answer["user"] == "olga"
     assert answer["image"] == "registry.example.org/lab/torch:2.5"
     stop(server)
@@ -285,8 +292,8 @@ def test_through_the_api_a_pod_starts_on_the_outposts_worker_answers_and_a_delet
     )
     events = [call.body["message"] for call in fake_hub.posts("/users/progress/events/olga/lab")]
     assert any('Pulling image "registry.example.org/lab/torch:2.5"' in m for m in events), events
-    served = requests.get(f"{server.address}/user/olga/lab/", timeout=10).json()
-    assert served == {
+    answer = served(f"{server.address}/user/olga/lab/")
+    assert answer == {
         "user": "olga",
         "image": "registry.example.org/lab/torch:2.5",
         "path": "/user/olga/lab/",
@@ -326,7 +333,7 @@ def test_two_starts_in_two_threads_at_once_each_see_their_own_pod(site):
     for server in servers:
         server.refresh_from_db()
         assert server.status == Server.Status.RUNNING, server.error
-        users.append(requests.get(f"{server.address}/", timeout=10).json()["user"])
+        users.append(served(f"{server.address}/")["user"])
     assert users == ["olga", "pavel"]
     assert sorted(site["kube"].pods(site["namespace"])) == [
         "jupyter-olga--lab",
