@@ -140,8 +140,9 @@ ABSENCE_PREFIX = "No worker for Outpost "
 
 
 def outpost_worker_absence(*, outpost: Outpost) -> str | None:
-    """What to tell a user whose start waits for an Outpost with no live worker, or None."""
-    seen = outpost_worker_seen(outpost=outpost)
+    """What to tell a user whose start waits for an Outpost with no live worker, or None.
+    Reads the stamp unless the Outpost comes annotated (outposts_with_worker_seen)."""
+    seen = outpost_worker_seen_annotated(outpost=outpost)
     if seen.live:
         return None
     if seen.age is None:

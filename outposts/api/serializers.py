@@ -203,23 +203,27 @@ class StartSerializer(serializers.Serializer):
         return user_options
 
     def to_start_request(self, *, start_async: bool) -> StartRequest:
-        data = self.validated_data
-        user_options = dict(data["user_options"])
-        # The stock Hub puts its start_id into user_options; the spawner must not see it.
-        start_id = str(user_options.pop("start_id", None) or "0")
-        flavor = user_options.get("flavor") or data.get("flavor") or None
-        return StartRequest(
-            name=data["name"],
-            start_id=start_id,
-            env=data["env"],
-            user_options=user_options,
-            misc=data["misc"],
-            flavor=flavor,
-            authentication=data["authentication"],
-            start_async=start_async,
-            certs=data["certs"],
-            internal_trust_bundles=data["internal_trust_bundles"],
-        )
+        return start_request_of(self.validated_data, start_async=start_async)
+
+
+def start_request_of(data: Mapping[str, Any], *, start_async: bool) -> StartRequest:
+    """The start that StartSerializer's validated ``data`` asks for."""
+    user_options = dict(data["user_options"])
+    # The stock Hub puts its start_id into user_options; the spawner must not see it.
+    start_id = str(user_options.pop("start_id", None) or "0")
+    flavor = user_options.get("flavor") or data.get("flavor") or None
+    return StartRequest(
+        name=data["name"],
+        start_id=start_id,
+        env=data["env"],
+        user_options=user_options,
+        misc=data["misc"],
+        flavor=flavor,
+        authentication=data["authentication"],
+        start_async=start_async,
+        certs=data["certs"],
+        internal_trust_bundles=data["internal_trust_bundles"],
+    )
 
 
 class AuthenticationSerializer(serializers.Serializer):

@@ -11,19 +11,21 @@ start would make one.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.utils.timezone import now
 
 from monitoring.models import MetricCount
 from monitoring.services import STARTS_REFUSED
+from outposts.api import serializers
 from outposts.api.direct import base as direct_base
 from outposts.api.direct import direct_api
 from outposts.api.direct import start as direct_start
-from outposts.api.serializers import StartSerializer
 from outposts.hubs import hub_api_key_create
-from outposts.models import Hub, Server
+from outposts.models import Hub, Server, WorkerHeartbeat
 from outposts.services import START_NOT_QUEUED
 from outposts.workers import worker_heartbeat_record
 from portal.asgi import api_application
@@ -249,15 +251,64 @@ def test_a_direct_start_reads_the_grant_once_and_locks_the_outpost_once(
     caller = direct_base.Caller(hub="hub1", secret=HUB_SECRET, slug="local")
 
     def start_request(name: str) -> Any:
-        serializer = StartSerializer(data=json.loads(start_json(name)))
-        assert serializer.is_valid(), serializer.errors
-        return serializer.to_start_request(start_async=True)
+        return direct_start.start_request_of(json.loads(start_json(name)), start_async=True)
 
     direct_start.start_run(caller, start_request("warm"))  # reads the flavor terms
-    # when a start is run: the grant; in its transaction the lock, the look-up of a twin,
-    # the server, the admitted start's metric, its first event and the worker's stamp. The
-    # deferred Hub and Outpost read nothing more.
-    with django_assert_num_queries(7 + len(["BEGIN", "COMMIT"])):
+    # when a start is run: the grant with the worker's stamp; in its transaction the lock,
+    # the look-up of a twin, the server and its first event; then the admitted start's
+    # metric. The deferred Hub and Outpost read nothing more.
+    with django_assert_num_queries(6 + len(["BEGIN", "COMMIT"])):
         server, outpost = direct_start.start_run(caller, start_request("a"))
     assert server.hub == Hub.objects.get(name="hub1")
     assert outpost.pk == outposts["local"].pk
+
+
+def test_the_one_start_serializer_keeps_nothing_of_one_body_for_the_next():
+    # given a start's body, a body the serializer refuses, and another start's body
+    first = json.loads(start_json("a", user_id="1"))
+    refused = json.loads(start_json("b", env={"JUPYTERHUB_USER": "x"}))  # no user id
+    second = json.loads(start_json("c", user_id="2"))
+    # when they are read one after another by the direct path's one serializer
+    read_first = direct_start.start_request_of(first, start_async=True)
+    with pytest.raises(direct_base.NotDirect):
+        direct_start.start_request_of(refused, start_async=True)
+    read_second = direct_start.start_request_of(second, start_async=False)
+    # then each start is its own body's, as a new serializer reads it
+    for body, read, start_async in ((first, read_first, True), (second, read_second, False)):
+        fresh = serializers.StartSerializer(data=body)
+        assert fresh.is_valid(), fresh.errors
+        assert read == fresh.to_start_request(start_async=start_async)
+    assert (read_first.name, read_second.name, read_second.user_id) == ("a", "c", "2")
+
+
+@pytest.mark.parametrize(
+    ("stamps", "told"),
+    [
+        ({}, "has been seen yet"),
+        ({"outpost.local": timedelta(minutes=7, seconds=10)}, "has been seen for 7 minutes"),
+        ({"outpost.other": timedelta(seconds=1)}, "has been seen yet"),
+        ({"outpost.local": timedelta(seconds=30)}, None),
+    ],
+)
+def test_a_direct_start_tells_of_an_absent_worker_from_the_stamp_its_grant_read(
+    outposts, settings, stamps, told
+):
+    # given the Outpost's queue stamped as given, live within 2 minutes
+    settings.WORKER_SEEN_WITHIN = 120
+    for queue, ago in stamps.items():
+        WorkerHeartbeat.objects.create(queue=queue, hostname="w1", last_seen_at=now() - ago)
+    caller = direct_base.Caller(hub="hub1", secret=HUB_SECRET, slug=None)
+    request = direct_start.start_request_of(json.loads(start_json("a")), start_async=True)
+    # when a start is run on the direct path
+    server, _ = direct_start.start_run(caller, request)
+    # then its progress tells of a worker not live, naming the Outpost and its queue
+    messages = list(server.events.order_by("pk").values_list("message", flat=True))
+    absence = (
+        []
+        if told is None
+        else [
+            f"No worker for Outpost {outposts['local'].name} {told}; "
+            "the start waits in its queue (outpost.local)."
+        ]
+    )
+    assert messages == ["Start request accepted.", *absence]

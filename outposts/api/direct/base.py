@@ -22,6 +22,7 @@ from rest_framework.exceptions import ParseError
 from outposts.api import views
 from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost
+from outposts.workers import outposts_with_worker_seen
 from portal.compiled import compiled, text_stand_in
 from portal.crypto import credential_digests
 from portal.text import control_character
@@ -66,13 +67,23 @@ OUTPOST_FIELDS = ("id", "slug", "queue", "state", "state_message", "flavor_terms
 HUB_FIELDS = ("id", "name")
 
 
-def grant_query(*, default_outpost: bool, digests: int) -> QuerySet[Outpost, tuple[Any, ...]]:
-    """The granted Outpost and its Hub: OUTPOST_FIELDS, then HUB_FIELDS."""
+# What a start's grant read gives besides: its Outpost's worker stamp, which admission tells a
+# user about when no worker is live (outposts/workers.py), read in the same query.
+WORKER_SEEN_FIELDS = ("worker_seen_at", "worker_seen_by")
+
+
+def grant_query(
+    *, default_outpost: bool, digests: int, worker_seen: bool
+) -> QuerySet[Outpost, tuple[Any, ...]]:
+    """The granted Outpost and its Hub: OUTPOST_FIELDS, then HUB_FIELDS, then with
+    ``worker_seen`` WORKER_SEEN_FIELDS."""
     granted = granted_filters("", default_outpost=default_outpost, digests=digests)
+    outposts = Outpost.objects.filter(**granted).order_by()
+    if worker_seen:
+        outposts = outposts_with_worker_seen(outposts=outposts)
     hub_fields = [f"hubs__{name}" for name in HUB_FIELDS]
-    return (
-        Outpost.objects.filter(**granted).order_by().values_list(*OUTPOST_FIELDS, *hub_fields)[:1]
-    )
+    seen_fields = WORKER_SEEN_FIELDS if worker_seen else ()
+    return outposts.values_list(*OUTPOST_FIELDS, *hub_fields, *seen_fields)[:1]
 
 
 @dataclass(frozen=True)
@@ -93,19 +104,22 @@ class Caller:
         return shape, values
 
 
-def grant_read(caller: Caller) -> tuple[Hub, Outpost] | None:
+def grant_read(caller: Caller, *, worker_seen: bool = False) -> tuple[Hub, Outpost] | None:
     """The caller's Hub and the Outpost it names, if granted; None otherwise. Each holds
     only what the grant read: any other field is deferred, so a use of it reads it rather
-    than see a default."""
+    than see a default. With ``worker_seen`` the Outpost is annotated as
+    outposts_with_worker_seen annotates it."""
     shape, values = caller.values()
-    rows = compiled(grant_query, **shape).rows(values)
+    rows = compiled(grant_query, **shape, worker_seen=worker_seen).rows(values)
     if not rows:
         return None
-    outpost_values, hub_values = rows[0][: len(OUTPOST_FIELDS)], rows[0][len(OUTPOST_FIELDS) :]
-    return (
-        partial_instance(Hub, dict(zip(HUB_FIELDS, hub_values, strict=True))),
-        partial_instance(Outpost, dict(zip(OUTPOST_FIELDS, outpost_values, strict=True))),
-    )
+    row = rows[0]
+    hub_start, seen_start = len(OUTPOST_FIELDS), len(OUTPOST_FIELDS) + len(HUB_FIELDS)
+    hub = partial_instance(Hub, dict(zip(HUB_FIELDS, row[hub_start:seen_start], strict=True)))
+    outpost = partial_instance(Outpost, dict(zip(OUTPOST_FIELDS, row[:hub_start], strict=True)))
+    if worker_seen:
+        outpost.worker_seen_at, outpost.worker_seen_by = row[seen_start:]
+    return hub, outpost
 
 
 def partial_instance(model: type[ModelT], values: dict[str, Any]) -> ModelT:

@@ -12,9 +12,11 @@ its repeat, which is the same start.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse
+from rest_framework.exceptions import ValidationError
 
 from outposts import services
 from outposts.api import serializers, views
@@ -36,7 +38,7 @@ def start_run(caller: Caller, request: services.StartRequest) -> tuple[Server, O
     """The service's start for the caller's Hub, with the Outpost the wait reads its start
     timeout from; NotDirect when the caller has no grant or the service refuses the request's
     shape (a ValidationError: nothing was written)."""
-    grant = grant_read(caller)
+    grant = grant_read(caller, worker_seen=True)  # admission tells of an absent worker
     if grant is None:
         raise NotDirect
     hub, outpost = grant
@@ -47,13 +49,27 @@ def start_run(caller: Caller, request: services.StartRequest) -> tuple[Server, O
     return server, server.outpost
 
 
+# One StartSerializer validates every direct start: a new one deep-copies its declared
+# fields, which took 0.22 ms of a validation's 0.35 ms. run_validation leaves the instance as it
+# was (is_valid keeps the data and the errors on it, run_validation does not), and the fields
+# keep nothing of a validation.
+START_SERIALIZER = serializers.StartSerializer()
+
+
+def start_request_of(body: Any, *, start_async: bool) -> services.StartRequest:
+    """The start a body asks for, as the view's serializer reads it; NotDirect for a body
+    it refuses (the view answers its 400)."""
+    try:
+        data = START_SERIALIZER.run_validation(body)
+    except ValidationError as error:
+        raise NotDirect from error
+    return serializers.start_request_of(data, start_async=start_async)
+
+
 async def answer_start(request: HttpRequest, match: re.Match[str]) -> HttpResponse:
     caller = basic_credentials(request, match["slug"])
-    serializer = serializers.StartSerializer(data=json_body(request))
-    if not serializer.is_valid():
-        raise NotDirect
     start_async = views.wants_async(request)
-    start_request = serializer.to_start_request(start_async=start_async)
+    start_request = start_request_of(json_body(request), start_async=start_async)
     try:
         server, outpost = await in_thread(start_run, caller, start_request)
     except (PortalError, TaskQueueUnavailable) as error:
