@@ -89,6 +89,10 @@ def outpost_worker_seen(*, outpost: Outpost) -> WorkerSeen:
     return WorkerSeen(queue=row.queue, last_seen_at=row.last_seen_at, hostname=row.hostname)
 
 
+# The annotations outposts_with_worker_seen adds, as a values query names them.
+WORKER_SEEN_FIELDS = ("worker_seen_at", "worker_seen_by")
+
+
 def outposts_with_worker_seen(*, outposts: QuerySet[Outpost]) -> QuerySet[Outpost]:
     """The Outposts, each annotated with its queue's last stamp (``worker_seen_at``,
     ``worker_seen_by``), in the same query: the admin list reads it without a query a row."""

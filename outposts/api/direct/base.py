@@ -22,7 +22,7 @@ from rest_framework.exceptions import ParseError
 from outposts.api import views
 from outposts.api.parsers import BoundedJSONParser
 from outposts.models import Hub, Outpost
-from outposts.workers import outposts_with_worker_seen
+from outposts.workers import WORKER_SEEN_FIELDS, outposts_with_worker_seen
 from portal.compiled import compiled, text_stand_in
 from portal.crypto import credential_digests
 from portal.text import control_character
@@ -67,16 +67,12 @@ OUTPOST_FIELDS = ("id", "slug", "queue", "state", "state_message", "flavor_terms
 HUB_FIELDS = ("id", "name")
 
 
-# What a start's grant read gives besides: its Outpost's worker stamp, which admission tells a
-# user about when no worker is live (outposts/workers.py), read in the same query.
-WORKER_SEEN_FIELDS = ("worker_seen_at", "worker_seen_by")
-
-
 def grant_query(
     *, default_outpost: bool, digests: int, worker_seen: bool
 ) -> QuerySet[Outpost, tuple[Any, ...]]:
     """The granted Outpost and its Hub: OUTPOST_FIELDS, then HUB_FIELDS, then with
-    ``worker_seen`` WORKER_SEEN_FIELDS."""
+    ``worker_seen`` the Outpost's worker stamp (WORKER_SEEN_FIELDS), which admission tells
+    a user about when no worker is live, in the same query."""
     granted = granted_filters("", default_outpost=default_outpost, digests=digests)
     outposts = Outpost.objects.filter(**granted).order_by()
     if worker_seen:
@@ -118,7 +114,8 @@ def grant_read(caller: Caller, *, worker_seen: bool = False) -> tuple[Hub, Outpo
     hub = partial_instance(Hub, dict(zip(HUB_FIELDS, row[hub_start:seen_start], strict=True)))
     outpost = partial_instance(Outpost, dict(zip(OUTPOST_FIELDS, row[:hub_start], strict=True)))
     if worker_seen:
-        outpost.worker_seen_at, outpost.worker_seen_by = row[seen_start:]
+        for name, value in zip(WORKER_SEEN_FIELDS, row[seen_start:], strict=True):
+            setattr(outpost, name, value)
     return hub, outpost
 
 
