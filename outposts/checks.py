@@ -79,7 +79,7 @@ def check_spawner_settings(
     if not databases:
         return []
     from outposts.models import Outpost
-    from outposts.spawner_settings import outpost_spawner_problems, trait_values_problems_of
+    from outposts.spawner_settings import trait_values_problems_of
 
     messages: list[CheckMessage] = []
     for alias in databases:
@@ -90,7 +90,7 @@ def check_spawner_settings(
         for outpost in outposts:
             problems = [
                 f"{name}: {problem}"
-                for name, field_problems in outpost_spawner_problems(outpost=outpost).items()
+                for name, field_problems in outpost.spawner_settings_problems().items()
                 for problem in field_problems
             ]
             problems += [

@@ -17,16 +17,13 @@ them the admin, ``apply_config`` and ``import_flavors``):
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 from traitlets import TraitError, TraitType
 
 from outposts.runner import kube
-
-if TYPE_CHECKING:
-    from outposts.models import Outpost
 
 # How much of a refused value a message quotes.
 VALUE_SHOWN = 60
@@ -117,23 +114,25 @@ def trait_types_problems(spawner_class: type, values: dict[str, Any]) -> list[st
     return problems
 
 
-def outpost_spawner_problems(*, outpost: Outpost) -> dict[str, list[str]]:
+def spawner_settings_problems(
+    *, spawner_class: str, spawner_config: Any, allowed_overrides: Any
+) -> dict[str, list[str]]:
     """What is wrong with an Outpost's spawner class, ``spawner_config`` and
     ``allowed_overrides``, by field name (empty: nothing). Fields that are not a JSON object
     or list of names are left to Outpost.clean."""
     try:
-        cls = spawner_class_load(outpost.spawner_class)
+        cls = spawner_class_load(spawner_class)
     except SpawnerClassRefused as error:
         return {"spawner_class": [str(error)]}
     problems: dict[str, list[str]] = {}
-    if isinstance(outpost.spawner_config, dict):
-        config_problems = trait_values_problems(cls, outpost.spawner_config)
+    if isinstance(spawner_config, dict):
+        config_problems = trait_values_problems(cls, spawner_config)
         if config_problems:
             problems["spawner_config"] = config_problems
-    names = outpost.allowed_overrides
+    names = allowed_overrides
     if isinstance(names, list) and all(isinstance(name, str) for name in names):
         names_problems = trait_names_problems(cls, names)
-        protected = sorted(set(names) & kube.protected_traits(outpost.spawner_class))
+        protected = sorted(set(names) & kube.protected_traits(spawner_class))
         if protected:
             names_problems.append(
                 f"A Hub may never set {', '.join(protected)} on a Kubernetes Outpost "

@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils.html import escape
 from django.utils.module_loading import import_string
 
-from outposts.spawner_settings import outpost_spawner_problems
+from outposts.spawner_settings import spawner_settings_problems
 
 TRAIT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # An environment variable name, or a glob of them with * and ? (fnmatch, case-sensitive).
@@ -229,6 +229,14 @@ class Outpost(models.Model):
             return f"Host {host!r} is not one of this Outpost's allowed nodes."
         return None
 
+    def spawner_settings_problems(self) -> dict[str, list[str]]:
+        """What is wrong with the spawner class and the traits set for it, by field name."""
+        return spawner_settings_problems(
+            spawner_class=self.spawner_class,
+            spawner_config=self.spawner_config,
+            allowed_overrides=self.allowed_overrides,
+        )
+
     def clean(self) -> None:
         errors: dict[str, Any] = {}
         if not isinstance(self.spawner_config, dict):
@@ -255,7 +263,7 @@ class Outpost(models.Model):
             )
         # The class is allow-listed, the traits are its own and typed, misc never sets what
         # runner/kube.py protects (spawner_settings.py).
-        errors = {**outpost_spawner_problems(outpost=self), **errors}
+        errors = {**self.spawner_settings_problems(), **errors}
         node_problem = node_patterns_problem(self.allowed_node_patterns)
         if node_problem:
             errors["allowed_node_patterns"] = node_problem
