@@ -20,42 +20,28 @@ What the existing service does with the file, which the plan keeps or reports:
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flavors.flavor_file import (
+    FILE_KEYS,
+    FILE_NAMES,
+    FLAVOR_KEYS,
+    HUB_SET_KEYS,
+    OVERRIDE_NAMES,
+    USER_SET_KEYS,
+    existing_service_matches,
+    fail,
+    read_flag,
+    read_mapping,
+    read_max,
+    read_names,
+    read_text,
+    read_whole,
+)
 from flavors.matching import text_matches
 from flavors.models import runtime_as_wire, runtime_from_wire
-
-FILE_KEYS = ("flavors", "hubs", "users")
-FLAVOR_KEYS = ("max", "maxPerUser", "runtime", "weight", "display_name", "description", "resources")
-HUB_SET_KEYS = ("jupyterhub_name", "weight", "flavors", "flavorsOverride")
-USER_SET_KEYS = (
-    "hubs",
-    "authentication",
-    "negate_authentication",
-    "weight",
-    "forbidden",
-    "flavors",
-    "flavorsOverride",
-)
-# The file's names of what a set may override, and the portal's (flavors.models.OVERRIDABLE).
-# ``max`` is not among them: a Hub set's becomes the Hub's cap, a user set's has no meaning.
-OVERRIDE_NAMES = {
-    "maxPerUser": "max_per_user",
-    "runtime": "runtime",
-    "weight": "weight",
-    "display_name": "display_name",
-    "description": "description",
-    "resources": "resources",
-}
-FILE_NAMES = {ours: theirs for theirs, ours in OVERRIDE_NAMES.items()}
-
-
-class FlavorFileError(ValueError):
-    """The file cannot be imported; the message starts with the key path at fault."""
 
 
 @dataclass(frozen=True)
@@ -103,56 +89,6 @@ class _UserSet:
     overrides: dict[str, dict[str, Any]]
 
 
-def _fail(path: str, message: str) -> FlavorFileError:
-    return FlavorFileError(f"{path or 'the file'}: {message}")
-
-
-def _mapping(path: str, value: Any, known: tuple[str, ...] | None = None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(path, "must be a mapping")
-    for key in value:
-        if not isinstance(key, str):
-            raise _fail(path, f"keys must be text, not {key!r}")
-        if known is not None and key not in known:
-            raise _fail(f"{path}.{key}" if path else key, f"unknown key; known: {', '.join(known)}")
-    return value
-
-
-def _whole(path: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(path, f"must be a whole number, not {value!r}")
-    return value
-
-
-def _flag(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, f"must be true or false, not {value!r}")
-    return value
-
-
-def _text(path: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _fail(path, f"must be text, not {value!r}")
-    return value
-
-
-def _names(path: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _fail(path, "must be a list of names")
-    return list(dict.fromkeys(value))
-
-
-def _max(path: str, value: Any) -> int | None:
-    """The file's ``max``: -1 (or none) is unlimited, 0 closes the flavor."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-        raise _fail(path, f"must be -1 (unlimited) or a number of servers, not {value!r}")
-    return None if value == -1 else value
-
-
 def _max_text(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
@@ -161,18 +97,9 @@ def _hubs_text(names: list[str]) -> str:
     return ("Hub " if len(names) == 1 else "Hubs ") + ", ".join(names)
 
 
-def _existing_service_matches(pattern: str, name: str) -> bool:
-    """How the existing service matches a Hub set's pattern: as a regular expression if it
-    is one, and as a glob only if it is not one (unlike its user sets, and the portal)."""
-    try:
-        return re.fullmatch(pattern, name) is not None
-    except re.error:
-        return re.fullmatch(fnmatch.translate(pattern), name) is not None
-
-
 class _Planner:
     def __init__(self, data: Any, hubs: Mapping[str, bool]) -> None:
-        self.data = _mapping("", data, FILE_KEYS)
+        self.data = read_mapping("", data, FILE_KEYS)
         self.hubs = dict(sorted(hubs.items()))  # name -> granted the Outpost
         self.plan = ImportPlan()
         self.flavor_max: dict[str, int | None] = {}
@@ -193,7 +120,7 @@ class _Planner:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-            raise _fail(path, f"must be 0 (unlimited) or a number of servers, not {value!r}")
+            raise fail(path, f"must be 0 (unlimited) or a number of servers, not {value!r}")
         if value == -1:
             self.difference(
                 f"{path} is -1: the existing service refuses every start with it (only 0 or no "
@@ -202,21 +129,21 @@ class _Planner:
         return value if value > 0 else None
 
     def flavors(self) -> None:
-        for name, value in _mapping("flavors", self.data.get("flavors")).items():
+        for name, value in read_mapping("flavors", self.data.get("flavors")).items():
             path = f"flavors.{name}"
-            item = _mapping(path, value, FLAVOR_KEYS)
+            item = read_mapping(path, value, FLAVOR_KEYS)
             runtime = item.get("runtime") or None  # {} is no runtime there too
             if runtime is not None:
                 try:
                     runtime = runtime_as_wire(runtime_from_wire(runtime))
                 except ValueError as error:
-                    raise _fail(f"{path}.runtime", str(error)) from None
-            self.flavor_max[name] = _max(f"{path}.max", item.get("max"))
+                    raise fail(f"{path}.runtime", str(error)) from None
+            self.flavor_max[name] = read_max(f"{path}.max", item.get("max"))
             entry = {
                 "name": name,
-                "display_name": _text(f"{path}.display_name", item.get("display_name", name)),
-                "description": _text(f"{path}.description", item.get("description") or ""),
-                "weight": _whole(f"{path}.weight", item.get("weight", 0)),
+                "display_name": read_text(f"{path}.display_name", item.get("display_name", name)),
+                "description": read_text(f"{path}.description", item.get("description") or ""),
+                "weight": read_whole(f"{path}.weight", item.get("weight", 0)),
                 "max": self.flavor_max[name],
                 "max_per_user": self.max_per_user(f"{path}.maxPerUser", item.get("maxPerUser")),
                 "runtime": runtime,
@@ -233,9 +160,9 @@ class _Planner:
         overrides: dict[str, dict[str, Any]] = {}
         caps: dict[str, int | None] = {}
         path = f"{set_path}.flavorsOverride"
-        for flavor, fields in _mapping(path, value).items():
+        for flavor, fields in read_mapping(path, value).items():
             here = f"{path}.{flavor}"
-            fields = _mapping(here, fields, ("max", *OVERRIDE_NAMES))
+            fields = read_mapping(here, fields, ("max", *OVERRIDE_NAMES))
             if flavor not in self.flavor_max:
                 why = "no flavor of the file"
             elif listed is not None and flavor not in listed:
@@ -252,7 +179,7 @@ class _Planner:
             for key, item in fields.items():
                 if key == "max":
                     if hub_set:
-                        caps[flavor] = _max(f"{here}.max", item)
+                        caps[flavor] = read_max(f"{here}.max", item)
                     else:
                         self.note(
                             f"{here}.max: a user set's max has no meaning in the portal (a "
@@ -268,7 +195,7 @@ class _Planner:
         return overrides, caps
 
     def listed(self, path: str, value: Any) -> list[str]:
-        names = _names(path, value)
+        names = read_names(path, value)
         unknown = [name for name in names if name not in self.flavor_max]
         if unknown:
             self.note(
@@ -283,28 +210,28 @@ class _Planner:
         """The Hubs a set's ``jupyterhub_name`` matches: as the portal reads the pattern, and
         as the existing service does."""
         if isinstance(pattern, list):
-            names = _names(path, pattern)
+            names = read_names(path, pattern)
             missing = [name for name in names if name not in self.hubs]
             if missing:
-                raise _fail(
+                raise fail(
                     path,
                     f"no Hub named {', '.join(missing)} in the portal; create "
                     f"{'it' if len(missing) == 1 else 'them'} first (admin or apply_config)",
                 )
             return names, names
         if not isinstance(pattern, str):
-            raise _fail(path, "must be a list of Hub names or a pattern (text)")
+            raise fail(path, "must be a list of Hub names or a pattern (text)")
         return (
             [name for name in self.hubs if text_matches(pattern, name)],
-            [name for name in self.hubs if _existing_service_matches(pattern, name)],
+            [name for name in self.hubs if existing_service_matches(pattern, name)],
         )
 
     def hub_sets_plan(self) -> None:
         theirs: dict[str, _HubSet] = {}  # the set that decides for a Hub in the existing service
         patterns: dict[str, str] = {}
-        for name, value in _mapping("hubs", self.data.get("hubs")).items():
+        for name, value in read_mapping("hubs", self.data.get("hubs")).items():
             path = f"hubs.{name}"
-            item = _mapping(path, value, HUB_SET_KEYS)
+            item = read_mapping(path, value, HUB_SET_KEYS)
             allowed = None
             if "flavors" in item:
                 allowed = self.listed(f"{path}.flavors", item["flavors"])
@@ -313,7 +240,7 @@ class _Planner:
             )
             hub_set = _HubSet(
                 name=name,
-                weight=_whole(f"{path}.weight", item.get("weight", 0)),
+                weight=read_whole(f"{path}.weight", item.get("weight", 0)),
                 allowed=allowed,
                 caps=caps,
                 overrides=overrides,
@@ -402,15 +329,15 @@ class _Planner:
     # users -----------------------------------------------------------------------------
 
     def user_sets_plan(self) -> None:
-        for name, value in _mapping("users", self.data.get("users")).items():
+        for name, value in read_mapping("users", self.data.get("users")).items():
             path = f"users.{name}"
-            item = _mapping(path, value, USER_SET_KEYS)
+            item = read_mapping(path, value, USER_SET_KEYS)
             hubs = None
             if "hubs" in item:
-                hubs = _names(f"{path}.hubs", item["hubs"])
+                hubs = read_names(f"{path}.hubs", item["hubs"])
                 missing = [hub for hub in hubs if hub not in self.hubs]
                 if missing:
-                    raise _fail(
+                    raise fail(
                         f"{path}.hubs",
                         f"no Hub named {', '.join(missing)} in the portal; create "
                         f"{'it' if len(missing) == 1 else 'them'} first (admin or apply_config)",
@@ -418,7 +345,7 @@ class _Planner:
                 if not hubs:
                     self.note(f"{path}.hubs is empty: the set applies to no Hub: not imported")
                     continue
-            forbidden = _flag(f"{path}.forbidden", item.get("forbidden", False))
+            forbidden = read_flag(f"{path}.forbidden", item.get("forbidden", False))
             listed = None
             if "flavors" in item:
                 listed = self.listed(f"{path}.flavors", item["flavors"])
@@ -431,10 +358,10 @@ class _Planner:
             entry: dict[str, Any] = {
                 "name": name,
                 "attributes": item.get("authentication") or {},
-                "negate": _flag(
+                "negate": read_flag(
                     f"{path}.negate_authentication", item.get("negate_authentication", False)
                 ),
-                "weight": _whole(f"{path}.weight", item.get("weight", 0)),
+                "weight": read_whole(f"{path}.weight", item.get("weight", 0)),
                 "forbidden": forbidden,
                 "hubs": hubs or [],
                 "flavors": [],

@@ -30,7 +30,8 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count, Q
 
-from flavors.imports import FlavorFileError, ImportPlan, flavor_file_plan
+from flavors.flavor_file import FlavorFileError
+from flavors.imports import ImportPlan, flavor_file_plan
 from flavors.models import Flavor, HubPolicy, UserRule
 from flavors.services import flavors_changed
 from outposts.models import Hub, Outpost, Server

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from flavors.imports import FlavorFileError, flavor_file_plan
+from flavors.flavor_file import FlavorFileError
+from flavors.imports import flavor_file_plan
 from outposts.models import Server
 from tests.support.api import ASYNC, BASE, send, start_body
 from tests.support.flavor_files import FLAVOR_FILE, client_of, file_hubs, import_flavors
