@@ -3,7 +3,8 @@
 - ``spawner``: ``SpawnerRunner``, one server's spawner with the request applied;
 - ``watch``: ``start_watched``, a start that gives up on a stop, a timeout or a takeover;
 - ``checks``: names that must never reach a spawner; ``tls``: internal-SSL files;
-- ``children``: the local-process servers this worker process started.
+- ``children``: the local-process servers this worker process started;
+- ``standins``: what a spawner reads of JupyterHub (its user, Hub, database), stood in for.
 - ``slurm``, ``kube``: what the runner adds to SlurmSpawner and KubeSpawner.
 
 The runner never touches the database; the lifecycle (outposts/lifecycle/) persists what it

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache
 from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +33,7 @@ from outposts.runner.checks import (
 )
 from outposts.runner.children import adopt_child, forget_child, is_zombie, remember_child
 from outposts.runner.logtail import SpawnerLogTail, secret_values, spawner_logger
+from outposts.runner.standins import StandInDB, StandInHub, StandInUser, outside_hub
 from outposts.runner.tls import SSL_ENV, TLSMaterial, remove_tls_files, write_tls_files
 
 if TYPE_CHECKING:
@@ -99,71 +99,6 @@ def format_address(result: Any) -> str:
             host = f"[{host}]"
         return f"{host}:{int(port)}"
     return str(result)
-
-
-class _StandInUser:
-    """What a spawner reads of JupyterHub's User: name, id, URLs, auth state."""
-
-    def __init__(self, *, name: str, user_id: int, base_url: str) -> None:
-        from jupyterhub.utils import url_escape_path, url_path_join
-
-        self.name = name
-        self.id = user_id
-        self.escaped_name = url_escape_path(name)
-        self.url = url_path_join(base_url, "user", self.escaped_name, "/")
-        self.spawners: dict[str, Any] = {}
-        self.settings: dict[str, Any] = {}
-
-    async def get_auth_state(self) -> dict[str, Any]:
-        return {}
-
-    def progress_url(self, server_name: str = "") -> str:
-        return ""
-
-    async def stop(self, server_name: str = "") -> None:
-        """Some Hub-side spawners ask their user to stop; the portal stops on its own."""
-
-
-class _StandInHub:
-    """What a spawner reads of JupyterHub's Hub object."""
-
-    def __init__(self, *, api_url: str, base_url: str, public_host: str) -> None:
-        self.api_url = api_url
-        self.base_url = base_url
-        self.public_host = public_host
-        self.url = base_url
-
-
-class _StandInDB:
-    """batchspawner and KubeSpawner call db.commit(); state is saved by the caller instead."""
-
-    def commit(self) -> None:
-        return None
-
-    def rollback(self) -> None:
-        return None
-
-
-@cache
-def _outside_hub(spawner_class: type[Spawner]) -> type[Spawner]:
-    """The spawner class with its server name held by itself instead of JupyterHub's ORM.
-
-    Spawner.name reads orm_spawner, which must stay None here (an ORM spawner without a
-    server would clear the Server object the runner sets). The subclass keeps the class
-    name, so traitlets config written for the class still applies.
-    """
-    from traitlets import Unicode
-
-    return type(
-        spawner_class.__name__,
-        (spawner_class,),
-        {
-            "__module__": spawner_class.__module__,
-            "portal_server_name": Unicode(""),
-            "name": property(lambda self: self.portal_server_name),
-            "display_name": property(lambda self: self.portal_server_name),
-        },
-    )
 
 
 @dataclass(frozen=True)
@@ -254,12 +189,12 @@ class SpawnerRunner:
         from jupyterhub.utils import url_escape_path, url_path_join
 
         spec, env = self.spec, self.spec.env
-        spawner_class = _outside_hub(import_string(spec.spawner_class))
+        spawner_class = outside_hub(import_string(spec.spawner_class))
         if kube.is_kube(spawner_class):
             spawner_class = kube.runner_class(spawner_class)  # outposts/runner/kube.py
         base_url = env.get("JUPYTERHUB_BASE_URL") or "/"
-        user = _StandInUser(name=spec.user_name, user_id=spec.user_id, base_url=base_url)
-        hub = _StandInHub(
+        user = StandInUser(name=spec.user_name, user_id=spec.user_id, base_url=base_url)
+        hub = StandInHub(
             api_url=env.get("JUPYTERHUB_API_URL", ""),
             base_url=url_path_join(base_url, "hub/"),
             public_host=env.get("JUPYTERHUB_HOST", ""),
@@ -270,7 +205,7 @@ class SpawnerRunner:
         spawner = spawner_class(
             user=user,
             hub=hub,
-            db=_StandInDB(),
+            db=StandInDB(),
             orm_spawner=None,
             portal_server_name=spec.server_name,
             config=Config({spawner_class.__name__: dict(spec.trait_values)}),
