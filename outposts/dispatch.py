@@ -88,6 +88,9 @@ def queue_server_start(
     _queue_on_commit(
         server_start_run_task,
         args=[server.pk, tls_token],
+        # What monitoring and worker logs show of the arguments: the id, not the (encrypted)
+        # internal-SSL material, which would also cost a repr of kilobytes per start.
+        argsrepr=f"({server.pk}, <TLS material>)",
         queue=server.outpost.celery_queue,
         unavailable=f"{QUEUE_UNAVAILABLE}: the start was not accepted; try again shortly.",
         if_unqueued=if_unqueued,

@@ -115,6 +115,24 @@ def test_the_same_start_after_the_broker_is_back_is_queued_at_once(
     assert queued(broker) == [("server_start_run_task", server.pk)]
 
 
+def test_a_start_task_names_its_server_but_not_its_tls_material_in_its_headers(
+    hub_client, outpost, broker
+):
+    # when a Hub starts a server with internal SSL
+    body = start_body()
+    body["certs"] = {"keyfile": "KEY", "certfile": "CERT", "cafile": "CA"}
+    response = send(hub_client, "POST", BASE + "services", body, headers=ASYNC)
+    assert response.status_code == 202
+    # then the task carries the material, encrypted, in its arguments ...
+    server = Server.objects.get()
+    [message] = [json.loads(raw) for raw in broker.lrange(QUEUE, 0, -1)]
+    args = json.loads(base64.b64decode(message["body"]))[0]
+    assert args[0] == server.pk
+    assert args[1] and "KEY" not in args[1]
+    # ... while what monitoring and the worker's logs show of them names the server only
+    assert message["headers"]["argsrepr"] == f"({server.pk}, <TLS material>)"
+
+
 def test_polls_lists_flavors_and_events_answer_from_the_database_while_the_broker_is_down(
     hub_client, outpost, hub, broker, private_redis
 ):
