@@ -174,6 +174,17 @@ def server_unwanted(*, server_id: int) -> bool:
     return server is None or server.stop_requested_at is not None or not server.is_active
 
 
+def _server_status_query() -> QuerySet[Server, tuple[str, str, str]]:
+    return Server.objects.filter(pk=_SERVER_ID).values_list("status", "address", "error")
+
+
+def server_status(*, server_id: int) -> tuple[str, str, str] | None:
+    """The server's (status, address, error); None if it is gone. What a synchronous start
+    or stop waits on; compiled once, since every such request reads it twice at least."""
+    rows = compiled(_server_status_query).rows({_SERVER_ID: server_id})
+    return rows[0] if rows else None
+
+
 def _outpost_locked_query() -> QuerySet[Outpost]:
     return Outpost.objects.select_for_update().filter(pk=_OUTPOST_ID)
 

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -306,10 +307,6 @@ async def in_request_thread(work: Callable[..., Any], *args: Any) -> Any:
     return await sync_to_async(work)(*args)
 
 
-def _status_row(server_id: int) -> tuple[str, str, str] | None:
-    return Server.objects.filter(pk=server_id).values_list("status", "address", "error").first()
-
-
 async def wait_for_status(
     server_id: int,
     *,
@@ -323,7 +320,7 @@ async def wait_for_status(
     deadline = time.monotonic() + timeout
     async with status_events.server_status_watch(server_id) as watch:
         while True:
-            row = await run(_status_row, server_id)
+            row = await run(partial(selectors.server_status, server_id=server_id))
             if row is not None and row[0] in until:
                 return row
             remaining = deadline - time.monotonic()
