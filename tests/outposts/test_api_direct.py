@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from outposts.api import serializers
 from outposts.api.direct import app as direct_app
 from outposts.api.direct import base as direct_base
 from outposts.api.direct import direct_api
@@ -560,3 +561,28 @@ def test_another_method_on_a_direct_path_goes_to_the_django_handler(flavors, dir
     assert fallback.calls == 3
     for answer, django_answer in answers:
         assert answer[0] == 405 and same(answer, django_answer), (answer, django_answer)
+
+
+def test_the_one_pair_of_userflavors_serializers_keeps_nothing_of_one_request_for_the_next(rf):
+    # given a userflavors request, one the serializers refuse, and another request
+    def request(body: Any, query: str) -> Any:
+        return rf.post(
+            f"/outposts/local/userflavors{query}", json.dumps(body), content_type="application/json"
+        )
+
+    first = request({"name": "olga", "groups": ["staff"]}, "?user_id=1")
+    refused = request({"name": "ivan"}, "?user_id=x")
+    second = request({"name": "ivan", "project": "physics"}, "")
+    # when the direct path reads them one after another
+    read_first = direct_reads.userflavors_request(first)
+    with pytest.raises(direct_base.NotDirect):
+        direct_reads.userflavors_request(refused)
+    read_second = direct_reads.userflavors_request(second)
+    # then each answer is its own request's, as new serializers read it
+    assert read_first == ({"name": "olga", "groups": ["staff"]}, "1")
+    assert read_second == ({"name": "ivan", "project": "physics"}, None)
+    for request_read, read in ((first, read_first), (second, read_second)):
+        authentication = serializers.AuthenticationSerializer(data=json.loads(request_read.body))
+        user = serializers.FlavorUserSerializer(data=request_read.GET)
+        assert authentication.is_valid() and user.is_valid()
+        assert read == (authentication.validated_data, user.validated_data.get("user_id"))

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
+from rest_framework.exceptions import ValidationError
 
 from flavors.api.serializers import flavors_answer
 from flavors.selectors import FlavorInUse, active_servers_by_flavor_query, flavor_list_for_hub
@@ -162,15 +163,21 @@ async def answer_userflavors(request: HttpRequest, match: re.Match[str]) -> Http
     return await flavors_response(read, view_class=views.UserFlavorsView)
 
 
+# One instance of each serializer validates every direct userflavors request, as one
+# StartSerializer every start (direct/start.py): a new one deep-copies its fields.
+AUTHENTICATION_SERIALIZER = serializers.AuthenticationSerializer()
+FLAVOR_USER_SERIALIZER = serializers.FlavorUserSerializer()
+
+
 def userflavors_request(request: HttpRequest) -> tuple[dict[str, Any], str | None]:
     """The user's attributes and id, validated by the serializers the view validates them
     with; NotDirect for any request the view would refuse, or parse otherwise than as JSON."""
-    data = json_body(request)
-    authentication = serializers.AuthenticationSerializer(data=data)
-    user = serializers.FlavorUserSerializer(data=request.GET)
-    if not (authentication.is_valid() and user.is_valid()):
-        raise NotDirect
-    return authentication.validated_data, user.validated_data.get("user_id")
+    try:
+        authentication = AUTHENTICATION_SERIALIZER.run_validation(json_body(request))
+        user = FLAVOR_USER_SERIALIZER.run_validation(request.GET)
+    except ValidationError as error:
+        raise NotDirect from error
+    return authentication, user.get("user_id")
 
 
 async def flavors_response(
