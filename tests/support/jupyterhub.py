@@ -114,11 +114,15 @@ class RunningHub:
         request.add_header("Authorization", f"token {self.token}")
         request.add_header("Accept", "text/event-stream")
         events = []
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            for raw in response:
-                line = raw.decode("utf-8", "replace").strip()
-                if line.startswith("data:"):
-                    events.append(json.loads(line[len("data:") :]))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                for raw in response:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if line.startswith("data:"):
+                        events.append(json.loads(line[len("data:") :]))
+        except urllib.error.HTTPError as error:
+            body = error.read().decode("utf-8", "replace")
+            pytest.fail(f"{path} answered {error.code} {body}\n{self.log_tail(120)}")
         return events
 
     def remember_processes(self) -> None:
