@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import BROKER_URL, free_port, percentile  # noqa: E402
+from bench.harness import BROKER_URL, CLOCK_TICKS, free_port, percentile  # noqa: E402
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 PG_DATABASE = "portal_bench_embedded"
@@ -159,6 +160,18 @@ def print_memory(sid: int) -> int:
     return total_pss
 
 
+def cpu_seconds_by_part(sid: int) -> Counter[str]:
+    """User + system CPU seconds used so far by each part of runportal's session."""
+    used: Counter[str] = Counter()
+    for pid, cmdline in session_pids(sid).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[part_name(cmdline)] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
+
+
 def pss_together(sid: int) -> int:
     """The PSS sum of runportal's session in KiB, printing nothing."""
     return sum(memory_kib(pid)[0] for pid in session_pids(sid))
@@ -269,9 +282,18 @@ def main() -> None:
         one = client()
         start_once(one, base, 10**6)  # warm-up: the first start imports the spawner
         after_first = pss_together(portal.pid)
+        cpu_before = cpu_seconds_by_part(portal.pid)
         began = time.perf_counter()
         results = [start_once(one, base, n) for n in range(args.sequential)]
         print(latency_line("one at a time", results, time.perf_counter() - began))
+        cpu_used = cpu_seconds_by_part(portal.pid)
+        cpu_used.subtract(cpu_before)
+        parts = ", ".join(
+            f"{part} {seconds / args.sequential * 1000:.1f}"
+            for part, seconds in sorted(cpu_used.items())
+            if seconds > 0
+        )
+        print(f"  CPU per start, in ms (PostgreSQL's not counted): {parts}")
         times = start_times(env, data, [f"s{n}" for n in range(args.sequential)])
         claimed = percentile(sorted(claim for claim, _ in times), 0.5)
         landed = percentile(sorted(land for _, land in times), 0.5)
