@@ -99,6 +99,32 @@ def _subscriber_client(url: str) -> redis.asyncio.Redis:
     return client
 
 
+# Pub/sub connections whose wait is over, unsubscribed, by event loop: the next wait takes one
+# rather than connect anew (a TCP connect and a handshake for every synchronous start).
+IDLE_SUBSCRIBERS_KEPT = 8
+_idle_subscribers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, list[redis.asyncio.client.PubSub]
+] = weakref.WeakKeyDictionary()
+
+
+def _subscriber_taken(url: str) -> redis.asyncio.client.PubSub:
+    idle = _idle_subscribers.get(asyncio.get_running_loop())
+    return idle.pop() if idle else _subscriber_client(url).pubsub()
+
+
+async def _subscribed(pubsub: redis.asyncio.client.PubSub, channel: str) -> None:
+    """Subscribe to ``channel`` and wait for Redis to confirm: only then is no later
+    announcement missed. Redis answers in order, so whatever an earlier wait on this
+    connection left unread (its unsubscribe, a late announcement) comes before, unused."""
+    await pubsub.subscribe(channel)
+    confirmed = {"type": "subscribe", "channel": channel.encode()}
+    async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+        while True:
+            message = await pubsub.get_message(timeout=REDIS_TIMEOUT_SECONDS)
+            if message and confirmed.items() <= message.items():
+                return
+
+
 class StatusWatch:
     """Waits for a server's next status announcement, or a bound, whichever comes first."""
 
@@ -116,14 +142,30 @@ class StatusWatch:
             await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
         except (redis.RedisError, OSError) as error:
             log.warning("Status announcements lost, polling instead: %s", error)
-            await self._drop()
+            await self.close()
             await asyncio.sleep(min(WAIT_POLL_SECONDS, timeout))
 
-    async def _drop(self) -> None:
+    async def close(self) -> None:
         if self.pubsub is not None:
             pubsub, self.pubsub = self.pubsub, None
             with contextlib.suppress(redis.RedisError, OSError):
                 await pubsub.aclose()
+
+    async def give_back(self) -> None:
+        """The wait is over: its connection, unsubscribed, waits for the loop's next wait."""
+        if self.pubsub is None:
+            return
+        idle = _idle_subscribers.setdefault(asyncio.get_running_loop(), [])
+        if len(idle) >= IDLE_SUBSCRIBERS_KEPT:
+            await self.close()
+            return
+        try:
+            await self.pubsub.unsubscribe()
+        except (redis.RedisError, OSError):
+            await self.close()
+            return
+        idle.append(self.pubsub)
+        self.pubsub = None
 
 
 @contextlib.asynccontextmanager
@@ -132,11 +174,9 @@ async def server_status_watch(server_id: int) -> AsyncIterator[StatusWatch]:
     url = redis_url()
     watch = StatusWatch(None)
     if url is not None:
-        pubsub = _subscriber_client(url).pubsub()
+        pubsub = _subscriber_taken(url)
         try:
-            await pubsub.subscribe(channel_for_server(server_id))
-            # Wait for Redis to confirm: only then is no later announcement missed.
-            await pubsub.get_message(timeout=REDIS_TIMEOUT_SECONDS)
+            await _subscribed(pubsub, channel_for_server(server_id))
             watch = StatusWatch(pubsub)
         except (redis.RedisError, OSError) as error:
             log.warning("Cannot subscribe to status announcements, polling: %s", error)
@@ -145,4 +185,4 @@ async def server_status_watch(server_id: int) -> AsyncIterator[StatusWatch]:
     try:
         yield watch
     finally:
-        await watch._drop()
+        await watch.give_back()

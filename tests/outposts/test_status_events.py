@@ -4,6 +4,7 @@ fails the status change it announces."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -104,3 +105,59 @@ def test_a_wait_without_redis_still_answers(settings):
     # a Redis broker that is down: the wait falls back to polling
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
     assert ended_unannounced_behind_a_wait() == Server.Status.STOPPED
+
+
+def waits_one_after_another(servers: list[Server], *, between=None) -> tuple[list, list]:
+    """Each server's wait for its end in one event loop, one after another, each ended by a
+    worker's announcement; the answers, and the loop's idle connections after each wait.
+    ``between(idle)`` runs in the loop after each wait but the last."""
+
+    async def waits() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        answers, idle_after = [], []
+        for server in servers:
+            worker = in_thread(
+                lambda server=server: server_mark_stopped(server_id=server.pk, exit_code=0)
+            )
+            row = await wait_for_status(server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
+            answers.append(None if row is None else row[0])
+            worker.join()
+            idle = status_events._idle_subscribers[loop]
+            idle_after.append(list(idle))
+            if between is not None and server is not servers[-1]:
+                await between(idle)
+        return answers, idle_after
+
+    def run() -> tuple[list, list]:
+        try:
+            return async_to_sync(waits)()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        # Each wait must be woken within DEADLINE: its first re-read comes after 30 s.
+        return pool.submit(run).result(timeout=len(servers) * DEADLINE)
+
+
+def test_waits_in_one_event_loop_take_turns_on_one_redis_connection(settings):
+    settings.SYNC_WAIT_RECHECK_SECONDS = LONG_RECHECK
+    servers = [ServerFactory(status=Server.Status.RUNNING) for _ in range(3)]
+    # when three waits run one after another in one loop (one web process's)
+    answers, idle_after = waits_one_after_another(servers)
+    # then each is woken by its own server's end, and all three used one connection
+    assert answers == [Server.Status.STOPPED] * 3
+    [first] = idle_after[0]
+    assert all(idle == [first] for idle in idle_after)
+
+
+def test_a_wait_on_a_connection_that_broke_while_idle_is_still_woken(settings):
+    settings.SYNC_WAIT_RECHECK_SECONDS = LONG_RECHECK
+    servers = [ServerFactory(status=Server.Status.RUNNING) for _ in range(2)]
+
+    async def break_idle_connection(idle) -> None:
+        await idle[0].connection.disconnect()
+
+    # when the first wait's connection breaks (Redis restarted) before the second wait
+    answers, _ = waits_one_after_another(servers, between=break_idle_connection)
+    # then the second wait is woken all the same
+    assert answers == [Server.Status.STOPPED] * 2
