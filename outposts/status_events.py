@@ -6,7 +6,8 @@ to that channel before its first status read, so no change is missed between the
 the wait. The message says only "look again": the waiter re-reads the status from the
 database, the one source of truth. A lost message (Redis restarted) costs at most one safety
 re-read interval (SYNC_WAIT_RECHECK_SECONDS). With a broker that is not Redis (filesystem://,
-memory://) there is no pub/sub and a waiter re-reads every WAIT_POLL_SECONDS.
+memory://) there is no pub/sub and a waiter re-reads every WAIT_POLL_SECONDS. A wait that
+is over leaves its connection, unsubscribed, to the next wait of its event loop.
 """
 
 from __future__ import annotations
