@@ -9,11 +9,13 @@ and field selectors and resource versions.
 Its "kubelet" runs a created pod's first container as a local process: ``command`` + ``args``
 (KubeSpawner puts the server command in ``args``; the fake images have no entrypoint), with
 the container's plain ``env`` values, a minimal PATH and ``FAKE_KUBE_POD_IP``. Each pod gets
-its own loopback address (127.0.0.N) as its pod IP, standing in for a pod's own network
-namespace, so every pod's server can listen on the same port. It records the events a real
-kubelet would (Scheduled, Pulling, Pulled, Created, Started; Failed/BackOff for an image the
-test marks unpullable, whose pod then stays Pending), and the container's exit as
-``terminated`` with its exit code. ``unavailable`` makes it answer 503 to everything.
+its own loopback address as its pod IP, standing in for a pod's own network namespace, so
+every pod's server can listen on the same port; each fake has a /24 of 127/8 of its own
+(127.X.Y.N), so that the fakes of tests running at once never hand out the same address.
+It records the events a real kubelet would (Scheduled, Pulling, Pulled, Created, Started;
+Failed/BackOff for an image the test marks unpullable, whose pod then stays Pending), and
+the container's exit as ``terminated`` with its exit code. ``unavailable`` makes it answer
+503 to everything.
 
 What it does not do: authentication, RBAC, admission, scheduling, probes, volumes, strategic
 merge patches, JSON patches, cluster-wide lists. It is test code, not a Kubernetes.
@@ -27,6 +29,7 @@ import copy
 import itertools
 import json
 import os
+import random
 import signal
 import threading
 import uuid
@@ -119,6 +122,10 @@ class FakeKube:
     unavailable: bool = False
     version: itertools.count = field(default_factory=lambda: itertools.count(1))
     next_ip: itertools.count = field(default_factory=lambda: itertools.count(2))
+    # Not 127.0.0.x, where other tests' servers listen; two fakes share one in 65,000.
+    pod_network: str = field(
+        default_factory=lambda: f"127.{random.randint(1, 254)}.{random.randint(0, 255)}"
+    )
     changed: asyncio.Condition | None = None
     loop: asyncio.AbstractEventLoop | None = None
     log_dir: Path | None = None
@@ -218,7 +225,7 @@ class FakeKube:
             )
             return
         await self.event(pod, reason="Pulled", message=f'Successfully pulled image "{image}"')
-        ip = f"127.0.0.{next(self.next_ip) % 250 + 2}"
+        ip = f"{self.pod_network}.{next(self.next_ip) % 250 + 2}"
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FAKE_KUBE_POD_IP": ip}
         env.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
