@@ -161,3 +161,36 @@ def test_a_wait_on_a_connection_that_broke_while_idle_is_still_woken(settings):
     answers, _ = waits_one_after_another(servers, between=break_idle_connection)
     # then the second wait is woken all the same
     assert answers == [Server.Status.STOPPED] * 2
+
+
+def test_a_loop_keeps_at_most_a_few_idle_connections_after_many_waits_at_once(settings):
+    settings.SYNC_WAIT_RECHECK_SECONDS = LONG_RECHECK
+    kept = status_events.IDLE_SUBSCRIBERS_KEPT
+    servers = [ServerFactory(status=Server.Status.RUNNING) for _ in range(kept + 3)]
+
+    async def waits_at_once() -> tuple[list, int]:
+        worker = in_thread(
+            lambda: [server_mark_stopped(server_id=server.pk, exit_code=0) for server in servers]
+        )
+        rows = await asyncio.gather(
+            *(
+                wait_for_status(server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
+                for server in servers
+            )
+        )
+        worker.join()
+        idle = status_events._idle_subscribers[asyncio.get_running_loop()]
+        return [row[0] for row in rows], len({id(pubsub) for pubsub in idle})
+
+    def run() -> tuple[list, int]:
+        try:
+            return async_to_sync(waits_at_once)()
+        finally:
+            connections.close_all()
+
+    # when more waits than it keeps run at once in one loop, each woken by its server's end
+    with ThreadPoolExecutor(1) as pool:
+        statuses, idle = pool.submit(run).result(timeout=DEADLINE)
+    # then each was answered, and the loop keeps only so many connections for the next
+    assert statuses == [Server.Status.STOPPED] * len(servers)
+    assert idle == kept
