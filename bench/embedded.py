@@ -20,6 +20,7 @@ Everything lives in a temporary folder and runportal's session, both removed at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import BROKER_URL, CLOCK_TICKS, free_port, percentile  # noqa: E402
+from bench.harness import BROKER_URL, free_port, percentile, process_cpu_seconds  # noqa: E402
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 PG_DATABASE = "portal_bench_embedded"
@@ -164,11 +165,8 @@ def cpu_seconds_by_part(sid: int) -> Counter[str]:
     """User + system CPU seconds used so far by each part of runportal's session."""
     used: Counter[str] = Counter()
     for pid, cmdline in session_pids(sid).items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[part_name(cmdline)] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        with contextlib.suppress(OSError):  # a part that just exited
+            used[part_name(cmdline)] += process_cpu_seconds(pid)
     return used
 
 

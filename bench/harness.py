@@ -7,6 +7,7 @@ also when it fails or is interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -164,6 +165,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` used so far; OSError once it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
 @dataclass
 class Uvicorn:
     proc: subprocess.Popen[bytes]
@@ -180,14 +187,11 @@ class Uvicorn:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the master and its workers."""
-        total = 0
+        total = 0.0
         for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / CLOCK_TICKS
+            with contextlib.suppress(OSError):  # a worker that just exited
+                total += process_cpu_seconds(pid)
+        return total
 
 
 @contextmanager

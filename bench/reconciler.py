@@ -24,11 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
-    CLOCK_TICKS,
     ROOT,
     VENV_BIN,
     bench_database,
     private_postgres,
+    process_cpu_seconds,
 )
 
 # Its poll answers None at once: a round's cost is all the portal's.
@@ -38,11 +38,6 @@ FAKE = "tests.support.spawners.InstantSpawner"
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def start_worker(env: dict[str, str], queue: str) -> tuple[subprocess.Popen[bytes], Path]:
