@@ -181,8 +181,7 @@ async def server_status_watch(server_id: int) -> AsyncIterator[StatusWatch]:
             watch = StatusWatch(pubsub)
         except (redis.RedisError, OSError) as error:
             log.warning("Cannot subscribe to status announcements, polling: %s", error)
-            with contextlib.suppress(redis.RedisError, OSError):
-                await pubsub.aclose()
+            await StatusWatch(pubsub).close()
     try:
         yield watch
     finally:

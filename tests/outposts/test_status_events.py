@@ -42,21 +42,33 @@ def in_thread(action) -> threading.Thread:
     return thread
 
 
-def wait_ended(server: Server):
-    """The wait's answer, which must come within DEADLINE though the wait may go on longer:
-    an answer from the last re-read at the wait's own bound would prove nothing."""
+def in_a_loop_of_its_own(waits, *, deadline: float = DEADLINE):
+    """What ``waits()`` returns, run in an event loop of a thread of its own (as a web
+    process's), which must come within ``deadline`` though the waits may go on longer: an
+    answer from the last re-read at a wait's own bound would prove nothing."""
 
-    def wait() -> tuple[str, str, str] | None:
+    def run():
         try:
-            return async_to_sync(wait_for_status)(
-                server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK
-            )
+            return async_to_sync(waits)()
         finally:
-            connections.close_all()  # the ORM read in this thread
+            connections.close_all()  # the ORM reads in this thread
 
     with ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(wait)
-        return answer.result(timeout=DEADLINE)
+        return pool.submit(run).result(timeout=deadline)
+
+
+def waited_for_end(server: Server):
+    """A wait for ``server``'s end, bounded far past DEADLINE."""
+    return wait_for_status(server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
+
+
+def wait_ended(server: Server):
+    """The wait's answer, within DEADLINE."""
+
+    async def wait():
+        return await waited_for_end(server)
+
+    return in_a_loop_of_its_own(wait)
 
 
 def ended_unannounced_behind_a_wait() -> str | None:
@@ -119,7 +131,7 @@ def waits_one_after_another(servers: list[Server], *, between=None) -> tuple[lis
             worker = in_thread(
                 lambda server=server: server_mark_stopped(server_id=server.pk, exit_code=0)
             )
-            row = await wait_for_status(server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
+            row = await waited_for_end(server)
             answers.append(None if row is None else row[0])
             worker.join()
             idle = status_events._idle_subscribers[loop]
@@ -128,15 +140,8 @@ def waits_one_after_another(servers: list[Server], *, between=None) -> tuple[lis
                 await between(idle)
         return answers, idle_after
 
-    def run() -> tuple[list, list]:
-        try:
-            return async_to_sync(waits)()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1) as pool:
-        # Each wait must be woken within DEADLINE: its first re-read comes after 30 s.
-        return pool.submit(run).result(timeout=len(servers) * DEADLINE)
+    # Each wait must be woken within DEADLINE: its first re-read comes after 30 s.
+    return in_a_loop_of_its_own(waits, deadline=len(servers) * DEADLINE)
 
 
 def test_waits_in_one_event_loop_take_turns_on_one_redis_connection(settings):
@@ -172,25 +177,13 @@ def test_a_loop_keeps_at_most_a_few_idle_connections_after_many_waits_at_once(se
         worker = in_thread(
             lambda: [server_mark_stopped(server_id=server.pk, exit_code=0) for server in servers]
         )
-        rows = await asyncio.gather(
-            *(
-                wait_for_status(server.pk, until=Server.ENDED, timeout=2 * LONG_RECHECK)
-                for server in servers
-            )
-        )
+        rows = await asyncio.gather(*(waited_for_end(server) for server in servers))
         worker.join()
         idle = status_events._idle_subscribers[asyncio.get_running_loop()]
         return [row[0] for row in rows], len({id(pubsub) for pubsub in idle})
 
-    def run() -> tuple[list, int]:
-        try:
-            return async_to_sync(waits_at_once)()
-        finally:
-            connections.close_all()
-
     # when more waits than it keeps run at once in one loop, each woken by its server's end
-    with ThreadPoolExecutor(1) as pool:
-        statuses, idle = pool.submit(run).result(timeout=DEADLINE)
+    statuses, idle = in_a_loop_of_its_own(waits_at_once)
     # then each was answered, and the loop keeps only so many connections for the next
     assert statuses == [Server.Status.STOPPED] * len(servers)
     assert idle == kept
