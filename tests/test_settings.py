@@ -26,8 +26,8 @@ def portal_env(tmp_path: Path, **env: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="portal.settings",
         PORTAL_DATA_DIR=str(tmp_path),
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        **env,
     )
+    clean.update(env)
     return clean
 
 
@@ -211,3 +211,19 @@ def test_spawner_loggers_follow_a_higher_root_level(tmp_path):
     loaded = loaded_settings(tmp_path, "LOGGING", **SECRETS, PORTAL_LOG_LEVEL="WARNING")
     levels = {name: config["level"] for name, config in loaded["LOGGING"]["loggers"].items()}
     assert levels["batchspawner"] == levels["kubespawner"] == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("variable", "binding"), [({}, True), ({"PORTAL_DB_SERVER_SIDE_BINDING": "0"}, False)]
+)
+def test_postgresql_binds_the_parameters_unless_told_not_to(tmp_path, variable, binding):
+    # when a portal process loads its settings for PostgreSQL (it connects only when asked)
+    loaded = loaded_settings(
+        tmp_path,
+        "DATABASES",
+        **SECRETS,
+        DATABASE_URL="postgres://portal@db.invalid/portal",
+        **variable,
+    )
+    # then the server binds the queries' parameters, unless a pooler in the way forbids it
+    assert loaded["DATABASES"]["default"]["OPTIONS"]["server_side_binding"] is binding
