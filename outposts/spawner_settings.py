@@ -150,6 +150,11 @@ def trait_values_problems_of(
     flavor's ``resources``; with ``types_only``, a Hub's allow-listed ``misc``, whose names
     the Outpost's allow-list decides) for an Outpost of ``spawner_class``. A class that is
     itself refused is the Outpost's problem."""
+    if not values:
+        # Nothing to check, so nothing to import: loading a spawner class imports JupyterHub
+        # (with SQLAlchemy and alembic), over a second of CPU that held up every start a web
+        # process served while its first one imported it (bench/README.md, seventh round).
+        return []
     try:
         cls = spawner_class_load(spawner_class)
     except SpawnerClassRefused:

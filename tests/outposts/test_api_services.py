@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
+from outposts import spawner_settings
 from outposts.models import Server
 from tests.factories import FlavorFactory, HubFactory, ServerFactory, SpawnEventFactory
 from tests.support.api import ASYNC, basic_auth, send, start_body
@@ -238,6 +239,26 @@ def test_an_override_without_listed_values_takes_any_and_a_list_value_is_refused
     assert start(hub_client, start_body(misc={"default_url": "/anything"})).status_code == 202
     listed = start(hub_client, start_body(name="b", misc={"image": ["quay.io/x"]}))
     assert listed.status_code == 400
+
+
+def test_a_start_that_sets_no_trait_never_loads_the_spawner_class(hub_client, outpost, monkeypatch):
+    # Loading the class imports JupyterHub: over a second that held up every start a web
+    # process served while its first one imported it (bench/README.md, seventh round).
+    loaded = []
+    load = spawner_settings.spawner_class_load
+    monkeypatch.setattr(
+        spawner_settings, "spawner_class_load", lambda path: loaded.append(path) or load(path)
+    )
+    # given an Outpost that allow-lists an override
+    outpost.allowed_overrides = ["image"]
+    outpost.save()
+    # when a Hub starts servers with misc keys the Outpost does not list, and with none
+    for name, misc in (("a", {"port": 51285, "cmd": ["sh"]}), ("b", {})):
+        assert start(hub_client, start_body(name=name, misc=misc)).status_code == 202
+    # then no class was loaded for them; a listed key's value is checked against the class
+    assert loaded == []
+    assert start(hub_client, start_body(name="c", misc={"image": "x"})).status_code == 202
+    assert loaded == [outpost.spawner_class]
 
 
 def raw_row(server: Server) -> str:
