@@ -1,5 +1,5 @@
-"""Where a poll's, a list's and the flavors' time goes: py-spy samples one uvicorn worker while
-one client repeats the request.
+"""Where a poll's, a list's, the flavors' and userflavors' time goes: py-spy samples one uvicorn
+worker while one client repeats the request.
 
     .venv/bin/python bench/profile_api.py [--servers 1000] [--seconds 15] [--out DIR]
 
@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import requests
-from api_load import DATABASE, HUB_NAME, SLUG, populate
+from api_load import DATABASE, HUB_NAME, SLUG, STAFF, populate
 from harness import VENV_BIN, bench_database, private_postgres, uvicorn
 
 # Parts of a stack: a frame's function name starts with the first, its file path holds the
@@ -32,14 +32,17 @@ from harness import VENV_BIN, bench_database, private_postgres, uvicorn
 PARTS = {
     "thread hops (asgiref sync_to_async / async_to_sync)": ("", "asgiref/sync.py"),
     "Django's middleware (MiddlewareMixin)": ("", "django/utils/deprecation.py"),
+    "the direct answers (outposts/api/direct/)": ("", "outposts/api/direct/"),
     "Hub authentication": ("", "outposts/api/authentication.py"),
+    "the body validated (DRF serializers and fields)": ("run_validation", "rest_framework/"),
+    "flavors resolved (policies, user rules)": ("", "flavors/resolution.py"),
     "ORM: SQL compiled": ("as_sql", "django/db/models/sql/compiler.py"),
     "ORM: rows built (from_db, iterators)": ("from_db", "django/db/models/base.py"),
     "psycopg (query sent, answer read)": ("", "psycopg/"),
     "DRF (request, negotiation, response)": ("", "rest_framework/"),
     "answer serialised (our serializers)": ("", "api/serializers.py"),
     "JSON rendered": ("", "rest_framework/renderers.py"),
-    "uvicorn and h11 (HTTP)": ("", "uvicorn/"),
+    "uvicorn and its HTTP parser": ("", "uvicorn/"),
 }
 
 
@@ -61,23 +64,29 @@ def main() -> None:
         names = populate(args.servers, secret, seed=1)
         api = f"/outposts/{SLUG}"
         name, start_id = names[1]
+        # endpoint: (path, the JSON body of a POST or None for a GET), as api_load.py sends
         endpoints = {
-            "poll": f"{api}/services/{name}/{start_id}",
-            "list": f"{api}/services/",
-            "flavors": f"{api}/flavors/",
+            "poll": (f"{api}/services/{name}/{start_id}", None),
+            "list": (f"{api}/services/", None),
+            "flavors": (f"{api}/flavors/", None),
+            "userflavors": (f"{api}/userflavors/?user_id=1", STAFF),
         }
         with uvicorn(env, workers=1, ping_path=f"{api}/ping") as server:
             worker = server.pids()[-1]
-            for endpoint, path in endpoints.items():
+            for endpoint, (path, body) in endpoints.items():
                 stacks = out / f"{endpoint}.txt"
-                count = sample(server.base + path, (HUB_NAME, secret), worker, stacks, args.seconds)
+                url, auth = server.base + path, (HUB_NAME, secret)
+                count = sample(url, body, auth, worker, stacks, args.seconds)
                 print(f"\n{endpoint}: {count} requests while sampled; {stacks}")
                 for part, share in shares(stacks).items():
                     print(f"  {share:6.1%}  {part}")
 
 
-def sample(url: str, auth: tuple[str, str], pid: int, stacks: Path, seconds: float) -> int:
-    """Requests from one client for ``seconds`` while py-spy samples ``pid``."""
+def sample(
+    url: str, body: object, auth: tuple[str, str], pid: int, stacks: Path, seconds: float
+) -> int:
+    """Requests from one client for ``seconds`` while py-spy samples ``pid``: GETs, or POSTs
+    of ``body`` when there is one."""
     stop = threading.Event()
     count = 0
 
@@ -85,7 +94,11 @@ def sample(url: str, auth: tuple[str, str], pid: int, stacks: Path, seconds: flo
         nonlocal count
         with requests.Session() as session:
             while not stop.is_set():
-                session.get(url, auth=auth, timeout=60).raise_for_status()
+                if body is None:
+                    answer = session.get(url, auth=auth, timeout=60)
+                else:
+                    answer = session.post(url, json=body, auth=auth, timeout=60)
+                answer.raise_for_status()
                 count += 1
 
     thread = threading.Thread(target=client, daemon=True)
