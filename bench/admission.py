@@ -28,7 +28,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import requests
-from harness import bench_database, percentile, private_postgres, uvicorn
+from harness import bench_database, percentile, private_postgres, uvicorn, with_machine_speed
 
 DATABASE = "portal_bench_admission"
 SLUG = "bench"
@@ -211,4 +211,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(with_machine_speed(main))

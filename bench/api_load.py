@@ -31,6 +31,7 @@ from harness import (
     run_load,
     sqlite_database,
     uvicorn,
+    with_machine_speed,
 )
 
 DATABASE = "portal_bench"
@@ -297,4 +298,4 @@ def report(
 
 
 if __name__ == "__main__":
-    main()
+    with_machine_speed(main)

@@ -38,7 +38,13 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import BROKER_URL, free_port, percentile, process_cpu_seconds  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BROKER_URL,
+    free_port,
+    percentile,
+    process_cpu_seconds,
+    with_machine_speed,
+)
 
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 PG_DATABASE = "portal_bench_embedded"
@@ -369,4 +375,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with_machine_speed(main)

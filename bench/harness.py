@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import redis
@@ -33,6 +34,7 @@ VENV_BIN = Path(sys.executable).parent
 # Another Redis DB can be given, so that two people's benchmarks never empty each other's.
 BROKER_URL = os.environ.get("PORTAL_BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 # --- The environment: database, broker, Django ----------------------------------------------
@@ -277,6 +279,41 @@ def machine_cpu() -> tuple[float, float]:
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])  # without guest time, already counted in user
     return total - idle, total
+
+
+# A fixed pure-Python loop: 0.23-0.25 s of CPU on the seventh round's machine at its fastest.
+REFERENCE_LOOP = 10_000_000
+
+
+def reference_loop_seconds() -> float:
+    """The CPU seconds this process takes for REFERENCE_LOOP additions: the machine's speed
+    right now. Machines of this kind differ, and one machine's speed changed by up to twice
+    within minutes (bench/README.md, seventh round); the CPU figures scale with it, so each
+    benchmark prints it before and after (machine_speed_line)."""
+    began = time.process_time()
+    total = 0
+    for number in range(REFERENCE_LOOP):
+        total += number
+    return time.process_time() - began
+
+
+def machine_speed_line(when: str) -> str:
+    """What a benchmark prints of the machine ``when`` ("before", "after"): the reference
+    loop's CPU time and the load average."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return (
+        f"machine {when}: reference loop {reference_loop_seconds():.3f} s of CPU "
+        f"(lower is faster), load {' '.join(load)}"
+    )
+
+
+def with_machine_speed(main: Callable[[], T]) -> T:
+    """``main()``, with the machine's speed printed before and after it (also on failure)."""
+    print(machine_speed_line("before"), flush=True)
+    try:
+        return main()
+    finally:
+        print(machine_speed_line("after"), flush=True)
 
 
 class ConnectionSampler:

@@ -22,7 +22,7 @@ import time
 from contextlib import ExitStack
 
 from api_load import DATABASE, EMPTY_SLUG, HUB_NAME, SLUG, expect, populate
-from harness import bench_database, private_postgres, run_load, uvicorn
+from harness import bench_database, private_postgres, run_load, uvicorn, with_machine_speed
 
 
 def parse_args() -> argparse.Namespace:
@@ -133,5 +133,5 @@ def endpoints(base: str, auth: tuple[str, str], names: list[tuple[str, str]], ar
 
 if __name__ == "__main__":
     began = time.perf_counter()
-    main()
+    with_machine_speed(main)
     print(f"({time.perf_counter() - began:.0f} s)")
