@@ -281,15 +281,15 @@ def machine_cpu() -> tuple[float, float]:
     return total - idle, total
 
 
-# A fixed pure-Python loop: 0.23-0.25 s of CPU on the seventh round's machine at its fastest.
+# A fixed pure-Python loop: 0.20-0.25 s of CPU on the seventh round's machine at its fastest.
 REFERENCE_LOOP = 10_000_000
 
 
 def reference_loop_seconds() -> float:
-    """The CPU seconds this process takes for REFERENCE_LOOP additions: the machine's speed
-    right now. Machines of this kind differ, and one machine's speed changed by up to twice
-    within minutes (bench/README.md, seventh round); the CPU figures scale with it, so each
-    benchmark prints it before and after (machine_speed_line)."""
+    """The CPU seconds this process takes for REFERENCE_LOOP additions: a sign of the
+    machine's speed right now. Machines of this kind differ, and one machine's speed changed
+    by up to twice within minutes; the CPU figures move with it, though not only with it
+    (bench/README.md, seventh round). Each benchmark prints it before and after."""
     began = time.process_time()
     total = 0
     for number in range(REFERENCE_LOOP):
