@@ -30,6 +30,7 @@ from bench.harness import (  # noqa: E402
     machine_speed_line,
     private_postgres,
     process_cpu_seconds,
+    with_machine_speed,
 )
 
 # Its poll answers None at once: a round's cost is all the portal's.
@@ -100,7 +101,6 @@ def main() -> None:
         outpost = Outpost.objects.create(slug="bench", name="Bench", spawner_class=FAKE)
         hub = Hub.objects.create(name="benchhub", callback_url_prefixes=["http://127.0.0.1:"])
         hub.outposts.add(outpost)
-        print(machine_speed_line("before"))
         print(
             f"RECONCILE_BATCH_SIZE={settings.RECONCILE_BATCH_SIZE} "
             f"RECONCILE_INTERVAL={settings.RECONCILE_INTERVAL}"
@@ -128,7 +128,7 @@ def main() -> None:
                 f"{size:>8} {wall:>8.2f} {polled:>8} {cpu / max(polled, 1) * 1000:>14.3f} "
                 f"{queries / max(polled, 1):>15.2f} {'yes' if within else 'no':>16}"
             )
-        print(machine_speed_line("between the two"))
+        print(machine_speed_line("between the two rounds"))
         worker, log = start_worker(env, outpost.celery_queue)
         try:
             print("through a Celery worker (wall from queueing to the lease released):")
@@ -156,8 +156,7 @@ def main() -> None:
             worker.terminate()
             worker.wait(timeout=30)
             log.unlink(missing_ok=True)
-        print(machine_speed_line("after"))
 
 
 if __name__ == "__main__":
-    main()
+    with_machine_speed(main)

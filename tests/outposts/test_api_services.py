@@ -246,9 +246,12 @@ def test_a_start_that_sets_no_trait_never_loads_the_spawner_class(hub_client, ou
     # process served while its first one imported it (bench/README.md, seventh round).
     loaded = []
     load = spawner_settings.spawner_class_load
-    monkeypatch.setattr(
-        spawner_settings, "spawner_class_load", lambda path: loaded.append(path) or load(path)
-    )
+
+    def load_noted(dotted_path):
+        loaded.append(dotted_path)
+        return load(dotted_path)
+
+    monkeypatch.setattr(spawner_settings, "spawner_class_load", load_noted)
     # given an Outpost that allow-lists an override
     outpost.allowed_overrides = ["image"]
     outpost.save()
